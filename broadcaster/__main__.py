@@ -1,0 +1,5 @@
+"""`python -m broadcaster`."""
+
+from .cli import main
+
+main()

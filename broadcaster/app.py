@@ -1,0 +1,53 @@
+"""The application factory: settings in, a wired aiohttp application out."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from .broker import Broker
+from .handlers import routes
+from .hub import Hub
+from .memory import MemoryBroker
+from .redis_broker import RedisBroker
+from .settings import Settings
+from .state import BROKER, HUB, OUTBOX, SETTINGS, STATE, NodeState
+from .stream import Outbox
+
+
+def make_broker(settings: Settings) -> Broker:
+    """The embedded broker without REDIS_URL, else the Redis broker."""
+    if settings.redis_url is None:
+        return MemoryBroker()
+    return RedisBroker.from_url(settings.redis_url, prefix=settings.channel_prefix)
+
+
+def create_app(settings: Settings, broker: Broker | None = None) -> web.Application:
+    """Build a node's application; `broker` overrides the one the settings choose."""
+    app = web.Application(client_max_size=settings.max_message_bytes + 4096)
+    app[SETTINGS] = settings
+    app[BROKER] = broker if broker is not None else make_broker(settings)
+    app[HUB] = Hub(app[BROKER], heartbeat_interval=settings.heartbeat_interval)
+    app[STATE] = NodeState()
+    app.add_routes(routes)
+    app.cleanup_ctx.append(_lifecycle)
+    app.on_shutdown.append(_drain)
+    return app
+
+
+async def _drain(app: web.Application) -> None:
+    # Runs before the server waits for handlers, so open streams end at once.
+    app[STATE].draining = True
+    app[HUB].close_all("shutdown")
+
+
+async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
+    app[OUTBOX] = Outbox(asyncio.get_running_loop())
+    hub, broker = app[HUB], app[BROKER]
+    await broker.start(hub.deliver)
+    hub.start()
+    yield
+    await hub.stop()
+    await broker.close()

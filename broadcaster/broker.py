@@ -1,0 +1,48 @@
+"""The broker interface: how a node hears about messages published anywhere."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Protocol
+
+from .message import Message
+
+Deliver = Callable[[str, Message], None]
+"""Called by a broker, on the event loop, for every message on a subscribed channel."""
+
+
+class BrokerUnavailable(Exception):
+    """The broker cannot take a publish right now."""
+
+
+class Broker(Protocol):
+    """A swappable transport between publishers and nodes (in-memory or Redis)."""
+
+    @property
+    def connected(self) -> bool:
+        """Whether the broker can currently deliver and publish."""
+        ...
+
+    async def start(self, deliver: Deliver) -> None:
+        """Begin delivering messages of subscribed channels to `deliver`."""
+        ...
+
+    async def close(self) -> None:
+        """Stop delivering and release every connection."""
+        ...
+
+    def subscribe(self, channel: str) -> asyncio.Future[None]:
+        """Ask for `channel`; the future resolves once its messages will be delivered.
+
+        Calls to subscribe and unsubscribe take effect in call order.
+        """
+        ...
+
+    def unsubscribe(self, channel: str) -> None:
+        """Stop delivering `channel`."""
+        ...
+
+    async def publish(self, channel: str, message: Message) -> Message:
+        """Publish to every node; returns the message as delivered (with its id, if any)."""
+        ...

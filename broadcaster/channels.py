@@ -1,0 +1,20 @@
+"""Channel names: the one safe charset and length every entry point enforces."""
+
+from __future__ import annotations
+
+import re
+
+MAX_CHANNEL_LENGTH = 200
+CHANNEL_CHARSET = "letters, digits and - _ . : @ / ="
+_CHANNEL = re.compile(r"[A-Za-z0-9\-_.:@/=]+")
+
+
+def check_channel(name: str) -> str:
+    """Return `name` if it is a valid channel name, else raise ValueError with the reason."""
+    if not name:
+        raise ValueError("channel name is empty")
+    if len(name) > MAX_CHANNEL_LENGTH:
+        raise ValueError(f"channel name is longer than {MAX_CHANNEL_LENGTH} characters")
+    if not _CHANNEL.fullmatch(name):
+        raise ValueError(f"channel name may contain only {CHANNEL_CHARSET}")
+    return name

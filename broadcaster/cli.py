@@ -1,0 +1,119 @@
+"""The `broadcaster` command: serve a node, or publish a message."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Coroutine, Sequence
+from typing import Any
+
+import aiohttp
+from pydantic import ValidationError
+from redis.exceptions import RedisError
+
+from .publisher import HttpPublisher, Publisher, PublishError, RedisPublisher
+from .server import serve
+from .settings import Settings, setting_name
+
+try:
+    import uvloop
+except ImportError:  # pragma: no cover - uvloop does not build everywhere
+    uvloop = None  # type: ignore[assignment]
+
+# `serve` flags: each overrides the BROADCASTER_ variable of the same name.
+SERVE_FLAGS: dict[str, tuple[type, str]] = {
+    "redis_url": (str, "Redis URL; unset runs the embedded single-node broker"),
+    "host": (str, "address to listen on (default 0.0.0.0)"),
+    "port": (int, "port to listen on (default 8080)"),
+    "heartbeat_interval": (float, "seconds of silence before a heartbeat comment (default 15)"),
+    "retry_ms": (int, "reconnect delay hint sent to clients as retry: (default 3000)"),
+    "channel_prefix": (str, "prefix of the Redis pub/sub channels (default sse:)"),
+    "node_id": (str, "this node's name (default <hostname>:<port>)"),
+    "max_channels_per_connection": (int, "channels one connection may follow (default 16)"),
+    "max_message_bytes": (int, "largest accepted publish body (default 1048576)"),
+    "max_pending_bytes": (int, "unsent bytes before a slow client is cut off (default 1048576)"),
+    "shutdown_timeout": (float, "seconds a stop may take (default 10)"),
+    "log_level": (str, "DEBUG, INFO, WARNING or ERROR (default INFO)"),
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="broadcaster", description="Horizontally scaled Server-Sent Events."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run a node")
+    for field, (kind, text) in SERVE_FLAGS.items():
+        serve.add_argument("--" + field.replace("_", "-"), dest=field, type=kind, help=text)
+    publish = commands.add_parser("publish", help="publish one message to every subscriber")
+    publish.add_argument("channel")
+    publish.add_argument("data", help="the event data; - reads it from standard input")
+    publish.add_argument("--event", help="event type")
+    publish.add_argument(
+        "--url",
+        help="publish through the node at this URL (POST /publish with BROADCASTER_PUBLISH_TOKEN);"
+        " the default is Redis at BROADCASTER_REDIS_URL, or http://127.0.0.1:8080 without it",
+    )
+    publish.add_argument("--redis-url", dest="redis_url", help="publish through this Redis")
+    return parser
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment and flags; an invalid value exits with one line."""
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else "settings"
+        reason = first["msg"].removeprefix("Value error, ")
+        flag = f" (--{field.replace('_', '-')})" if field in SERVE_FLAGS else ""
+        sys.exit(f"broadcaster: invalid {setting_name(field)}{flag}: {reason}")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the `broadcaster` console script."""
+    args = _parser().parse_args(argv)
+    if args.command == "serve":
+        settings = load_settings(**{field: getattr(args, field) for field in SERVE_FLAGS})
+        _configure_logging(settings)
+        _run(serve(settings))
+    else:
+        settings = load_settings(redis_url=args.redis_url)
+        data = sys.stdin.read() if args.data == "-" else args.data
+        _run(_publish(settings, args.url, args.channel, data, args.event))
+
+
+def _configure_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level,
+        format=f"%(asctime)s %(levelname)s node={settings.node_id} %(name)s: %(message)s",
+    )
+
+
+async def _publish(
+    settings: Settings, url: str | None, channel: str, data: str, event: str | None
+) -> None:
+    publisher: Publisher
+    if url is None and settings.redis_url is not None:
+        publisher = RedisPublisher.from_url(settings.redis_url, prefix=settings.channel_prefix)
+    else:
+        token = settings.publish_token.get_secret_value() if settings.publish_token else ""
+        publisher = HttpPublisher(url or "http://127.0.0.1:8080", token)
+    try:
+        message_id = await publisher.publish(channel, data, event)
+    except (ValueError, PublishError) as exc:
+        sys.exit(f"broadcaster: publish refused: {exc}")
+    except (OSError, RedisError, aiohttp.ClientError) as exc:
+        sys.exit(f"broadcaster: cannot publish: {exc}")
+    finally:
+        await publisher.aclose()
+    print(message_id if message_id is not None else "published")
+
+
+def _run(coro: Coroutine[Any, Any, None]) -> None:
+    if uvloop is None:
+        asyncio.run(coro)
+    else:
+        uvloop.run(coro)

@@ -1,0 +1,149 @@
+"""HTTP endpoints: subscribe, publish, health."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+import orjson
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+from .broker import BrokerUnavailable
+from .channels import check_channel
+from .message import Message
+from .sse import check_field, encode_retry
+from .state import BROKER, HUB, OUTBOX, SETTINGS, STATE
+from .stream import Stream
+
+routes = web.RouteTableDef()
+
+STREAM_HEADERS = {
+    "Content-Type": "text/event-stream",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",
+}
+
+
+def error(status: int, reason: str, **headers: str) -> web.Response:
+    """A plain-text error answer: the status and a one-line reason."""
+    return web.Response(status=status, text=reason + "\n", headers=headers)
+
+
+@routes.get("/events")
+async def events(request: web.Request) -> web.StreamResponse:
+    """Stream the events of every `channel` in the query string."""
+    settings = request.app[SETTINGS]
+    channels = list(dict.fromkeys(request.query.getall("channel", [])))
+    if not channels:
+        return error(400, "missing channel: use /events?channel=<name>")
+    if len(channels) > settings.max_channels_per_connection:
+        return error(
+            400, f"too many channels: at most {settings.max_channels_per_connection} per connection"
+        )
+    try:
+        for channel in channels:
+            check_channel(channel)
+    except ValueError as exc:
+        return error(400, str(exc))
+    if request.app[STATE].draining:
+        return error(503, "node is shutting down", **{"Retry-After": "1"})
+    transport = request.transport
+    if transport is None:
+        raise web.HTTPBadRequest(text="connection closed\n")
+
+    hub = request.app[HUB]
+    stream = Stream(
+        transport, request.app[OUTBOX], channels, max_pending_bytes=settings.max_pending_bytes
+    )
+    response = web.StreamResponse(headers=STREAM_HEADERS)
+    try:
+        # Subscribed before the headers go out: a client that sees them misses nothing.
+        await hub.join(stream)
+        await response.prepare(request)
+        await response.write(encode_retry(settings.retry_ms))
+        stream.start(chunked=response.headers.get("Transfer-Encoding") == "chunked")
+        reason = await stream.closed
+    except ConnectionResetError:
+        reason = "gone"
+    finally:
+        hub.leave(stream)
+    if reason in ("slow", "gone") or transport.is_closing():
+        # Nothing more can or should reach this client; drop what it has not read.
+        transport.abort()
+    else:
+        response.force_close()
+        await response.write_eof()
+    return response
+
+
+class PublishRequest(BaseModel):
+    """The body of POST /publish."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    channel: str
+    data: Any
+    event: str | None = None
+
+    @field_validator("channel")
+    @classmethod
+    def _channel(cls, value: str) -> str:
+        return check_channel(value)
+
+    @field_validator("event")
+    @classmethod
+    def _event(cls, value: str | None) -> str | None:
+        return None if value is None else check_field("event", value)
+
+    def message(self) -> Message:
+        """The message to publish; non-string data is sent as its JSON text."""
+        data = self.data if isinstance(self.data, str) else orjson.dumps(self.data).decode()
+        return Message(data, self.event or None)
+
+
+@routes.post("/publish")
+async def publish(request: web.Request) -> web.Response:
+    """Publish one message to every subscriber on every node."""
+    token = request.app[SETTINGS].publish_token
+    if token is None:
+        return error(403, "HTTP publish is disabled: set BROADCASTER_PUBLISH_TOKEN to enable it")
+    expected = b"Bearer " + token.get_secret_value().encode()
+    given = request.headers.get("Authorization", "").encode("utf-8", "replace")
+    if not hmac.compare_digest(given, expected):
+        return error(401, "missing or wrong bearer token", **{"WWW-Authenticate": "Bearer"})
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError as exc:
+        return error(400, f"body is not valid JSON: {exc}")
+    try:
+        publication = PublishRequest.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "body"
+        return error(400, f"{where}: {first['msg'].removeprefix('Value error, ')}")
+    try:
+        sent = await request.app[BROKER].publish(publication.channel, publication.message())
+    except BrokerUnavailable as exc:
+        return error(503, str(exc), **{"Retry-After": "1"})
+    return web.json_response({"channel": publication.channel, "id": sent.id}, dumps=_dumps)
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    """Alive while the process runs."""
+    return web.Response(text="ok\n")
+
+
+@routes.get("/readyz")
+async def readyz(request: web.Request) -> web.Response:
+    """Ready when the broker is reachable and the node is not draining."""
+    if request.app[STATE].draining:
+        return error(503, "draining")
+    if not request.app[BROKER].connected:
+        return error(503, "broker unavailable")
+    return web.Response(text="ready\n")

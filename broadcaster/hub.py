@@ -1,0 +1,111 @@
+"""The local hub: which streams follow which channels, fan-out, and the shared heartbeat."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from .broker import Broker
+from .message import Message
+from .sse import HEARTBEAT
+from .stream import Stream
+
+
+class Hub:
+    """Keeps this node's subscriptions and hands each message to every local subscriber."""
+
+    def __init__(self, broker: Broker, *, heartbeat_interval: float) -> None:
+        self._broker = broker
+        self._heartbeat_interval = heartbeat_interval
+        self._channels: dict[str, set[Stream]] = {}
+        # The broker subscription of each channel: resolved once messages flow.
+        self._ready: dict[str, asyncio.Future[None]] = {}
+        self._streams: set[Stream] = set()
+        self._empty = asyncio.Event()
+        self._empty.set()
+        self._heartbeat: asyncio.Task[None] | None = None
+
+    @property
+    def stream_count(self) -> int:
+        """Open streams on this node."""
+        return len(self._streams)
+
+    @property
+    def channel_count(self) -> int:
+        """Channels with at least one local stream."""
+        return len(self._channels)
+
+    def start(self) -> None:
+        """Start the heartbeat timer (one for all streams)."""
+        self._heartbeat = asyncio.create_task(self._beat(), name="heartbeat")
+
+    async def stop(self) -> None:
+        """Stop the heartbeat timer."""
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat
+
+    async def join(self, stream: Stream) -> None:
+        """Attach `stream` to its channels; returns once the broker delivers them all."""
+        self._streams.add(stream)
+        self._empty.clear()
+        waits = []
+        for channel in stream.channels:
+            subscribers = self._channels.get(channel)
+            if subscribers is None:
+                # First local subscriber: the refcount change and the broker call happen
+                # in one step, so concurrent first and last subscribers cannot reorder.
+                subscribers = self._channels[channel] = set()
+                self._ready[channel] = self._broker.subscribe(channel)
+            subscribers.add(stream)
+            if not self._ready[channel].done():
+                waits.append(self._ready[channel])
+        if waits:
+            # asyncio.wait never cancels the shared futures when this joiner is cancelled.
+            await asyncio.wait(waits)
+
+    def leave(self, stream: Stream) -> None:
+        """Detach `stream`; a channel's last local subscriber unsubscribes it."""
+        self._streams.discard(stream)
+        if not self._streams:
+            self._empty.set()
+        for channel in stream.channels:
+            subscribers = self._channels.get(channel)
+            if subscribers is None:
+                continue
+            subscribers.discard(stream)
+            if not subscribers:
+                del self._channels[channel]
+                del self._ready[channel]
+                self._broker.unsubscribe(channel)
+
+    def deliver(self, channel: str, message: Message) -> None:
+        """Encode `message` once and queue the same bytes on every local subscriber."""
+        subscribers = self._channels.get(channel)
+        if not subscribers:
+            return
+        frame = message.frame()
+        for stream in subscribers:
+            stream.push(frame)
+
+    def close_all(self, reason: str) -> None:
+        """End every open stream."""
+        for stream in list(self._streams):
+            stream.close(reason)
+
+    async def emptied(self) -> None:
+        """Return once no stream is open."""
+        await self._empty.wait()
+
+    async def _beat(self) -> None:
+        interval = self._heartbeat_interval
+        # Ticking at a quarter of the interval bounds silence to 1.25 intervals.
+        tick = interval / 4
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(tick)
+            due = loop.time() - interval
+            for stream in list(self._streams):
+                if stream.last_write <= due:
+                    stream.push(HEARTBEAT)

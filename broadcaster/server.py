@@ -1,0 +1,69 @@
+"""Run one node: serve until SIGTERM or SIGINT, then drain within the shutdown bound."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from aiohttp import web
+
+from .app import create_app
+from .settings import Settings
+from .state import HUB, STATE
+
+log = logging.getLogger(__name__)
+
+
+async def serve(settings: Settings) -> None:
+    """Serve a node until a stop signal; open streams end cleanly before exit."""
+    app = create_app(settings)
+    # handler_cancellation: a client that goes away cancels its stream handler at once.
+    runner = web.AppRunner(
+        app,
+        handler_cancellation=True,
+        access_log=None,
+        shutdown_timeout=settings.shutdown_timeout / 2,
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port, backlog=4096)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await site.start()
+        log.info(
+            "node %s listening on http://%s:%d with %s",
+            settings.node_id,
+            settings.host,
+            settings.port,
+            f"redis at {_redacted(settings.redis_url)}"
+            if settings.redis_url
+            else "the embedded broker",
+        )
+        await stop.wait()
+        await _drain(app, settings.shutdown_timeout / 2)
+    finally:
+        await runner.cleanup()
+    log.info("stopped")
+
+
+async def _drain(app: web.Application, bound: float) -> None:
+    # While the listener still answers, /readyz and new subscribers get 503 (load
+    # balancers move on) and every open stream ends with a proper end of body.
+    app[STATE].draining = True
+    hub = app[HUB]
+    log.info("draining: ending %d open streams", hub.stream_count)
+    hub.close_all("shutdown")
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(hub.emptied(), bound)
+
+
+def _redacted(url: str) -> str:
+    # Never log a password from the URL.
+    if "@" not in url:
+        return url
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"

@@ -1,0 +1,68 @@
+"""Node settings: environment variables prefixed BROADCASTER_, overridable by CLI flags."""
+
+from __future__ import annotations
+
+import socket
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every setting of a node; see the README for what each one does."""
+
+    model_config = SettingsConfigDict(env_prefix="BROADCASTER_", frozen=True, extra="ignore")
+
+    redis_url: str | None = None
+    host: str = "0.0.0.0"
+    port: int = Field(8080, ge=1, le=65535)
+    heartbeat_interval: float = Field(15.0, gt=0, le=3600)
+    retry_ms: int = Field(3000, ge=0, le=86_400_000)
+    channel_prefix: str = Field("sse:", max_length=64)
+    node_id: str = ""
+    publish_token: SecretStr | None = None
+    max_channels_per_connection: int = Field(16, ge=1, le=1024)
+    max_message_bytes: int = Field(1_048_576, ge=1024, le=64 * 1_048_576)
+    max_pending_bytes: int = Field(1_048_576, ge=4096)
+    shutdown_timeout: float = Field(10.0, gt=0, le=3600)
+    log_level: str = "INFO"
+
+    @field_validator("redis_url", "publish_token", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        # Compose files and shells often export an empty variable to mean "unset".
+        return None if value == "" else value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return level
+
+    @field_validator("node_id")
+    @classmethod
+    def _node_id(cls, value: str) -> str:
+        if any(c in value for c in "\r\n\0"):
+            raise ValueError("must not contain CR, LF or NUL")
+        return value
+
+    @model_validator(mode="after")
+    def _default_node_id(self) -> Settings:
+        if not self.node_id:
+            # The model is frozen; this is its own construction step.
+            object.__setattr__(self, "node_id", f"{socket.gethostname()}:{self.port}")
+        return self
+
+
+def setting_name(field: str) -> str:
+    """The environment variable that sets `field`."""
+    return f"BROADCASTER_{field.upper()}"

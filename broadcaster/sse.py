@@ -1,0 +1,41 @@
+"""Server-sent events wire encoding, per the WHATWG HTML event-stream format."""
+
+from __future__ import annotations
+
+import re
+
+# The spec's line terminators; str.splitlines() would also split on U+2028, \x0c, \x85...
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_FORBIDDEN_IN_FIELD = re.compile(r"[\r\n\0]")
+
+HEARTBEAT = b":\n\n"
+
+
+def check_field(name: str, value: str) -> str:
+    """Return `value` if it can stand in an `event:` or `id:` line, else raise ValueError."""
+    if _FORBIDDEN_IN_FIELD.search(value):
+        raise ValueError(f"{name} must not contain CR, LF or NUL")
+    return value
+
+
+def encode_event(data: str, event: str | None = None, id: str | None = None) -> bytes:
+    """Encode one event; every line of `data` becomes a `data:` line, empty data included."""
+    parts: list[str] = []
+    if id is not None:
+        parts.append(f"id: {check_field('id', id)}\n")
+    if event:
+        parts.append(f"event: {check_field('event', event)}\n")
+    for line in _LINE_BREAK.split(data):
+        parts.append(f"data: {line}\n")
+    parts.append("\n")
+    return "".join(parts).encode("utf-8", "replace")
+
+
+def encode_retry(ms: int) -> bytes:
+    """Encode the reconnection-delay hint."""
+    return f"retry: {int(ms)}\n\n".encode("ascii")
+
+
+def encode_comment(text: str = "") -> bytes:
+    """Encode a comment line, which clients ignore (used for heartbeats and padding)."""
+    return f":{check_field('comment', text)}\n\n".encode()

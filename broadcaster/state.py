@@ -1,0 +1,26 @@
+"""Typed keys for what a node keeps in its aiohttp application."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from .broker import Broker
+from .hub import Hub
+from .settings import Settings
+from .stream import Outbox
+
+
+@dataclass(slots=True)
+class NodeState:
+    """What changes over a node's life."""
+
+    draining: bool = False
+
+
+SETTINGS = web.AppKey("settings", Settings)
+BROKER = web.AppKey("broker", Broker)
+HUB = web.AppKey("hub", Hub)
+OUTBOX = web.AppKey("outbox", Outbox)
+STATE = web.AppKey("state", NodeState)

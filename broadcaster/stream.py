@@ -1,0 +1,116 @@
+"""One client's event stream, and the outbox that coalesces writes per loop turn."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+
+class Outbox:
+    """Flushes every stream written during one loop turn, with one write per stream."""
+
+    __slots__ = ("_dirty", "_scheduled", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._dirty: list[Stream] = []
+        self._scheduled = False
+
+    def mark(self, stream: Stream) -> None:
+        """Have `stream` flushed at the end of this loop turn."""
+        self._dirty.append(stream)
+        if not self._scheduled:
+            self._scheduled = True
+            self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        dirty, self._dirty = self._dirty, []
+        for stream in dirty:
+            stream.flush()
+
+
+class Stream:
+    """An open SSE response: frames are queued, then written straight to the transport.
+
+    Frames pushed before `start` wait, so a stream can subscribe before its headers go out.
+    """
+
+    __slots__ = (
+        "_chunked",
+        "_max_pending",
+        "_outbox",
+        "_pending",
+        "_started",
+        "_transport",
+        "channels",
+        "closed",
+        "last_write",
+    )
+
+    def __init__(
+        self,
+        transport: asyncio.Transport,
+        outbox: Outbox,
+        channels: Sequence[str],
+        *,
+        max_pending_bytes: int,
+    ) -> None:
+        self.channels = tuple(channels)
+        self.closed: asyncio.Future[str] = outbox.loop.create_future()
+        self.last_write = outbox.loop.time()
+        self._transport = transport
+        self._outbox = outbox
+        self._chunked = False
+        self._max_pending = max_pending_bytes
+        self._pending: list[bytes] = []
+        self._started = False
+
+    def start(self, *, chunked: bool) -> None:
+        """Headers are out: from now on frames go straight to the transport."""
+        self._chunked = chunked
+        self._started = True
+        self.last_write = self._outbox.loop.time()
+        if self._pending:
+            self._outbox.mark(self)
+
+    def push(self, frame: bytes) -> None:
+        """Queue `frame`; it is written at the end of this loop turn."""
+        if self.closed.done():
+            return
+        if self._started and not self._pending:
+            self._outbox.mark(self)
+        self._pending.append(frame)
+
+    def flush(self) -> None:
+        """Write every queued frame in one write; cut the client off if it cannot keep up."""
+        if self.closed.done():
+            self._pending.clear()
+            return
+        if not self._pending:
+            return
+        if self._transport.is_closing():
+            self.close("gone")
+            return
+        self._write_pending()
+        if self._transport.get_write_buffer_size() > self._max_pending:
+            self.close("slow")
+
+    def close(self, reason: str) -> None:
+        """End the stream for `reason` (`shutdown`, `slow`, `gone`, ...); idempotent."""
+        if self.closed.done():
+            return
+        clean = reason != "slow" and self._started and not self._transport.is_closing()
+        if clean and self._pending:
+            self._write_pending()
+        self._pending.clear()
+        self.closed.set_result(reason)
+
+    def _write_pending(self) -> None:
+        body = b"".join(self._pending)
+        self._pending.clear()
+        if self._chunked:
+            self._transport.write(b"%x\r\n%b\r\n" % (len(body), body))
+        else:
+            self._transport.write(body)
+        self.last_write = self._outbox.loop.time()
