@@ -165,7 +165,7 @@ class RedisBroker:
         prefix = len(self._prefix)
         while True:
             try:
-                reply = await conn.read_response(timeout=self._ping_interval)
+                reply = await conn.read_response(timeout=self._ping_interval, push_request=True)
             except RedisTimeoutError:
                 reply = None
             if reply is None:
