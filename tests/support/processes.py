@@ -1,0 +1,144 @@
+"""Real servers on free loopback ports: redis-server and `broadcaster serve` nodes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 10) -> None:
+    """Wait until something accepts connections on `port`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"nothing listens on port {port} after {timeout}s") from None
+            time.sleep(0.02)
+
+
+class RedisServer:
+    """A redis-server process of our own, stoppable and restartable on the same port."""
+
+    def __init__(self, workdir: Path, *extra: str) -> None:
+        binary = shutil.which("redis-server")
+        assert binary, "redis-server is missing: apt-get install redis-server"
+        self.binary = binary
+        self.port = free_port()
+        self.workdir = workdir
+        self.extra = extra
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """The redis:// URL of this server."""
+        return f"redis://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        """Start (or restart) the server and wait for it to accept connections."""
+        self.process = subprocess.Popen(
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+                *self.extra,
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        wait_port(self.port)
+
+    def kill(self) -> None:
+        """SIGKILL the server and reap it."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def cli(self, *args: str) -> str:
+        """Run redis-cli against this server; return its output."""
+        return subprocess.run(
+            ["redis-cli", "-p", str(self.port), *args], check=True, capture_output=True, text=True
+        ).stdout
+
+
+class Node:
+    """A `broadcaster serve` process."""
+
+    def __init__(self, redis_url: str | None, workdir: Path, **settings: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BROADCASTER_")}
+        env.update(
+            BROADCASTER_HOST="127.0.0.1",
+            BROADCASTER_PORT=str(self.port),
+            BROADCASTER_NODE_ID=f"node-{self.port}",
+            **{f"BROADCASTER_{k.upper()}": v for k, v in settings.items()},
+        )
+        if redis_url:
+            env["BROADCASTER_REDIS_URL"] = redis_url
+        self.env = env
+        self.log = workdir / f"node-{self.port}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start the node and wait until it reports ready."""
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "broadcaster", "serve"],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 15
+        while not self.ready():
+            assert self.process.poll() is None, f"node exited: {self.log.read_text()}"
+            assert time.monotonic() < deadline, f"node not ready: {self.log.read_text()}"
+            time.sleep(0.05)
+
+    def ready(self) -> bool:
+        """Whether /readyz answers 200."""
+        try:
+            with urllib.request.urlopen(f"{self.url}/readyz", timeout=1) as answer:
+                return bool(answer.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def signal(self, sig: signal.Signals) -> None:
+        """Send `sig` to the node."""
+        assert self.process is not None
+        self.process.send_signal(sig)
+
+    def stop(self) -> None:
+        """Stop the node (SIGTERM, then SIGKILL if it lingers)."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()

@@ -1,0 +1,140 @@
+"""The HTTP surface of one node on the embedded broker (aiohttp's test client)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from broadcaster.app import create_app
+from broadcaster.settings import Settings
+from broadcaster.state import STATE
+from tests.support.client import subscribe
+from tests.support.sse import Event
+from tests.support.wait import wait_until
+
+Client = TestClient[web.Request, web.Application]
+MakeClient = Callable[..., Awaitable[Client]]
+AUTH = {"Authorization": "Bearer s3cret"}
+
+
+@pytest.fixture
+async def client(aiohttp_client: MakeClient) -> Client:
+    settings = Settings(publish_token="s3cret", heartbeat_interval=0.2, retry_ms=1500)
+    return await aiohttp_client(create_app(settings))
+
+
+def base(client: Client) -> str:
+    return str(client.make_url("")).rstrip("/")
+
+
+async def publish(client: Client, **body: Any) -> Any:
+    answer = await client.post("/publish", json=body, headers=AUTH)
+    assert answer.status == 200, await answer.text()
+    return await answer.json()
+
+
+async def test_stream_headers_and_first_retry_line(client: Client) -> None:
+    async with subscribe(client.session, base(client), ["news"]) as sub:
+        headers = sub.response.headers
+        assert headers["Content-Type"] == "text/event-stream"
+        assert headers["Cache-Control"] == "no-cache"
+        assert headers["X-Accel-Buffering"] == "no"
+        assert "Content-Length" not in headers
+        assert "Content-Encoding" not in headers
+        await wait_until(lambda: bool(sub.raw), 5, "the first bytes")
+        assert sub.raw == b"retry: 1500\n\n"
+
+
+async def test_published_messages_reach_every_subscriber(client: Client) -> None:
+    async with (
+        subscribe(client.session, base(client), ["news"]) as one,
+        subscribe(client.session, base(client), ["news", "sport"]) as two,
+    ):
+        await publish(client, channel="news", data="a\r\nb", event="update")
+        await publish(client, channel="sport", data={"score": [1, 0]})
+        await publish(client, channel="other", data="nobody")
+        assert await two.wait_for(2) == [
+            Event("a\nb", "update"),
+            Event('{"score":[1,0]}'),
+        ]
+        assert await one.wait_for(1) == [Event("a\nb", "update")]
+
+
+async def test_heartbeats_flow_on_a_silent_stream(client: Client) -> None:
+    async with subscribe(client.session, base(client), ["quiet"]) as sub:
+        await wait_until(lambda: sub.parser.comments >= 2, 5, "two heartbeats")
+        assert sub.raw.startswith(b"retry: 1500\n\n:\n\n:\n\n")
+        assert sub.events == []
+
+
+@pytest.mark.parametrize(
+    ("query", "reason"),
+    [
+        ("", "missing channel"),
+        ("?channel=", "channel name is empty"),
+        ("?channel=bad%20name", "may contain only"),
+        ("?channel=" + "x" * 201, "longer than 200"),
+        ("?" + "&".join(f"channel=c{i}" for i in range(17)), "too many channels: at most 16"),
+    ],
+)
+async def test_bad_subscriptions_get_400_and_a_reason(
+    client: Client, query: str, reason: str
+) -> None:
+    answer = await client.get("/events" + query)
+    assert answer.status == 400
+    text = await answer.text()
+    assert reason in text and text.count("\n") == 1
+
+
+async def test_publish_needs_the_bearer_token(client: Client) -> None:
+    body = {"channel": "news", "data": "x"}
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
+        answer = await client.post("/publish", json=body, headers=headers)
+        assert answer.status == 401
+        assert answer.headers["WWW-Authenticate"] == "Bearer"
+
+
+async def test_publish_is_off_without_a_token(aiohttp_client: MakeClient) -> None:
+    client = await aiohttp_client(create_app(Settings()))
+    answer = await client.post("/publish", json={"channel": "c", "data": "x"}, headers=AUTH)
+    assert answer.status == 403
+    assert "BROADCASTER_PUBLISH_TOKEN" in await answer.text()
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"{not json", "not valid JSON"),
+        (b"[]", "body: Input should be a valid dictionary"),
+        (b'{"data": "x"}', "channel: Field required"),
+        (b'{"channel": "a b", "data": "x"}', "channel: channel name may contain only"),
+        (b'{"channel": "c", "data": "x", "event": "a\\nb"}', "event: event must not contain"),
+        (b'{"channel": "c", "data": "x", "extra": 1}', "extra: Extra inputs"),
+    ],
+)
+async def test_bad_publish_bodies_get_400_and_a_reason(
+    client: Client, body: bytes, reason: str
+) -> None:
+    answer = await client.post("/publish", data=body, headers=AUTH)
+    assert answer.status == 400
+    text = await answer.text()
+    assert reason in text, text
+    assert text.count("\n") == 1
+
+
+async def test_publish_answers_json(client: Client) -> None:
+    assert await publish(client, channel="c", data="x") == {"channel": "c", "id": None}
+
+
+async def test_health_and_readiness(client: Client) -> None:
+    assert (await client.get("/healthz")).status == 200
+    assert (await client.get("/readyz")).status == 200
+    client.app[STATE].draining = True
+    answer = await client.get("/readyz")
+    assert answer.status == 503 and await answer.text() == "draining\n"
+    assert (await client.get("/events?channel=x")).status == 503
+    assert (await client.get("/healthz")).status == 200

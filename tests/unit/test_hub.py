@@ -1,0 +1,129 @@
+"""The local hub: refcounted subscriptions in call order, and encode-once fan-out."""
+
+from __future__ import annotations
+
+import asyncio
+
+from broadcaster.hub import Hub
+from broadcaster.memory import MemoryBroker
+from broadcaster.message import Message
+from broadcaster.stream import Outbox, Stream
+from tests.support.fakes import FakeTransport
+from tests.support.wait import wait_until
+
+
+class RecordingBroker:
+    """A broker whose subscriptions resolve only when the test says so."""
+
+    connected = True
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+        self.pending: list[asyncio.Future[None]] = []
+
+    async def start(self, deliver: object) -> None: ...
+
+    async def close(self) -> None: ...
+
+    def subscribe(self, channel: str) -> asyncio.Future[None]:
+        self.calls.append(("subscribe", channel))
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.pending.append(done)
+        return done
+
+    def unsubscribe(self, channel: str) -> None:
+        self.calls.append(("unsubscribe", channel))
+
+    async def publish(self, channel: str, message: Message) -> Message:
+        return message
+
+    def confirm(self) -> None:
+        for done in self.pending:
+            if not done.done():
+                done.set_result(None)
+
+
+def new_stream(*channels: str) -> tuple[Stream, FakeTransport]:
+    transport = FakeTransport()
+    stream = Stream(
+        transport, Outbox(asyncio.get_running_loop()), channels, max_pending_bytes=1 << 20
+    )
+    stream.start(chunked=False)
+    return stream, transport
+
+
+async def test_first_subscriber_subscribes_and_last_unsubscribes() -> None:
+    broker = RecordingBroker()
+    hub = Hub(broker, heartbeat_interval=15)
+    (a, _), (b, _) = new_stream("c"), new_stream("c", "d")
+    joins = [asyncio.create_task(hub.join(a)), asyncio.create_task(hub.join(b))]
+    await asyncio.sleep(0)
+    assert broker.calls == [("subscribe", "c"), ("subscribe", "d")]
+    assert not any(join.done() for join in joins)
+    broker.confirm()
+    await asyncio.gather(*joins)
+    hub.leave(a)
+    assert broker.calls[-1] == ("subscribe", "d")
+    hub.leave(b)
+    assert broker.calls[2:] == [("unsubscribe", "c"), ("unsubscribe", "d")]
+    assert hub.channel_count == 0
+
+
+async def test_a_cancelled_joiner_does_not_cancel_the_shared_subscription() -> None:
+    broker = RecordingBroker()
+    hub = Hub(broker, heartbeat_interval=15)
+    (a, _), (b, _) = new_stream("c"), new_stream("c")
+    first = asyncio.create_task(hub.join(a))
+    second = asyncio.create_task(hub.join(b))
+    await asyncio.sleep(0)
+    first.cancel()
+    await asyncio.gather(first, return_exceptions=True)
+    hub.leave(a)
+    broker.confirm()
+    await second
+    assert broker.calls == [("subscribe", "c")]
+
+
+async def test_join_leave_storms_end_in_the_right_state() -> None:
+    broker = RecordingBroker()
+    hub = Hub(broker, heartbeat_interval=15)
+    for round_ in range(50):
+        streams = [new_stream("c")[0] for _ in range(round_ % 4 + 1)]
+        joins = [asyncio.create_task(hub.join(stream)) for stream in streams]
+        await asyncio.sleep(0)
+        for stream in streams[: round_ % 3]:
+            hub.leave(stream)
+        broker.confirm()
+        await asyncio.gather(*joins)
+        for stream in streams:
+            hub.leave(stream)
+    # Every 0 -> 1 change subscribed and every 1 -> 0 change unsubscribed, in order.
+    verbs = [verb for verb, _ in broker.calls]
+    assert verbs == ["subscribe", "unsubscribe"] * 50
+    assert hub.channel_count == 0 and hub.stream_count == 0
+
+
+async def test_a_message_is_encoded_once_for_every_subscriber() -> None:
+    hub = Hub(MemoryBroker(), heartbeat_interval=15)
+    pairs = [new_stream("c") for _ in range(3)]
+    for stream, _ in pairs:
+        await hub.join(stream)
+    hub.deliver("c", Message("hi", "note"))
+    hub.deliver("elsewhere", Message("nobody"))
+    await asyncio.sleep(0)
+    writes = [transport.writes for _, transport in pairs]
+    assert writes[0] == [b"event: note\ndata: hi\n\n"]
+    # The very same bytes object went to every socket: encoded once.
+    assert writes[0][0] is writes[1][0] is writes[2][0]
+
+
+async def test_silent_streams_get_heartbeats_from_one_timer() -> None:
+    hub = Hub(MemoryBroker(), heartbeat_interval=0.05)
+    stream, transport = new_stream("c")
+    await hub.join(stream)
+    hub.start()
+    try:
+        await wait_until(lambda: len(transport.writes) >= 2, 5, "two heartbeats")
+    finally:
+        await hub.stop()
+    assert transport.writes[:2] == [b":\n\n", b":\n\n"]

@@ -1,0 +1,66 @@
+"""Settings from the environment and flags, and the one-line refusal of bad values."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from broadcaster.cli import load_settings
+from broadcaster.settings import Settings
+
+
+def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = Settings()
+    assert settings.redis_url is None
+    assert (settings.host, settings.port) == ("0.0.0.0", 8080)
+    assert settings.heartbeat_interval == 15.0
+    assert settings.channel_prefix == "sse:"
+    assert settings.node_id.endswith(":8080")
+    assert settings.publish_token is None
+
+
+def test_environment_and_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BROADCASTER_PORT", "9000")
+    monkeypatch.setenv("BROADCASTER_REDIS_URL", "redis://localhost:6379/0")
+    monkeypatch.setenv("BROADCASTER_PUBLISH_TOKEN", "t")
+    settings = load_settings(port=9100, heartbeat_interval=None)
+    assert settings.port == 9100
+    assert settings.redis_url == "redis://localhost:6379/0"
+    assert settings.publish_token is not None
+    assert settings.publish_token.get_secret_value() == "t"
+
+
+def test_empty_redis_url_means_embedded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BROADCASTER_REDIS_URL", "")
+    assert Settings().redis_url is None
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"BROADCASTER_PORT": "99999"}, "BROADCASTER_PORT (--port)"),
+        ({"BROADCASTER_HEARTBEAT_INTERVAL": "soon"}, "BROADCASTER_HEARTBEAT_INTERVAL"),
+        ({"BROADCASTER_REDIS_URL": "localhost:6379"}, "BROADCASTER_REDIS_URL (--redis-url)"),
+        ({"BROADCASTER_RETRY_MS": "-1"}, "BROADCASTER_RETRY_MS"),
+    ],
+)
+def test_invalid_value_exits_with_one_line_naming_it(env: dict[str, str], named: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "broadcaster", "serve"],
+        check=False,
+        env={"PATH": "/usr/bin:/bin", **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"broadcaster: invalid {named}"), lines[0]
+
+
+def test_invalid_flag_value_is_named_too() -> None:
+    with pytest.raises(SystemExit, match=r"invalid BROADCASTER_PORT \(--port\)"):
+        load_settings(port=0)

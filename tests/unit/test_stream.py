@@ -1,0 +1,73 @@
+"""Per-connection writes: buffered until start, coalesced per loop turn, cut off when slow."""
+
+from __future__ import annotations
+
+import asyncio
+
+from broadcaster.stream import Outbox, Stream
+from tests.support.fakes import FakeTransport
+
+
+async def make_stream(max_pending: int = 1000) -> tuple[Stream, FakeTransport]:
+    transport = FakeTransport()
+    outbox = Outbox(asyncio.get_running_loop())
+    return Stream(transport, outbox, ["c"], max_pending_bytes=max_pending), transport
+
+
+async def turn() -> None:
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+
+
+async def test_frames_wait_for_start_then_go_out_together() -> None:
+    stream, transport = await make_stream()
+    stream.push(b"a")
+    await turn()
+    assert transport.writes == []
+    stream.start(chunked=False)
+    stream.push(b"b")
+    await turn()
+    assert transport.writes == [b"ab"]
+
+
+async def test_one_chunked_write_per_loop_turn() -> None:
+    stream, transport = await make_stream()
+    stream.start(chunked=True)
+    for frame in (b"data: 1\n\n", b"data: 2\n\n", b"data: 3\n\n"):
+        stream.push(frame)
+    await turn()
+    body = b"data: 1\n\ndata: 2\n\ndata: 3\n\n"
+    assert transport.writes == [b"%x\r\n%b\r\n" % (len(body), body)]
+
+
+async def test_a_backed_up_client_is_cut_off_as_slow() -> None:
+    stream, transport = await make_stream(max_pending=10)
+    stream.start(chunked=False)
+    transport.backlog = 11
+    stream.push(b"x")
+    await turn()
+    assert stream.closed.result() == "slow"
+    stream.push(b"y")
+    await turn()
+    assert transport.writes == [b"x"]
+
+
+async def test_a_gone_client_is_noticed_on_the_next_write() -> None:
+    stream, transport = await make_stream()
+    stream.start(chunked=False)
+    transport.closing = True
+    stream.push(b"x")
+    await turn()
+    assert stream.closed.result() == "gone"
+    assert transport.writes == []
+
+
+async def test_a_clean_close_flushes_what_is_queued() -> None:
+    stream, transport = await make_stream()
+    stream.start(chunked=False)
+    stream.push(b"last")
+    stream.close("shutdown")
+    assert transport.writes == [b"last"]
+    assert stream.closed.result() == "shutdown"
+    stream.close("slow")
+    assert stream.closed.result() == "shutdown"
