@@ -9,6 +9,8 @@ from collections import deque
 
 import redis.asyncio as redis
 from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -112,6 +114,7 @@ class RedisBroker:
         loop = asyncio.get_running_loop()
         while True:
             conn = self._client.connection_pool.make_connection()  # type: ignore[no-untyped-call]
+            conn.retry = Retry(NoBackoff(), 0)  # this loop owns retries and backoff
             try:
                 await conn.connect()
                 if outage_since is not None:

@@ -1,0 +1,82 @@
+"""Two nodes in this process on one real redis-server: fan-out and subscription counts."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
+
+import aiohttp
+import pytest
+import redis.asyncio as redis
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from broadcaster.app import create_app
+from broadcaster.publisher import RedisPublisher
+from broadcaster.settings import Settings
+from tests.support.client import subscribe
+from tests.support.processes import RedisServer
+from tests.support.sse import Event
+from tests.support.wait import eventually
+
+MakeServer = Callable[[web.Application], Awaitable[TestServer]]
+
+
+@pytest.fixture
+async def nodes(redis_server: RedisServer, aiohttp_server: MakeServer) -> AsyncIterator[list[str]]:
+    urls = []
+    for _ in range(2):
+        settings = Settings(redis_url=redis_server.url, publish_token="t")
+        server = await aiohttp_server(create_app(settings))
+        urls.append(str(server.make_url("")).rstrip("/"))
+    yield urls
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+async def numsub(redis_server: RedisServer, channel: str) -> int:
+    async with redis.Redis.from_url(redis_server.url) as client:
+        return int((await client.pubsub_numsub(channel))[0][1])
+
+
+async def test_every_publish_path_reaches_every_node(
+    nodes: list[str], session: aiohttp.ClientSession, redis_server: RedisServer
+) -> None:
+    async with AsyncExitStack() as stack:
+        subs = [await stack.enter_async_context(subscribe(session, url, ["news"])) for url in nodes]
+        redis_server.cli("PUBLISH", "sse:news", "from redis-cli")
+        answer = await session.post(
+            f"{nodes[1]}/publish",
+            json={"channel": "news", "data": "over http", "event": "update"},
+            headers={"Authorization": "Bearer t"},
+        )
+        assert answer.status == 200
+        async with RedisPublisher.from_url(redis_server.url) as publisher:
+            await publisher.publish("news", "from python", event="note")
+        expected = [
+            Event("from redis-cli"),
+            Event("over http", "update"),
+            Event("from python", "note"),
+        ]
+        for sub in subs:
+            assert await sub.wait_for(3) == expected
+
+
+async def test_one_redis_subscription_per_node_however_many_clients(
+    nodes: list[str], session: aiohttp.ClientSession, redis_server: RedisServer
+) -> None:
+    async with AsyncExitStack() as stack:
+        for url in nodes:
+            for _ in range(5):
+                await stack.enter_async_context(subscribe(session, url, ["busy", "other"]))
+        assert await numsub(redis_server, "sse:busy") == 2
+        assert await numsub(redis_server, "sse:other") == 2
+
+    async def gone() -> bool:
+        return await numsub(redis_server, "sse:busy") == 0
+
+    await eventually(gone, 10, "the last clients' subscriptions to go")

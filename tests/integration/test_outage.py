@@ -1,0 +1,62 @@
+"""A Redis outage: clients stay, heartbeats go on, subscriptions come back, one log line."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from broadcaster.app import create_app
+from broadcaster.settings import Settings
+from tests.support.client import subscribe
+from tests.support.processes import RedisServer
+from tests.support.sse import Event
+from tests.support.wait import eventually, wait_until
+
+MakeServer = Callable[[web.Application], Awaitable[TestServer]]
+
+
+async def test_node_rides_out_a_redis_outage(
+    redis_server: RedisServer, aiohttp_server: MakeServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="broadcaster")
+    settings = Settings(redis_url=redis_server.url, heartbeat_interval=0.1)
+    server = await aiohttp_server(create_app(settings))
+    base = str(server.make_url("")).rstrip("/")
+
+    async with aiohttp.ClientSession() as session:
+
+        async def readiness() -> int:
+            async with session.get(f"{base}/readyz") as answer:
+                return answer.status
+
+        async def ready() -> bool:
+            return await readiness() == 200
+
+        async def unready() -> bool:
+            return await readiness() == 503
+
+        async with subscribe(session, base, ["news"]) as sub:
+            redis_server.cli("PUBLISH", "sse:news", "before")
+            await sub.wait_for(1)
+
+            redis_server.kill()
+            await eventually(unready, 10, "readyz to turn 503")
+            beats = sub.parser.comments
+            await wait_until(lambda: sub.parser.comments >= beats + 8, 10, "heartbeats")
+            assert not sub.ended.is_set()
+
+            redis_server.start()
+            await eventually(ready, 20, "readyz to turn 200 again")
+            assert redis_server.cli("PUBSUB", "NUMSUB", "sse:news").split() == ["sse:news", "1"]
+            redis_server.cli("PUBLISH", "sse:news", "after")
+            assert await sub.wait_for(2) == [Event("before"), Event("after")]
+            assert not sub.ended.is_set()
+
+    outage_lines = [r for r in caplog.records if "redis unavailable" in r.getMessage()]
+    assert len(outage_lines) == 1
+    assert any("redis reconnected" in r.getMessage() for r in caplog.records)
