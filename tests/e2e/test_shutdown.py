@@ -1,0 +1,49 @@
+"""Graceful stop: streams end with a proper end of body, within the bound, even 10,000 of them."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+from collections.abc import Callable
+
+from tests.support.processes import Node
+from tests.support.wait import wait_until
+
+STREAMS = 10_000
+SHUTDOWN_TIMEOUT = 10
+
+
+async def open_stream(port: int, source: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+    writer.write(f"GET /events?channel=c{port % 7} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    head = await reader.readuntil(b"retry: 3000\n\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    return reader, writer
+
+
+async def read_to_end(reader: asyncio.StreamReader) -> bytes:
+    return await reader.read()  # until the node closes the connection
+
+
+async def test_sigterm_ends_every_stream_cleanly(start_node: Callable[..., Node]) -> None:
+    node = start_node(shutdown_timeout=str(SHUTDOWN_TIMEOUT))
+    streams = []
+    for batch in range(0, STREAMS, 500):
+        # Spread over source addresses so ephemeral ports never run short.
+        source = f"127.0.0.{2 + batch // 2500}"
+        streams += await asyncio.gather(*(open_stream(node.port, source) for _ in range(500)))
+    readers = [asyncio.create_task(read_to_end(reader)) for reader, _ in streams]
+    node.signal(signal.SIGTERM)
+    assert node.process is not None
+    try:
+        code = await asyncio.to_thread(node.process.wait, SHUTDOWN_TIMEOUT + 2)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"node still running {SHUTDOWN_TIMEOUT + 2}s after SIGTERM") from None
+    assert code == 0, node.log.read_text()
+    await wait_until(lambda: all(task.done() for task in readers), 10, "every stream to end")
+    tails = {task.result() for task in readers}
+    # Every chunked body ended with its terminating zero-length chunk.
+    assert tails == {b"0\r\n\r\n"}
+    for _, writer in streams:
+        writer.close()
