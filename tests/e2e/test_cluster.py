@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
+import asyncio
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
@@ -29,16 +29,21 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-def cli_publish(*args: str, **env: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "broadcaster", "publish", *args],
+async def cli_publish(*args: str, **env: str) -> tuple[int, str, str]:
+    """Run `broadcaster publish`; return its exit code, stdout and stderr."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "broadcaster",
+        "publish",
+        *args,
         env={"PATH": "/usr/bin:/bin", **env},
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=30,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
-    return done.stdout.strip()
+    out, err = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode is not None
+    return process.returncode, out.decode().strip(), err.decode().strip()
 
 
 async def test_every_publish_path_reaches_clients_on_every_node(
@@ -57,9 +62,10 @@ async def test_every_publish_path_reaches_clients_on_every_node(
             headers={"Authorization": f"Bearer {TOKEN}"},
         )
         assert answer.status == 200, await answer.text()
-        cli_publish(
+        published = await cli_publish(
             "news", "from the cli", "--event", "note", BROADCASTER_REDIS_URL=redis_server.url
         )
+        assert published == (0, "published", "")
         expected = [
             Event("from redis-cli"),
             Event("over http\nto node 3"),
@@ -113,18 +119,13 @@ async def test_embedded_node_publishes_over_http_from_the_cli(
 ) -> None:
     node = start_node(publish_token=TOKEN)
     async with subscribe(session, node.url, ["solo"]) as sub:
-        out = cli_publish("solo", "hi", "--url", node.url, BROADCASTER_PUBLISH_TOKEN=TOKEN)
-        assert out == "published"
+        published = await cli_publish(
+            "solo", "hi", "--url", node.url, BROADCASTER_PUBLISH_TOKEN=TOKEN
+        )
+        assert published == (0, "published", "")
         assert await sub.wait_for(1) == [Event("hi")]
-    refused = subprocess.run(
-        [sys.executable, "-m", "broadcaster", "publish", "solo", "x", "--url", node.url],
-        env={"PATH": "/usr/bin:/bin", "BROADCASTER_PUBLISH_TOKEN": "wrong"},
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=30,
+    code, _, err = await cli_publish(
+        "solo", "x", "--url", node.url, BROADCASTER_PUBLISH_TOKEN="wrong"
     )
-    assert refused.returncode != 0
-    assert refused.stderr.strip() == (
-        "broadcaster: publish refused: 401: missing or wrong bearer token"
-    )
+    assert code != 0
+    assert err == "broadcaster: publish refused: 401: missing or wrong bearer token"
