@@ -81,7 +81,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         _run(serve(settings))
     else:
         settings = load_settings(redis_url=args.redis_url)
-        data = sys.stdin.read() if args.data == "-" else args.data
+        # Like the shell's $(...), drop the newline that ends piped input.
+        data = sys.stdin.read().removesuffix("\n") if args.data == "-" else args.data
         _run(_publish(settings, args.url, args.channel, data, args.event))
 
 
