@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
+from broadcaster.app import create_app
+from broadcaster.settings import Settings
 from tests.support.processes import Node, RedisServer
 
 
@@ -33,3 +38,16 @@ def start_node(tmp_path: Path) -> Iterator[Callable[..., Node]]:
     yield start
     for node in nodes:
         node.stop()
+
+
+@pytest.fixture
+def start_app(
+    aiohttp_server: Callable[[web.Application], Awaitable[TestServer]],
+) -> Callable[..., Awaitable[str]]:
+    """Start a node in this process (aiohttp test server); returns its base URL."""
+
+    async def start(**settings: Any) -> str:
+        server = await aiohttp_server(create_app(Settings(**settings)))
+        return str(server.make_url("")).rstrip("/")
+
+    return start

@@ -7,24 +7,19 @@ import random
 from collections.abc import Awaitable, Callable
 
 import aiohttp
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 
-from broadcaster.app import create_app
-from broadcaster.settings import Settings
 from tests.support.client import subscribe
 from tests.support.processes import RedisServer
 from tests.support.sse import Event
 from tests.support.wait import eventually
 
-MakeServer = Callable[[web.Application], Awaitable[TestServer]]
+StartApp = Callable[..., Awaitable[str]]
 
 
 async def test_subscription_churn_settles_to_the_truth(
-    redis_server: RedisServer, aiohttp_server: MakeServer
+    redis_server: RedisServer, start_app: StartApp
 ) -> None:
-    server = await aiohttp_server(create_app(Settings(redis_url=redis_server.url)))
-    base = str(server.make_url("")).rstrip("/")
+    base = await start_app(redis_url=redis_server.url)
     rng = random.Random(7)
 
     def numsub() -> int:

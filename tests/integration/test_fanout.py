@@ -8,28 +8,19 @@ from contextlib import AsyncExitStack
 import aiohttp
 import pytest
 import redis.asyncio as redis
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 
-from broadcaster.app import create_app
 from broadcaster.publisher import RedisPublisher
-from broadcaster.settings import Settings
 from tests.support.client import subscribe
 from tests.support.processes import RedisServer
 from tests.support.sse import Event
 from tests.support.wait import eventually
 
-MakeServer = Callable[[web.Application], Awaitable[TestServer]]
+StartApp = Callable[..., Awaitable[str]]
 
 
 @pytest.fixture
-async def nodes(redis_server: RedisServer, aiohttp_server: MakeServer) -> AsyncIterator[list[str]]:
-    urls = []
-    for _ in range(2):
-        settings = Settings(redis_url=redis_server.url, publish_token="t")
-        server = await aiohttp_server(create_app(settings))
-        urls.append(str(server.make_url("")).rstrip("/"))
-    yield urls
+async def nodes(redis_server: RedisServer, start_app: StartApp) -> AsyncIterator[list[str]]:
+    yield [await start_app(redis_url=redis_server.url, publish_token="t") for _ in range(2)]
 
 
 @pytest.fixture

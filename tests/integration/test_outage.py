@@ -7,26 +7,20 @@ from collections.abc import Awaitable, Callable
 
 import aiohttp
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 
-from broadcaster.app import create_app
-from broadcaster.settings import Settings
 from tests.support.client import subscribe
 from tests.support.processes import RedisServer
 from tests.support.sse import Event
 from tests.support.wait import eventually, wait_until
 
-MakeServer = Callable[[web.Application], Awaitable[TestServer]]
+StartApp = Callable[..., Awaitable[str]]
 
 
 async def test_node_rides_out_a_redis_outage(
-    redis_server: RedisServer, aiohttp_server: MakeServer, caplog: pytest.LogCaptureFixture
+    redis_server: RedisServer, start_app: StartApp, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="broadcaster")
-    settings = Settings(redis_url=redis_server.url, heartbeat_interval=0.1)
-    server = await aiohttp_server(create_app(settings))
-    base = str(server.make_url("")).rstrip("/")
+    base = await start_app(redis_url=redis_server.url, heartbeat_interval=0.1)
 
     async with aiohttp.ClientSession() as session:
 
