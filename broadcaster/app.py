@@ -20,8 +20,15 @@ from .stream import Outbox
 def make_broker(settings: Settings) -> Broker:
     """The embedded broker without REDIS_URL, else the Redis broker."""
     if settings.redis_url is None:
-        return MemoryBroker()
-    return RedisBroker.from_url(settings.redis_url, prefix=settings.channel_prefix)
+        return MemoryBroker(
+            history_maxlen=settings.history_maxlen, history_ttl=settings.history_ttl
+        )
+    return RedisBroker.from_url(
+        settings.redis_url,
+        prefix=settings.channel_prefix,
+        history_maxlen=settings.history_maxlen,
+        history_ttl=settings.history_ttl,
+    )
 
 
 def create_app(settings: Settings, broker: Broker | None = None) -> web.Application:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from .history import Replay
 from .message import Message
 
 Deliver = Callable[[str, Message], None]
@@ -13,7 +14,7 @@ Deliver = Callable[[str, Message], None]
 
 
 class BrokerUnavailable(Exception):
-    """The broker cannot take a publish right now."""
+    """The broker cannot take a publish or a history read right now."""
 
 
 class Broker(Protocol):
@@ -25,7 +26,7 @@ class Broker(Protocol):
         ...
 
     async def start(self, deliver: Deliver) -> None:
-        """Begin delivering messages of subscribed channels to `deliver`."""
+        """Begin delivering messages of subscribed channels to `deliver`, in order, gap-free."""
         ...
 
     async def close(self) -> None:
@@ -44,5 +45,12 @@ class Broker(Protocol):
         ...
 
     async def publish(self, channel: str, message: Message) -> Message:
-        """Publish to every node; returns the message as delivered (with its id, if any)."""
+        """Publish durably to every node; returns the message with its id."""
+        ...
+
+    async def replay(self, channels: Sequence[str], after: str) -> Replay:
+        """What subscribed `channels` missed after id `after` (malformed ids allowed).
+
+        When it returns, every live message up to the replay's head has been delivered.
+        """
         ...

@@ -11,8 +11,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from .broker import BrokerUnavailable
 from .channels import check_channel
+from .history import Replay
 from .message import Message
-from .sse import check_field, encode_retry
+from .sse import check_field, encode_position, encode_retry
 from .state import BROKER, HUB, OUTBOX, SETTINGS, STATE
 from .stream import Stream
 
@@ -57,12 +58,26 @@ async def events(request: web.Request) -> web.StreamResponse:
         transport, request.app[OUTBOX], channels, max_pending_bytes=settings.max_pending_bytes
     )
     response = web.StreamResponse(headers=STREAM_HEADERS)
+    after = request.headers.get("Last-Event-ID") or request.query.get("lastEventId")
     try:
-        # Subscribed before the headers go out: a client that sees them misses nothing.
+        # Subscribed before the history read and the headers: nothing falls in between.
         await hub.join(stream)
+        preamble = [encode_retry(settings.retry_ms)]
+        replayed = None
+        if after:
+            try:
+                replayed = await request.app[BROKER].replay(channels, after)
+            except BrokerUnavailable:
+                # History is out of reach: the client still gets live events, and learns
+                # that it may have missed some.
+                replayed = Replay(None, resets={"unavailable": channels})
+            preamble += replay_frames(replayed)
         await response.prepare(request)
-        await response.write(encode_retry(settings.retry_ms))
-        stream.start(chunked=response.headers.get("Transfer-Encoding") == "chunked")
+        await response.write(b"".join(preamble))
+        stream.start(
+            chunked=response.headers.get("Transfer-Encoding") == "chunked",
+            replayed_through=replayed.head if replayed else None,
+        )
         reason = await stream.closed
     except ConnectionResetError:
         reason = "gone"
@@ -75,6 +90,19 @@ async def events(request: web.Request) -> web.StreamResponse:
         response.force_close()
         await response.write_eof()
     return response
+
+
+def replay_frames(replayed: Replay) -> list[bytes]:
+    """Resets first, then the missed messages in publish order, then the position.
+
+    After a reset, an `id:` line alone moves the client's Last-Event-ID to the head
+    without firing an event, so the next reconnect does not reset again.
+    """
+    frames = [notice.frame() for notice in replayed.reset_messages()]
+    frames += [message.frame() for _, message in replayed.messages]
+    if replayed.resets and replayed.head is not None:
+        frames.append(encode_position(str(replayed.head)))
+    return frames
 
 
 class PublishRequest(BaseModel):

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 
 from .broker import Broker
+from .history import EventId
 from .message import Message
 from .sse import HEARTBEAT
 from .stream import Stream
@@ -86,8 +87,9 @@ class Hub:
         if not subscribers:
             return
         frame = message.frame()
+        id_ = EventId.parse(message.id)
         for stream in subscribers:
-            stream.push(frame)
+            stream.push(frame, id_)
 
     def close_all(self, reason: str) -> None:
         """End every open stream."""

@@ -1,19 +1,30 @@
-"""The embedded broker: one process, no Redis."""
+"""The embedded broker: one process, no Redis, the same ids, history and resume."""
 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections import OrderedDict, deque
+from collections.abc import Sequence
 
 from .broker import Deliver
+from .history import ChannelHistory, Entry, EventId, Head, Replay, Snapshot, replay
 from .message import Message
 
 
 class MemoryBroker:
-    """Delivers published messages to this process's own subscribers."""
+    """Delivers to this process's subscribers and keeps each channel's recent history."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, history_maxlen: int = 1000, history_ttl: float = 86400) -> None:
         self._deliver: Deliver | None = None
         self._channels: set[str] = set()
+        self._maxlen = history_maxlen
+        self._ttl_ms = int(history_ttl * 1000)
+        self._epoch_ms = _now_ms()
+        self._last = EventId(self._epoch_ms, 0)
+        # Least recently published first, so idle channels expire from the front.
+        self._history: OrderedDict[str, deque[Entry]] = OrderedDict()
+        self._published_ms: dict[str, int] = {}
 
     @property
     def connected(self) -> bool:
@@ -40,7 +51,46 @@ class MemoryBroker:
         self._channels.discard(channel)
 
     async def publish(self, channel: str, message: Message) -> Message:
-        """Deliver at once to local subscribers."""
+        """Give the message the next id, keep it in history, deliver it at once."""
+        now = max(_now_ms(), self._last.ms)
+        self._expire(now)
+        self._last = EventId(now, self._last.seq + 1)
+        history = self._history.pop(channel, None) or deque(maxlen=self._maxlen)
+        prev = history[-1].id if history else None
+        sent = Message(message.data, message.event, str(self._last), _str(prev), now)
+        history.append(Entry(self._last, prev, sent))
+        self._history[channel] = history
+        self._published_ms[channel] = now
         if self._deliver is not None and channel in self._channels:
-            self._deliver(channel, message)
-        return message
+            self._deliver(channel, sent)
+        return sent
+
+    async def replay(self, channels: Sequence[str], after: str) -> Replay:
+        """Everything retained after `after` on `channels`, or resets."""
+        now = _now_ms()
+        self._expire(now)
+        position = EventId.parse(after)
+        read = {}
+        for channel in channels:
+            history = self._history.get(channel)
+            entries = [e for e in history or () if position is not None and e.id > position]
+            read[channel] = ChannelHistory(history is not None, entries)
+        head = Head(self._last, self._epoch_ms) if self._last.seq else None
+        return replay(after, Snapshot(head, now, self._ttl_ms, read))
+
+    def _expire(self, now: int) -> None:
+        if not self._ttl_ms:
+            return
+        while self._history:
+            channel = next(iter(self._history))
+            if now - self._published_ms[channel] <= self._ttl_ms:
+                return
+            del self._history[channel], self._published_ms[channel]
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _str(value: EventId | None) -> str | None:
+    return None if value is None else str(value)

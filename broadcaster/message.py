@@ -1,25 +1,32 @@
-"""The message value and the format nodes exchange over the broker."""
+"""The message value, and the envelope nodes receive over Redis pub/sub."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import orjson
-
 from .sse import check_field, encode_event
 
-# A payload that starts with this marker is an envelope; anything else is raw event data
-# (what `redis-cli PUBLISH sse:<channel> text` sends). No real text starts with NUL.
+# `sse_publish` (redis_library.lua) publishes "<mark>\n<id>\n<prev>\n<event>\n<ms>\n<data>".
+# Anything without the mark is raw event data, as `redis-cli PUBLISH sse:<channel> text`
+# sends it. No real text starts with NUL.
 ENVELOPE_MARK = b"\x00bc1"
+_FIELDS = 6
 
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """One published event: its data, optional event type and optional id."""
+    """One published event.
+
+    `id` is set for durable messages; `prev` is the id of the previous durable message of
+    the same channel (how a node notices a lost message), and `published_ms` its publish
+    time on the broker's clock.
+    """
 
     data: str
     event: str | None = None
     id: str | None = None
+    prev: str | None = None
+    published_ms: int | None = None
 
     def __post_init__(self) -> None:
         if self.event is not None:
@@ -32,34 +39,17 @@ class Message:
         return encode_event(self.data, self.event, self.id)
 
 
-def pack(message: Message) -> bytes:
-    """Serialize a message for the broker."""
-    body: dict[str, str] = {"d": message.data}
-    if message.event:
-        body["e"] = message.event
-    if message.id is not None:
-        body["i"] = message.id
-    return ENVELOPE_MARK + orjson.dumps(body)
-
-
 def unpack(payload: bytes) -> Message:
-    """Read a broker payload: an envelope, or raw UTF-8 text taken as the event data.
+    """Read a pub/sub payload: an envelope, or raw text taken as the event data.
 
-    Raises ValueError for an envelope that does not hold a valid message.
+    Invalid UTF-8 is replaced, never fatal. Raises ValueError for a broken envelope.
     """
     if not payload.startswith(ENVELOPE_MARK):
         return Message(payload.decode("utf-8", "replace"))
-    try:
-        body = orjson.loads(payload[len(ENVELOPE_MARK) :])
-    except orjson.JSONDecodeError as exc:
-        raise ValueError(f"bad envelope: {exc}") from None
-    if not isinstance(body, dict):
-        raise ValueError("bad envelope: not an object")
-    data, event, id_ = body.get("d", ""), body.get("e"), body.get("i")
-    if (
-        not isinstance(data, str)
-        or not isinstance(event, str | None)
-        or not isinstance(id_, str | int | None)
-    ):
-        raise ValueError("bad envelope: wrong field types")
-    return Message(data, event or None, None if id_ is None else str(id_))
+    parts = payload.split(b"\n", _FIELDS - 1)
+    if len(parts) != _FIELDS or parts[0] != ENVELOPE_MARK:
+        raise ValueError("bad envelope: too few fields")
+    _, id_, prev, event, ms, data = (part.decode("utf-8", "replace") for part in parts)
+    if not ms.isdigit():
+        raise ValueError("bad envelope: publish time is not a number")
+    return Message(data, event or None, id_ or None, prev or None, int(ms))

@@ -7,9 +7,11 @@ from typing import Protocol, Self
 
 import aiohttp
 import redis.asyncio as redis
+from redis.exceptions import ResponseError
 
+from . import library
 from .channels import check_channel
-from .message import Message, pack
+from .message import Message
 
 
 class Publisher(Protocol):
@@ -41,11 +43,21 @@ class _Closing:
 
 
 class RedisPublisher(_Closing):
-    """Publishes straight to Redis, where every node is listening."""
+    """Publishes durably through Redis (`FCALL sse_publish`), where every node listens.
 
-    def __init__(self, client: redis.Redis, *, prefix: str = "sse:") -> None:
+    The retention settings only matter when no node has loaded the function yet.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        prefix: str = "sse:",
+        history_maxlen: int = 1000,
+        history_ttl: int = 86400,
+    ) -> None:
         self._client = client
-        self._prefix = prefix
+        self._library = (prefix, history_maxlen, history_ttl)
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "sse:") -> RedisPublisher:
@@ -53,13 +65,25 @@ class RedisPublisher(_Closing):
         return cls(redis.Redis.from_url(url, socket_connect_timeout=5), prefix=prefix)
 
     async def publish(self, channel: str, data: str, event: str | None = None) -> str | None:
-        """Publish one message; raises ValueError for a bad channel or event type."""
+        """Publish one message; returns its id. Raises ValueError for a bad channel or event."""
         return (await self.send(check_channel(channel), Message(data, event))).id
 
     async def send(self, channel: str, message: Message) -> Message:
-        """Publish an already validated message; returns it as delivered."""
-        await self._client.publish(self._prefix + channel, pack(message))
-        return message
+        """Publish an already validated message; returns it with its id."""
+        args = [message.data] + ([message.event] if message.event else [])
+        try:
+            id_ = await self._client.fcall("sse_publish", 1, channel, *args)
+        except ResponseError as exc:
+            if "Function not found" not in str(exc):
+                raise
+            await self.load_library(replace=False)
+            id_ = await self._client.fcall("sse_publish", 1, channel, *args)
+        text = id_.decode() if isinstance(id_, bytes) else str(id_)
+        return Message(message.data, message.event, text)
+
+    async def load_library(self, *, replace: bool = True) -> None:
+        """Load the `sse_publish` function into Redis."""
+        await library.load(self._client, *self._library, replace=replace)
 
     async def aclose(self) -> None:
         """Close the Redis connection pool."""

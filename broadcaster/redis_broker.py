@@ -1,4 +1,4 @@
-"""The Redis broker: one pub/sub connection per node, owned reconnect loop."""
+"""The Redis broker: one pub/sub connection per node, gap-free delivery, owned reconnects."""
 
 from __future__ import annotations
 
@@ -6,18 +6,22 @@ import asyncio
 import logging
 import random
 from collections import deque
+from collections.abc import Sequence
 
 import redis.asyncio as redis
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .broker import BrokerUnavailable, Deliver
+from .history import EventId, Replay, replay
 from .message import Message, unpack
 from .publisher import RedisPublisher
+from .redis_history import RedisHistory
+from .sequencer import Sequencer
 
 log = logging.getLogger(__name__)
 
@@ -28,19 +32,28 @@ _SUBSCRIBE, _UNSUBSCRIBE, _PING = b"SUBSCRIBE", b"UNSUBSCRIBE", b"PING"
 
 
 class RedisBroker:
-    """Subscribes this node's channels on one Redis connection and publishes through a pool."""
+    """Subscribes this node's channels on one Redis connection and publishes through a pool.
+
+    Durable messages reach the hub in id order without gaps (see `Sequencer`); after a
+    reconnect, every channel is backfilled from the last id it delivered.
+    """
 
     def __init__(
         self,
         client: redis.Redis,
         *,
         prefix: str = "sse:",
+        history_maxlen: int = 1000,
+        history_ttl: int = 86400,
         ping_interval: float = 5.0,
         max_backoff: float = 5.0,
     ) -> None:
         self._client = client
         self._prefix = prefix
-        self._publisher = RedisPublisher(client, prefix=prefix)
+        self._publisher = RedisPublisher(
+            client, prefix=prefix, history_maxlen=history_maxlen, history_ttl=history_ttl
+        )
+        self._history = RedisHistory(client, prefix=prefix, ttl=history_ttl)
         self._ping_interval = ping_interval
         self._max_backoff = max_backoff
         self._deliver: Deliver | None = None
@@ -48,17 +61,25 @@ class RedisBroker:
         # Commands for the live connection, sent in call order by one writer.
         self._commands: deque[tuple[bytes, str, asyncio.Future[None] | None]] = deque()
         self._wake = asyncio.Event()
-        # Per channel, one entry per SUBSCRIBE sent and not yet acknowledged.
+        # Per channel, one entry per SUBSCRIBE sent and not yet acknowledged; likewise PINGs.
         self._acks: dict[str, deque[asyncio.Future[None] | None]] = {}
+        self._pongs: deque[asyncio.Future[None] | None] = deque()
+        self._sequencer = Sequencer(self._history, self._emit, retry_errors=LINK_ERRORS)
+        # Channels to backfill once resubscribed after a reconnect.
+        self._resync: set[str] = set()
+        self._library_refused = False
         self._live = False
         self._connected = False
         self._first_attempt: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
 
     @classmethod
-    def from_url(cls, url: str, *, prefix: str = "sse:") -> RedisBroker:
+    def from_url(
+        cls, url: str, *, prefix: str = "sse:", history_maxlen: int = 1000, history_ttl: int = 86400
+    ) -> RedisBroker:
         """A broker for the Redis server at `url`."""
-        return cls(redis.Redis.from_url(url, socket_connect_timeout=5), prefix=prefix)
+        client = redis.Redis.from_url(url, socket_connect_timeout=5)
+        return cls(client, prefix=prefix, history_maxlen=history_maxlen, history_ttl=history_ttl)
 
     @property
     def connected(self) -> bool:
@@ -94,15 +115,35 @@ class RedisBroker:
     def unsubscribe(self, channel: str) -> None:
         """Unsubscribe `channel`."""
         self._desired.discard(channel)
+        self._sequencer.forget(channel)
         if self._live:
             self._send(_UNSUBSCRIBE, channel, None)
 
     async def publish(self, channel: str, message: Message) -> Message:
-        """Publish to every node subscribed to `channel`."""
+        """Publish durably (`FCALL sse_publish`) to every node subscribed to `channel`."""
         try:
             return await self._publisher.send(channel, message)
         except LINK_ERRORS as exc:
             raise BrokerUnavailable(f"redis unavailable: {exc}") from exc
+
+    async def replay(self, channels: Sequence[str], after: str) -> Replay:
+        """What `channels` missed after `after`, read atomically from their streams."""
+        try:
+            result = replay(after, await self._history.snapshot(channels, after))
+            if self._live:
+                # Once the PONG is back, every live message published before the read has
+                # passed the reader: none can reach the client again after its replay.
+                await self._barrier()
+        except LINK_ERRORS as exc:
+            raise BrokerUnavailable(f"redis unavailable: {exc}") from exc
+        if result.head is not None:
+            self._sequencer.replayed([c for c in channels if c in self._desired], result.head)
+        return result
+
+    def _barrier(self) -> asyncio.Future[None]:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._send(_PING, "", done)
+        return done
 
     def _send(self, verb: bytes, channel: str, done: asyncio.Future[None] | None) -> None:
         self._commands.append((verb, channel, done))
@@ -117,11 +158,13 @@ class RedisBroker:
             conn.retry = Retry(NoBackoff(), 0)  # this loop owns retries and backoff
             try:
                 await conn.connect()
+                await self._load_library()
+                head = await self._history.head()
                 if outage_since is not None:
                     log.info("redis reconnected after %.1fs", loop.time() - outage_since)
                     outage_since = None
                 backoff = 0.05
-                await self._session(conn)
+                await self._session(conn, head)
             except* LINK_ERRORS as group:
                 self._lost()
                 if outage_since is None:
@@ -134,16 +177,33 @@ class RedisBroker:
             await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
             backoff = min(backoff * 2, self._max_backoff)
 
-    async def _session(self, conn: AbstractConnection) -> None:
-        # One synchronous step: from here on, subscribe/unsubscribe calls queue behind
-        # a SUBSCRIBE of every channel that has local clients, so none is missed.
+    async def _load_library(self) -> None:
+        try:
+            await self._publisher.load_library(replace=True)
+        except ResponseError as exc:
+            # Redis before 7 has no FUNCTION: live delivery still works, durable publish not.
+            if not self._library_refused:
+                self._library_refused = True
+                log.error("cannot load the sse_publish function (Redis 7+ needed): %s", exc)
+
+    async def _session(self, conn: AbstractConnection, head: EventId | None) -> None:
+        sequencer = self._sequencer
+        if head is not None and (sequencer.seen is None or head > sequencer.seen):
+            sequencer.seen = head
+        # One synchronous step: from here on, subscribe/unsubscribe calls queue behind a
+        # SUBSCRIBE of every channel that has local clients, so none is missed; channels
+        # delivered before are held until backfilled from where they stopped.
         self._commands = deque((_SUBSCRIBE, ch, None) for ch in sorted(self._desired))
-        self._acks = {}
+        self._acks, self._pongs = {}, deque()
+        self._resync = sequencer.hold(self._desired)
         self._live = True
         self._wake.set()
-        async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(self._write_loop(conn))
-            tasks.create_task(self._read_loop(conn))
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._write_loop(conn))
+                tasks.create_task(self._read_loop(conn))
+        finally:
+            sequencer.cancel()
 
     async def _write_loop(self, conn: AbstractConnection) -> None:
         while True:
@@ -153,12 +213,15 @@ class RedisBroker:
                 verb, channel, done = self._commands.popleft()
                 if not conn.is_connected:
                     raise RedisConnectionError("pub/sub connection closed")
+                if verb == _PING:
+                    self._pongs.append(done)
+                    await conn.send_command(verb, check_health=False)
+                    continue
                 if verb == _SUBSCRIBE:
                     self._acks.setdefault(channel, deque()).append(done)
-                args = (verb,) if verb == _PING else (verb, self._prefix + channel)
-                await conn.send_command(*args, check_health=False)
+                await conn.send_command(verb, self._prefix + channel, check_health=False)
             if not self._connected:
-                # The first batch (the resubscription) is on the wire: the node is ready.
+                # The resubscription is on the wire: the node is ready.
                 self._connected = True
                 if self._first_attempt is not None and not self._first_attempt.done():
                     self._first_attempt.set_result(None)
@@ -179,17 +242,23 @@ class RedisBroker:
                 self._send(_PING, "", None)
                 continue
             unanswered = 0
-            if not isinstance(reply, list) or len(reply) < 3:
-                continue  # PONG outside subscribed mode
-            kind = reply[0]
+            kind = reply[0] if isinstance(reply, list) else reply
             if kind == b"message":
                 self._on_message(reply[1][prefix:].decode("utf-8", "replace"), reply[2])
             elif kind == b"subscribe":
-                pending = self._acks.get(reply[1][prefix:].decode("utf-8", "replace"))
-                if pending:
-                    done = pending.popleft()
-                    if done is not None and not done.done():
-                        done.set_result(None)
+                self._on_subscribed(reply[1][prefix:].decode("utf-8", "replace"))
+            elif kind in (b"pong", b"PONG") and self._pongs:
+                _resolve(self._pongs.popleft())
+
+    def _on_subscribed(self, channel: str) -> None:
+        pending = self._acks.get(channel)
+        if pending:
+            _resolve(pending.popleft())
+        if channel in self._resync:
+            self._resync.discard(channel)
+            self._sequencer.backfill(channel)
+        else:
+            self._sequencer.started(channel)
 
     def _on_message(self, channel: str, payload: bytes) -> None:
         try:
@@ -197,6 +266,10 @@ class RedisBroker:
         except ValueError as exc:
             log.warning("dropped a malformed message on %r: %s", channel, exc)
             return
+        if channel in self._desired:
+            self._sequencer.receive(channel, message)
+
+    def _emit(self, channel: str, message: Message) -> None:
         if self._deliver is not None:
             self._deliver(channel, message)
 
@@ -210,9 +283,14 @@ class RedisBroker:
         # Waiting clients proceed; their channels are resubscribed on reconnect.
         for pending in self._acks.values():
             for done in pending:
-                if done is not None and not done.done():
-                    done.set_result(None)
-        self._acks = {}
+                _resolve(done)
+        for done in self._pongs:
+            _resolve(done)
         for _, _, done in self._commands:
-            if done is not None and not done.done():
-                done.set_result(None)
+            _resolve(done)
+        self._acks, self._pongs = {}, deque()
+
+
+def _resolve(done: asyncio.Future[None] | None) -> None:
+    if done is not None and not done.done():
+        done.set_result(None)

@@ -18,12 +18,14 @@ class Settings(BaseSettings):
     port: int = Field(default=8080, ge=1, le=65535)
     heartbeat_interval: float = Field(default=15.0, gt=0, le=3600)
     retry_ms: int = Field(default=3000, ge=0, le=86_400_000)
-    channel_prefix: str = Field(default="sse:", max_length=64)
+    channel_prefix: str = Field(default="sse:", max_length=64, pattern=r"^[A-Za-z0-9\-_.:@/=]*$")
     node_id: str = ""
     publish_token: SecretStr | None = None
     max_channels_per_connection: int = Field(default=16, ge=1, le=1024)
     max_message_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576)
     max_pending_bytes: int = Field(default=1_048_576, ge=4096)
+    history_maxlen: int = Field(default=1000, ge=1, le=10_000_000)
+    history_ttl: int = Field(default=86400, ge=0)
     shutdown_timeout: float = Field(default=10.0, gt=0, le=3600)
     log_level: str = "INFO"
 

@@ -36,6 +36,11 @@ def encode_retry(ms: int) -> bytes:
     return f"retry: {int(ms)}\n\n".encode("ascii")
 
 
+def encode_position(id: str) -> bytes:
+    """Set the client's last event id without dispatching an event."""
+    return f"id: {check_field('id', id)}\n\n".encode()
+
+
 def encode_comment(text: str = "") -> bytes:
     """Encode a comment line, which clients ignore (used for heartbeats and padding)."""
     return f":{check_field('comment', text)}\n\n".encode()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+from .history import EventId
+
 
 class Outbox:
     """Flushes every stream written during one loop turn, with one write per stream."""
@@ -33,7 +35,8 @@ class Outbox:
 class Stream:
     """An open SSE response: frames are queued, then written straight to the transport.
 
-    Frames pushed before `start` wait, so a stream can subscribe before its headers go out.
+    Frames pushed before `start` wait, so a stream can subscribe before its headers go out
+    and before its replay is read; `start` then drops the ones the replay already holds.
     """
 
     __slots__ = (
@@ -41,6 +44,7 @@ class Stream:
         "_max_pending",
         "_outbox",
         "_pending",
+        "_pending_ids",
         "_started",
         "_transport",
         "channels",
@@ -64,22 +68,36 @@ class Stream:
         self._chunked = False
         self._max_pending = max_pending_bytes
         self._pending: list[bytes] = []
+        self._pending_ids: list[EventId | None] = []
         self._started = False
 
-    def start(self, *, chunked: bool) -> None:
-        """Headers are out: from now on frames go straight to the transport."""
+    def start(self, *, chunked: bool, replayed_through: EventId | None = None) -> None:
+        """Headers (and any replay) are out: from now on frames go straight to the transport.
+
+        Frames that waited and are not newer than `replayed_through` are dropped.
+        """
+        if replayed_through is not None:
+            self._pending = [
+                frame
+                for frame, id_ in zip(self._pending, self._pending_ids, strict=True)
+                if id_ is None or id_ > replayed_through
+            ]
+        self._pending_ids = []
         self._chunked = chunked
         self._started = True
         self.last_write = self._outbox.loop.time()
         if self._pending:
             self._outbox.mark(self)
 
-    def push(self, frame: bytes) -> None:
-        """Queue `frame`; it is written at the end of this loop turn."""
+    def push(self, frame: bytes, id_: EventId | None = None) -> None:
+        """Queue `frame` (of message `id_`); it is written at the end of this loop turn."""
         if self.closed.done():
             return
-        if self._started and not self._pending:
-            self._outbox.mark(self)
+        if self._started:
+            if not self._pending:
+                self._outbox.mark(self)
+        else:
+            self._pending_ids.append(id_)
         self._pending.append(frame)
 
     def flush(self) -> None:

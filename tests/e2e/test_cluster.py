@@ -62,14 +62,15 @@ async def test_every_publish_path_reaches_clients_on_every_node(
             headers={"Authorization": f"Bearer {TOKEN}"},
         )
         assert answer.status == 200, await answer.text()
-        published = await cli_publish(
+        code, cli_id, _ = await cli_publish(
             "news", "from the cli", "--event", "note", BROADCASTER_REDIS_URL=redis_server.url
         )
-        assert published == (0, "published", "")
+        assert code == 0
+        http_id = (await answer.json())["id"]
         expected = [
             Event("from redis-cli"),
-            Event("over http\nto node 3"),
-            Event("from the cli", "note"),
+            Event("over http\nto node 3", "message", http_id),
+            Event("from the cli", "note", cli_id),
         ]
         for sub in subs:
             assert await sub.wait_for(3) == expected
@@ -119,11 +120,11 @@ async def test_embedded_node_publishes_over_http_from_the_cli(
 ) -> None:
     node = start_node(publish_token=TOKEN)
     async with subscribe(session, node.url, ["solo"]) as sub:
-        published = await cli_publish(
+        code, id_, _ = await cli_publish(
             "solo", "hi", "--url", node.url, BROADCASTER_PUBLISH_TOKEN=TOKEN
         )
-        assert published == (0, "published", "")
-        assert await sub.wait_for(1) == [Event("hi")]
+        assert code == 0
+        assert await sub.wait_for(1) == [Event("hi", "message", id_)]
     code, _, err = await cli_publish(
         "solo", "x", "--url", node.url, BROADCASTER_PUBLISH_TOKEN="wrong"
     )

@@ -10,6 +10,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from broadcaster.app import create_app
+from broadcaster.history import EventId
 from broadcaster.settings import Settings
 from broadcaster.state import STATE
 from tests.support.client import subscribe
@@ -54,14 +55,14 @@ async def test_published_messages_reach_every_subscriber(client: Client) -> None
         subscribe(client.session, base(client), ["news"]) as one,
         subscribe(client.session, base(client), ["news", "sport"]) as two,
     ):
-        await publish(client, channel="news", data="a\r\nb", event="update")
+        first = await publish(client, channel="news", data="a\r\nb", event="update")
         await publish(client, channel="sport", data={"score": [1, 0]})
         await publish(client, channel="other", data="nobody")
-        assert await two.wait_for(2) == [
-            Event("a\nb", "update"),
-            Event('{"score":[1,0]}'),
+        assert [(e.data, e.event) for e in await two.wait_for(2)] == [
+            ("a\nb", "update"),
+            ('{"score":[1,0]}', "message"),
         ]
-        assert await one.wait_for(1) == [Event("a\nb", "update")]
+        assert await one.wait_for(1) == [Event("a\nb", "update", first["id"])]
 
 
 async def test_heartbeats_flow_on_a_silent_stream(client: Client) -> None:
@@ -126,8 +127,11 @@ async def test_bad_publish_bodies_get_400_and_a_reason(
     assert text.count("\n") == 1
 
 
-async def test_publish_answers_json(client: Client) -> None:
-    assert await publish(client, channel="c", data="x") == {"channel": "c", "id": None}
+async def test_publish_answers_json_with_the_id(client: Client) -> None:
+    first = await publish(client, channel="c", data="x")
+    second = await publish(client, channel="d", data="y")
+    assert first["channel"] == "c" and second["channel"] == "d"
+    assert EventId.parse(first["id"]) < EventId.parse(second["id"])  # type: ignore[operator]
 
 
 async def test_health_and_readiness(client: Client) -> None:

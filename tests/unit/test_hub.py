@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
+from broadcaster.history import Replay
 from broadcaster.hub import Hub
 from broadcaster.memory import MemoryBroker
 from broadcaster.message import Message
@@ -36,6 +38,9 @@ class RecordingBroker:
 
     async def publish(self, channel: str, message: Message) -> Message:
         return message
+
+    async def replay(self, channels: Sequence[str], after: str) -> Replay:
+        return Replay(None)
 
     def confirm(self) -> None:
         for done in self.pending:

@@ -11,6 +11,7 @@ import pytest
 from broadcaster.message import ENVELOPE_MARK, Message
 from broadcaster.redis_broker import RedisBroker
 from tests.support.wait import eventually, wait_until
+from tests.unit.test_message import envelope
 
 Received = list[tuple[str, Message]]
 Setup = tuple[RedisBroker, fakeredis.FakeAsyncRedis, Received]
@@ -40,9 +41,12 @@ async def test_delivers_raw_and_enveloped_messages(
     broker, probe, received = setup
     await broker.subscribe("news")
     await probe.publish("p:news", b"raw text")
-    await broker.publish("news", Message("hi", "update"))
+    await probe.publish("p:news", envelope("7-3", "5-1", "update", "7", "hi"))
     await wait_until(lambda: len(received) == 2, 5, "two messages")
-    assert received == [("news", Message("raw text")), ("news", Message("hi", "update"))]
+    assert received == [
+        ("news", Message("raw text")),
+        ("news", Message("hi", "update", "7-3", "5-1", 7)),
+    ]
 
 
 async def test_a_malformed_envelope_is_dropped_and_delivery_goes_on(

@@ -1,0 +1,123 @@
+"""Event ids and the resume decision shared by both brokers.
+
+An id is `<ms>-<seq>`: `seq` is one sequence for every channel, assigned in the atomic
+publish step, and `ms` a publish clock that never goes back. Ids therefore never tie or
+cross between channels, and the same string is the entry id in the channel's history.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import orjson
+
+from .message import Message
+
+_ID = re.compile(r"(\d{1,15})-(\d{1,18})")
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class EventId:
+    """A position in the global publish order."""
+
+    ms: int
+    seq: int
+
+    @classmethod
+    def parse(cls, text: str | None) -> EventId | None:
+        """The id in `text`, or None when it is missing or malformed."""
+        match = _ID.fullmatch(text or "")
+        return None if match is None else cls(int(match[1]), int(match[2]))
+
+    def __str__(self) -> str:
+        return f"{self.ms}-{self.seq}"
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One retained message of a channel, with the id of the one before it."""
+
+    id: EventId
+    prev: EventId | None
+    message: Message
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """Where the sequence stands: its newest id and when it began (a wipe starts anew)."""
+
+    last: EventId
+    epoch_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelHistory:
+    """What a broker read of one channel: whether it has history, and entries after a point."""
+
+    exists: bool
+    entries: Sequence[Entry]
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """One atomic read of the history of several channels after an id."""
+
+    head: Head | None
+    now_ms: int
+    ttl_ms: int
+    channels: dict[str, ChannelHistory]
+
+
+@dataclass(slots=True)
+class Replay:
+    """What a resuming client gets: missed messages in publish order, and resets by reason."""
+
+    head: EventId | None
+    messages: list[tuple[str, Message]] = field(default_factory=list)
+    resets: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def head_seq(self) -> int:
+        """Live messages at or below this sequence were read from history already."""
+        return 0 if self.head is None else self.head.seq
+
+    def reset_messages(self) -> list[Message]:
+        """One `reset` event per reason, naming its channels."""
+        return [
+            Message(orjson.dumps({"channels": channels, "reason": reason}).decode(), "reset")
+            for reason, channels in self.resets.items()
+        ]
+
+
+def replay(after: str, snapshot: Snapshot) -> Replay:
+    """Decide, channel by channel, between replaying what was missed and a reset."""
+    result = Replay(snapshot.head.last if snapshot.head else None)
+    position = EventId.parse(after)
+    merged: list[tuple[EventId, str, Message]] = []
+    for channel, history in snapshot.channels.items():
+        reason = _lost(position, snapshot, history)
+        if reason is not None:
+            result.resets.setdefault(reason, []).append(channel)
+        else:
+            merged += [(entry.id, channel, entry.message) for entry in history.entries]
+    merged.sort(key=lambda item: item[0])
+    result.messages = [(channel, message) for _, channel, message in merged]
+    return result
+
+
+def _lost(position: EventId | None, snapshot: Snapshot, history: ChannelHistory) -> str | None:
+    if position is None:
+        return "malformed"
+    head = snapshot.head
+    if head is None or position > head.last or position.ms < head.epoch_ms:
+        return "unknown"  # not an id of this sequence: Redis was wiped, or it is made up
+    if history.entries:
+        first = history.entries[0]
+        # The chain tells whether anything between the client's id and `first` is gone.
+        return "trimmed" if first.prev is not None and first.prev > position else None
+    if not history.exists and snapshot.ttl_ms and snapshot.now_ms - position.ms > snapshot.ttl_ms:
+        # Idle longer than the TTL: messages after the client's id may have expired.
+        return "expired"
+    return None
