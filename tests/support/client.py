@@ -54,11 +54,12 @@ async def subscribe(
     base_url: str,
     channels: Sequence[str],
     headers: dict[str, str] | None = None,
+    query: dict[str, str] | None = None,
 ) -> AsyncIterator[Subscriber]:
     """Open /events on `channels`; yields once the headers (and the subscription) are in."""
-    query = [("channel", channel) for channel in channels]
+    params = [("channel", channel) for channel in channels] + list((query or {}).items())
     response = await session.get(
-        f"{base_url}/events", params=query, headers=headers, timeout=aiohttp.ClientTimeout()
+        f"{base_url}/events", params=params, headers=headers, timeout=aiohttp.ClientTimeout()
     )
     assert response.status == 200, await response.text()
     subscriber = Subscriber(response)
