@@ -62,7 +62,7 @@ class RedisPublisher(_Closing):
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "sse:") -> RedisPublisher:
         """A publisher for the Redis server at `url`."""
-        return cls(redis.Redis.from_url(url, socket_connect_timeout=5), prefix=prefix)
+        return cls(redis.Redis.from_url(url, socket_connect_timeout=5, protocol=2), prefix=prefix)
 
     async def publish(self, channel: str, data: str, event: str | None = None) -> str | None:
         """Publish one message; returns its id. Raises ValueError for a bad channel or event."""

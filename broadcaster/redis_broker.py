@@ -64,9 +64,9 @@ class RedisBroker:
         # Per channel, one entry per SUBSCRIBE sent and not yet acknowledged; likewise PINGs.
         self._acks: dict[str, deque[asyncio.Future[None] | None]] = {}
         self._pongs: deque[asyncio.Future[None] | None] = deque()
-        self._sequencer = Sequencer(self._history, self._emit, retry_errors=LINK_ERRORS)
-        # Channels to backfill once resubscribed after a reconnect.
-        self._resync: set[str] = set()
+        self._sequencer = Sequencer(
+            self._history, self._emit, self._barrier, retry_errors=LINK_ERRORS
+        )
         self._library_refused = False
         self._live = False
         self._connected = False
@@ -78,7 +78,7 @@ class RedisBroker:
         cls, url: str, *, prefix: str = "sse:", history_maxlen: int = 1000, history_ttl: int = 86400
     ) -> RedisBroker:
         """A broker for the Redis server at `url`."""
-        client = redis.Redis.from_url(url, socket_connect_timeout=5)
+        client = redis.Redis.from_url(url, socket_connect_timeout=5, protocol=2)
         return cls(client, prefix=prefix, history_maxlen=history_maxlen, history_ttl=history_ttl)
 
     @property
@@ -195,8 +195,12 @@ class RedisBroker:
         # delivered before are held until backfilled from where they stopped.
         self._commands = deque((_SUBSCRIBE, ch, None) for ch in sorted(self._desired))
         self._acks, self._pongs = {}, deque()
-        self._resync = sequencer.hold(self._desired)
+        resync = sequencer.hold(self._desired)
         self._live = True
+        if resync:
+            # The PONG comes back once every SUBSCRIBE above is in effect.
+            resubscribed = self._barrier()
+            resubscribed.add_done_callback(lambda _: sequencer.backfill(resync))
         self._wake.set()
         try:
             async with asyncio.TaskGroup() as tasks:
@@ -254,11 +258,7 @@ class RedisBroker:
         pending = self._acks.get(channel)
         if pending:
             _resolve(pending.popleft())
-        if channel in self._resync:
-            self._resync.discard(channel)
-            self._sequencer.backfill(channel)
-        else:
-            self._sequencer.started(channel)
+        self._sequencer.started(channel)
 
     def _on_message(self, channel: str, payload: bytes) -> None:
         try:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import redis.asyncio as redis
 
@@ -25,12 +25,16 @@ class RedisHistory:
 
     async def snapshot(self, channels: Sequence[str], after: str) -> Snapshot:
         """The sequence's head and every entry after `after` on `channels`, atomically."""
-        position = EventId.parse(after)
-        keys = [f"{self._prefix}history:{channel}" for channel in channels]
+        return await self.read(dict.fromkeys(channels, after))
+
+    async def read(self, positions: Mapping[str, str]) -> Snapshot:
+        """The sequence's head and each channel's entries after its position, atomically."""
+        parsed = {channel: EventId.parse(after) for channel, after in positions.items()}
         async with self._client.pipeline(transaction=True) as pipe:
             pipe.hmget(self._prefix + "meta", ["ms", "seq", "epoch"])
             pipe.time()
-            for key in keys:
+            for channel, position in parsed.items():
+                key = f"{self._prefix}history:{channel}"
                 pipe.exists(key)
                 if position is not None:
                     pipe.xrange(key, min=f"({position}", max="+")
@@ -38,7 +42,7 @@ class RedisHistory:
         (ms, seq, epoch), (seconds, micros), rest = results[0], results[1], iter(results[2:])
         head = None if seq is None else Head(EventId(int(ms), int(seq)), int(epoch))
         read = {}
-        for channel in channels:
+        for channel, position in parsed.items():
             exists = bool(next(rest))
             entries = [_entry(item) for item in next(rest)] if position is not None else []
             read[channel] = ChannelHistory(exists, entries)

@@ -1,10 +1,10 @@
-"""Gap-free, in-order delivery of durable messages over a lossy pub/sub link."""
+"""Gap-free delivery of durable messages, in one global id order, over a lossy link."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Protocol
 
 from .broker import Deliver
@@ -14,124 +14,171 @@ from .message import Message
 log = logging.getLogger(__name__)
 
 
+Recovered = tuple[EventId, str, Message]
+
+
+def _position(message: Message) -> EventId:
+    position = EventId.parse(message.id)
+    assert position is not None, "history entries always have ids"
+    return position
+
+
 class HistoryReader(Protocol):
     """Where missed messages are read back from."""
 
-    async def snapshot(self, channels: list[str], after: str) -> Snapshot:
-        """Entries after `after` on `channels`, atomically."""
+    async def read(self, positions: Mapping[str, str]) -> Snapshot:
+        """Each channel's entries after its own position."""
         ...
 
 
 class Sequencer:
-    """Hands each channel's messages to `deliver` in id order, backfilling any it missed.
+    """Hands messages to `deliver` so that every client sees ids only increase, with no gap.
 
-    Every durable message names its channel's previous id. When that is newer than the
-    last id delivered on the channel, messages were lost (Redis pub/sub is at-most-once):
-    later messages are held while the gap is read back from history.
+    Redis drops pub/sub messages only across a disconnect (network error or output-buffer
+    limit). After one, and whenever a message names a `prev` newer than the last delivered
+    on its channel, *every* channel is held: what was missed is read back from history,
+    a barrier (a PING through the pub/sub link) makes sure every message published before
+    that read has arrived, and history and held messages go out merged in id order.
     """
 
     def __init__(
         self,
         history: HistoryReader,
         deliver: Deliver,
+        barrier: Callable[[], Awaitable[None]],
         *,
         retry_errors: tuple[type[Exception], ...],
         max_backoff: float = 5.0,
     ) -> None:
         self._history = history
         self._deliver = deliver
+        self._barrier = barrier
         self._retry_errors = retry_errors
         self._max_backoff = max_backoff
         self.seen: EventId | None = None
         """The newest durable id delivered on any channel."""
         self._last: dict[str, EventId] = {}
-        self._held: dict[str, list[Message]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        # Subscribed, no message yet: the first one's `prev` may predate the subscription.
+        self._fresh: set[str] = set()
+        self._held: list[tuple[str, Message]] | None = None
+        self._gaps: set[str] = set()
+        self._task: asyncio.Task[None] | None = None
 
     def receive(self, channel: str, message: Message) -> None:
-        """A live message: deliver it, or hold it behind a backfill of its channel."""
-        held = self._held.get(channel)
-        if held is not None:
-            held.append(message)
+        """A live message: deliver it now, or hold it while a gap is filled."""
+        if self._held is not None:
+            self._held.append((channel, message))
             return
-        position = EventId.parse(message.id)
-        if position is not None:
-            last = self._last.get(channel)
-            if last is not None:
-                if position <= last:
-                    return  # a backfill delivered it already
-                prev = EventId.parse(message.prev)
-                if prev is not None and prev > last:
-                    self._held[channel] = [message]
-                    self._spawn(channel)
-                    return
-            self._advance(channel, position)
-        self._deliver(channel, message)
+        last = self._last.get(channel)
+        if channel in self._fresh:
+            self._fresh.discard(channel)
+        elif last is not None:
+            prev = EventId.parse(message.prev)
+            if prev is not None and prev > last:
+                self._held = [(channel, message)]
+                self.backfill([channel])
+                return
+        self._emit(channel, message)
 
     def started(self, channel: str) -> None:
         """The channel's subscription is confirmed: its next messages are newer than `seen`."""
         if channel not in self._last and self.seen is not None:
             self._last[channel] = self.seen
+            self._fresh.add(channel)
 
     def forget(self, channel: str) -> None:
         """The channel has no local subscriber anymore."""
         self._last.pop(channel, None)
+        self._fresh.discard(channel)
 
     def hold(self, channels: Iterable[str]) -> set[str]:
-        """Hold live messages of every known channel (the link dropped); returns them."""
-        self.cancel()
-        self._held = {channel: [] for channel in channels if channel in self._last}
-        return set(self._held)
+        """The link dropped: hold everything if any of `channels` delivered before.
 
-    def backfill(self, channel: str) -> None:
-        """Read back what `channel` missed since its last delivered id, then release it."""
-        self._held.setdefault(channel, [])
-        self._spawn(channel)
+        Returns those channels, to backfill once they are subscribed again.
+        """
+        self.cancel()
+        resync = {channel for channel in channels if channel in self._last}
+        self._held = [] if resync else None
+        return resync
+
+    def backfill(self, channels: Iterable[str]) -> None:
+        """Read back what `channels` missed, then release everything held, in order."""
+        if self._held is None:
+            self._held = []
+        self._gaps.update(channels)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._catch_up(), name="backfill")
 
     def replayed(self, channels: Iterable[str], head: EventId) -> None:
         """A client read history up to `head`: a later backfill need not go back further."""
+        if self._held is not None:
+            return
         for channel in channels:
             last = self._last.get(channel)
-            if channel not in self._held and (last is None or last < head):
+            if last is None or last < head:
                 self._last[channel] = head
+                self._fresh.discard(channel)
 
     def cancel(self) -> None:
-        """Stop every backfill (the link is gone; the next one starts over)."""
-        for task in self._tasks:
-            task.cancel()
+        """Stop the backfill (the link is gone; the next one starts over)."""
+        if self._task is not None:
+            self._task.cancel()
+        self._gaps.clear()
 
-    def _advance(self, channel: str, position: EventId) -> None:
-        self._last[channel] = position
-        if self.seen is None or position > self.seen:
-            self.seen = position
+    def _emit(self, channel: str, message: Message) -> None:
+        position = EventId.parse(message.id)
+        if position is not None:
+            last = self._last.get(channel)
+            if last is not None and position <= last:
+                return  # delivered already
+            self._last[channel] = position
+            if self.seen is None or position > self.seen:
+                self.seen = position
+        self._deliver(channel, message)
 
-    def _spawn(self, channel: str) -> None:
-        task = asyncio.create_task(self._catch_up(channel), name=f"backfill {channel}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    async def _catch_up(self) -> None:
+        while self._gaps:
+            gaps, self._gaps = self._gaps, set()
+            positions = {ch: str(self._last[ch]) for ch in gaps if ch in self._last}
+            snapshot = await self._read(positions)
+            await self._barrier()  # everything published before the read is now held
+            found: list[Recovered] = []
+            for channel, after in positions.items():
+                history = {channel: snapshot.channels[channel]}
+                one = Snapshot(snapshot.head, snapshot.now_ms, snapshot.ttl_ms, history)
+                found += self._recovered(channel, replay(after, one))
+            found.sort(key=lambda item: item[0])
+            self._drain(found)
 
-    async def _catch_up(self, channel: str) -> None:
-        last = self._last.get(channel)
-        if last is not None:
-            missed = await self._read_after(channel, last)
-            if missed.resets and missed.head is not None:
-                # Retention ran out before the node caught up: its clients must reload.
-                for notice in missed.reset_messages():
-                    self._deliver(channel, notice)
-                self._last[channel] = max(last, missed.head)
-            for _, message in missed.messages:
-                self._advance(channel, EventId.parse(message.id) or last)
-                self._deliver(channel, message)
-        # Live messages that waited go out now, unless a new gap holds them again.
-        for message in self._held.pop(channel, []):
+    def _recovered(self, channel: str, missed: Replay) -> list[Recovered]:
+        if missed.resets and missed.head is not None:
+            # Retention ran out before the node caught up: its clients must reload.
+            log.warning("history of %r was trimmed before the node caught up", channel)
+            self._last[channel] = max(self._last[channel], missed.head)
+            return [(missed.head, channel, notice) for notice in missed.reset_messages()]
+        return [(_position(m), c, m) for c, m in missed.messages]
+
+    def _drain(self, recovered: list[Recovered]) -> None:
+        held, self._held = self._held or [], None
+        # Held messages arrived in publish order: merge the recovered ones in by id.
+        older = iter(recovered)
+        pending = next(older, None)
+        for channel, message in held:
+            position = EventId.parse(message.id)
+            while pending is not None and position is not None and pending[0] < position:
+                self._emit(pending[1], pending[2])
+                pending = next(older, None)
             self.receive(channel, message)
+        while pending is not None:
+            self._emit(pending[1], pending[2])
+            pending = next(older, None)
 
-    async def _read_after(self, channel: str, last: EventId) -> Replay:
+    async def _read(self, positions: Mapping[str, str]) -> Snapshot:
         delay = 0.05
         while True:
             try:
-                return replay(str(last), await self._history.snapshot([channel], str(last)))
+                return await self._history.read(positions)
             except self._retry_errors as exc:
-                log.warning("backfill of %r failed, retrying: %s", channel, exc)
+                log.warning("backfill failed, retrying: %s", exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._max_backoff)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 
 from broadcaster.history import ChannelHistory, Entry, EventId, Head, Snapshot
 from broadcaster.message import Message
@@ -23,9 +24,10 @@ class History:
         self.gate.set()
         self.reads = 0
 
-    async def snapshot(self, channels: list[str], after: str) -> Snapshot:
+    async def read(self, positions: Mapping[str, str]) -> Snapshot:
         self.reads += 1
         await self.gate.wait()
+        [(channel, after)] = positions.items()
         position = EventId.parse(after)
         assert position is not None
         entries = [
@@ -34,12 +36,18 @@ class History:
             if EventId.parse(m.id) > position  # type: ignore[operator]
         ]
         head = Head(EventId.parse(self.messages[-1].id), 0)  # type: ignore[arg-type]
-        return Snapshot(head, 1, 0, {channels[0]: ChannelHistory(True, entries)})
+        return Snapshot(head, 1, 0, {channel: ChannelHistory(True, entries)})
 
 
 def sequencer(history: History) -> tuple[Sequencer, list[str]]:
     delivered: list[str] = []
-    seq = Sequencer(history, lambda _, m: delivered.append(m.data), retry_errors=(OSError,))
+
+    async def barrier() -> None:
+        pass
+
+    seq = Sequencer(
+        history, lambda _, m: delivered.append(m.data), barrier, retry_errors=(OSError,)
+    )
     return seq, delivered
 
 
@@ -71,7 +79,7 @@ async def test_after_a_reconnect_held_channels_resume_from_their_last_id() -> No
     seq.receive("c", message(1, None))
     assert seq.hold(["c", "never-delivered"]) == {"c"}
     seq.receive("c", message(4, 3))  # live again; 2 and 3 were published meanwhile
-    seq.backfill("c")
+    seq.backfill(["c"])
     await wait_until(lambda: len(delivered) == 4, 5, "the backfill")
     assert delivered == ["m1", "m2", "m3", "m4"]
     assert history.reads == 1
