@@ -10,6 +10,7 @@ from collections.abc import Coroutine, Sequence
 from typing import Any
 
 import aiohttp
+import redis.asyncio as redis
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
@@ -34,6 +35,8 @@ SERVE_FLAGS: dict[str, tuple[type, str]] = {
     "max_channels_per_connection": (int, "channels one connection may follow (default 16)"),
     "max_message_bytes": (int, "largest accepted publish body (default 1048576)"),
     "max_pending_bytes": (int, "unsent bytes before a slow client is cut off (default 1048576)"),
+    "history_maxlen": (int, "messages kept per channel for resume (default 1000)"),
+    "history_ttl": (int, "seconds before an idle channel's history expires, 0 never (86400)"),
     "shutdown_timeout": (float, "seconds a stop may take (default 10)"),
     "log_level": (str, "DEBUG, INFO, WARNING or ERROR (default INFO)"),
 }
@@ -98,7 +101,12 @@ async def _publish(
 ) -> None:
     publisher: Publisher
     if url is None and settings.redis_url is not None:
-        publisher = RedisPublisher.from_url(settings.redis_url, prefix=settings.channel_prefix)
+        publisher = RedisPublisher(
+            redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5, protocol=2),
+            prefix=settings.channel_prefix,
+            history_maxlen=settings.history_maxlen,
+            history_ttl=settings.history_ttl,
+        )
     else:
         token = settings.publish_token.get_secret_value() if settings.publish_token else ""
         publisher = HttpPublisher(url or "http://127.0.0.1:8080", token)
@@ -110,7 +118,7 @@ async def _publish(
         sys.exit(f"broadcaster: cannot publish: {exc}")
     finally:
         await publisher.aclose()
-    print(message_id if message_id is not None else "published")
+    print(message_id)
 
 
 def _run(coro: Coroutine[Any, Any, None]) -> None:
