@@ -68,6 +68,7 @@ class RedisBroker:
             self._history, self._emit, self._barrier, retry_errors=LINK_ERRORS
         )
         self._library_refused = False
+        self._closing = False
         self._live = False
         self._connected = False
         self._first_attempt: asyncio.Future[None] | None = None
@@ -95,6 +96,7 @@ class RedisBroker:
 
     async def close(self) -> None:
         """Stop the loop and close every connection."""
+        self._closing = True
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -172,6 +174,10 @@ class RedisBroker:
                     log.warning("redis unavailable, retrying with backoff: %s", group.exceptions[0])
             finally:
                 await conn.disconnect()
+            if self._closing:
+                # Python 3.11's TaskGroup can raise a child's link error in place of the
+                # cancellation close() sent; never let that keep a closing broker going.
+                raise asyncio.CancelledError
             if self._first_attempt is not None and not self._first_attempt.done():
                 self._first_attempt.set_result(None)
             await asyncio.sleep(backoff * random.uniform(0.5, 1.0))

@@ -246,3 +246,42 @@ async def test_acknowledged_messages_survive_a_redis_crash_with_aof(
         assert ids == sorted(ids), "ids keep increasing across the crash"  # type: ignore[type-var]
     finally:
         server.kill()
+
+
+async def test_sse_publish_refuses_bad_input(
+    start_app: StartApp, redis_server: RedisServer
+) -> None:
+    await start_app(redis_url=redis_server.url)  # a node loads the function at start
+    for args, reason in [
+        (["1", "bad name", "x"], "channel name must be"),
+        (["1", "ok", "x", "bad\nevent"], "event must not contain"),
+        (["1", "ok"], "usage: FCALL sse_publish"),
+    ]:
+        done = await asyncio.create_subprocess_exec(
+            "redis-cli",
+            "-p",
+            str(redis_server.port),
+            "FCALL",
+            "sse_publish",
+            *args,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        out, _ = await done.communicate()
+        assert reason in out.decode(), out
+
+
+async def test_a_raw_publish_is_live_only(
+    redis_server: RedisServer,
+    start_app: StartApp,
+    session: aiohttp.ClientSession,
+    client: redis.Redis,
+) -> None:
+    base = await start_app(redis_url=redis_server.url)
+    first = await fcall(client, "r", "durable")
+    async with subscribe(session, base, ["r"]) as sub:
+        await client.publish("sse:r", "raw")
+        assert await sub.wait_for(1) == [Event("raw")]
+    last = await fcall(client, "r", "durable again")
+    async with subscribe(session, base, ["r"], headers={"Last-Event-ID": first}) as sub:
+        assert await sub.wait_for(1) == [Event("durable again", id=last)]
+        assert await client.xlen("sse:history:r") == 2

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
 import aiohttp
 import pytest
+from aiohttp.test_utils import TestServer
 
+from broadcaster.app import create_app
+from broadcaster.settings import Settings
 from tests.support.client import subscribe
 from tests.support.processes import RedisServer
 from tests.support.sse import Event
@@ -54,3 +58,12 @@ async def test_node_rides_out_a_redis_outage(
     outage_lines = [r for r in caplog.records if "redis unavailable" in r.getMessage()]
     assert len(outage_lines) == 1
     assert any("redis reconnected" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_node_stops_promptly_while_redis_is_going_away(redis_server: RedisServer) -> None:
+    for _ in range(5):
+        server = TestServer(create_app(Settings(redis_url=redis_server.url)))
+        await server.start_server()
+        redis_server.kill()  # the link breaks just as the node is told to stop
+        await asyncio.wait_for(server.close(), 10)
+        redis_server.start()
