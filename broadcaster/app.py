@@ -7,13 +7,26 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from .auth import Authenticator
 from .broker import Broker
+from .cors import add_cors_headers, preflight
 from .handlers import routes
 from .hub import Hub
+from .limits import ConnectionLimiter, parse_networks
 from .memory import MemoryBroker
 from .redis_broker import RedisBroker
 from .settings import Settings
-from .state import BROKER, HUB, OUTBOX, SETTINGS, STATE, NodeState
+from .state import (
+    AUTH,
+    BROKER,
+    HUB,
+    LIMITER,
+    OUTBOX,
+    SETTINGS,
+    STATE,
+    TRUSTED_PROXIES,
+    NodeState,
+)
 from .stream import Outbox
 
 
@@ -38,7 +51,14 @@ def create_app(settings: Settings, broker: Broker | None = None) -> web.Applicat
     app[BROKER] = broker if broker is not None else make_broker(settings)
     app[HUB] = Hub(app[BROKER], heartbeat_interval=settings.heartbeat_interval)
     app[STATE] = NodeState()
+    app[LIMITER] = ConnectionLimiter(settings.max_connections, settings.max_connections_per_ip)
+    secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else None
+    app[AUTH] = Authenticator(secret, settings.jwt_public_key)
+    app[TRUSTED_PROXIES] = parse_networks(settings.trusted_proxies)
     app.add_routes(routes)
+    for path in ("/events", "/publish"):
+        app.router.add_route("OPTIONS", path, preflight)
+    app.on_response_prepare.append(add_cors_headers)
     app.cleanup_ctx.append(_lifecycle)
     app.on_shutdown.append(_drain)
     return app

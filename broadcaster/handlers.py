@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import hmac
+import random
 from typing import Any
 
 import orjson
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
+from .auth import AuthError, require
 from .broker import BrokerUnavailable
 from .channels import check_channel
 from .history import Replay
+from .limits import client_ip
 from .message import Message
-from .sse import check_field, encode_position, encode_retry
-from .state import BROKER, HUB, OUTBOX, SETTINGS, STATE
+from .sse import check_field, encode_comment, encode_position, encode_retry
+from .state import AUTH, BROKER, HUB, LIMITER, OUTBOX, SETTINGS, STATE, TRUSTED_PROXIES
 from .stream import Stream
 
 routes = web.RouteTableDef()
@@ -49,10 +52,48 @@ async def events(request: web.Request) -> web.StreamResponse:
         return error(400, str(exc))
     if request.app[STATE].draining:
         return error(503, "node is shutting down", **{"Retry-After": "1"})
+    auth = request.app[AUTH]
+    if auth.enabled:
+        try:
+            require(auth.grant(request).subscribe, channels, "subscribe")
+        except AuthError as exc:
+            return error(exc.status, exc.reason)
+    ip = client_ip(request, request.app[TRUSTED_PROXIES])
+    limiter = request.app[LIMITER]
+    refused = limiter.acquire(ip)
+    if refused is not None:
+        return await overloaded(request, refused)
+    try:
+        return await stream(request, channels)
+    finally:
+        limiter.release(ip)
+
+
+async def overloaded(request: web.Request, reason: str) -> web.StreamResponse:
+    """Refuse a subscriber: 503 or 429 for load balancers, or 200 and a later retry.
+
+    A browser's EventSource gives up for good on any status but 200, so the `retry`
+    mode answers 200 with a jittered `retry:` and closes: the browser comes back later.
+    """
+    settings = request.app[SETTINGS]
+    delay_ms = int(settings.retry_ms * random.uniform(1.0, 3.0)) or 1000
+    if settings.overload_response == "retry":
+        response = web.StreamResponse(headers=STREAM_HEADERS)
+        await response.prepare(request)
+        await response.write_eof(encode_retry(delay_ms) + encode_comment(f" {reason}"))
+        return response
+    retry_after = {"Retry-After": str(max(1, round(delay_ms / 1000)))}
+    if reason == "ip_cap":
+        return error(429, "too many connections from this address", **retry_after)
+    return error(503, "node is at its connection cap", **retry_after)
+
+
+async def stream(request: web.Request, channels: list[str]) -> web.StreamResponse:
+    """Subscribe, replay what the client missed, then stream live events until the end."""
+    settings = request.app[SETTINGS]
     transport = request.transport
     if transport is None:
         raise web.HTTPBadRequest(text="connection closed\n")
-
     hub = request.app[HUB]
     stream = Stream(
         transport, request.app[OUTBOX], channels, max_pending_bytes=settings.max_pending_bytes
@@ -134,12 +175,20 @@ class PublishRequest(BaseModel):
 async def publish(request: web.Request) -> web.Response:
     """Publish one message to every subscriber on every node."""
     token = request.app[SETTINGS].publish_token
-    if token is None:
+    auth = request.app[AUTH]
+    if token is None and not auth.enabled:
         return error(403, "HTTP publish is disabled: set BROADCASTER_PUBLISH_TOKEN to enable it")
-    expected = b"Bearer " + token.get_secret_value().encode()
     given = request.headers.get("Authorization", "").encode("utf-8", "replace")
-    if not hmac.compare_digest(given, expected):
-        return error(401, "missing or wrong bearer token", **{"WWW-Authenticate": "Bearer"})
+    grant = None
+    if token is None or not hmac.compare_digest(
+        given, b"Bearer " + token.get_secret_value().encode()
+    ):
+        if not auth.enabled:
+            return error(401, "missing or wrong bearer token", **{"WWW-Authenticate": "Bearer"})
+        try:
+            grant = auth.grant(request)
+        except AuthError as exc:
+            return error(exc.status, exc.reason, **{"WWW-Authenticate": "Bearer"})
     try:
         body = orjson.loads(await request.read())
     except orjson.JSONDecodeError as exc:
@@ -150,11 +199,21 @@ async def publish(request: web.Request) -> web.Response:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "body"
         return error(400, f"{where}: {first['msg'].removeprefix('Value error, ')}")
+    if grant is not None:
+        try:
+            require(grant.publish, [publication.channel], "publish")
+        except AuthError as exc:
+            return error(exc.status, exc.reason)
     try:
         sent = await request.app[BROKER].publish(publication.channel, publication.message())
     except BrokerUnavailable as exc:
         return error(503, str(exc), **{"Retry-After": "1"})
     return web.json_response({"channel": publication.channel, "id": sent.id}, dumps=_dumps)
+
+
+def _bearer_is(request: web.Request, token: str) -> bool:
+    given = request.headers.get("Authorization", "").encode("utf-8", "replace")
+    return hmac.compare_digest(given, b"Bearer " + token.encode())
 
 
 def _dumps(value: Any) -> str:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from .limits import parse_networks
 
 
 class Settings(BaseSettings):
@@ -26,10 +30,46 @@ class Settings(BaseSettings):
     max_pending_bytes: int = Field(default=1_048_576, ge=4096)
     history_maxlen: int = Field(default=1000, ge=1, le=10_000_000)
     history_ttl: int = Field(default=86400, ge=0)
+    max_connections: int = Field(default=10_000, ge=1)
+    max_connections_per_ip: int = Field(default=0, ge=0)
+    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
+    overload_response: Literal["error", "retry"] = "error"
+    jwt_secret: SecretStr | None = None
+    jwt_public_key: str | None = None
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
     shutdown_timeout: float = Field(default=10.0, gt=0, le=3600)
     log_level: str = "INFO"
 
-    @field_validator("redis_url", "publish_token", mode="before")
+    @field_validator("trusted_proxies", "cors_origins", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(item.strip() for item in value.split(",") if item.strip())
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        parse_networks(value)  # raises ValueError naming the bad entry
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for origin in value:
+            if origin == "*" or not origin.startswith(("http://", "https://")):
+                raise ValueError(f"{origin!r} is not an origin like https://app.example.com")
+        return tuple(origin.rstrip("/") for origin in value)
+
+    @field_validator("jwt_public_key", mode="before")
+    @classmethod
+    def _public_key(cls, value: object) -> object:
+        # A path is easier to pass around than a multi-line PEM in an environment variable.
+        if isinstance(value, str) and value.startswith("@"):
+            return Path(value[1:]).read_text()
+        return None if value == "" else value
+
+    @field_validator("redis_url", "publish_token", "jwt_secret", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         # Compose files and shells often export an empty variable to mean "unset".

@@ -6,8 +6,10 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from .auth import Authenticator
 from .broker import Broker
 from .hub import Hub
+from .limits import ConnectionLimiter, IPNetwork
 from .settings import Settings
 from .stream import Outbox
 
@@ -24,3 +26,6 @@ BROKER = web.AppKey("broker", Broker)
 HUB = web.AppKey("hub", Hub)
 OUTBOX = web.AppKey("outbox", Outbox)
 STATE = web.AppKey("state", NodeState)
+LIMITER = web.AppKey("limiter", ConnectionLimiter)
+AUTH = web.AppKey("auth", Authenticator)
+TRUSTED_PROXIES = web.AppKey("trusted_proxies", tuple[IPNetwork, ...])
