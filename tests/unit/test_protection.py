@@ -1,0 +1,174 @@
+"""Caps, authentication and CORS on one node (embedded broker)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from typing import Any
+
+import jwt
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from broadcaster.app import create_app
+from broadcaster.cli import load_settings
+from broadcaster.settings import Settings
+from tests.support.client import subscribe
+from tests.support.sse import Event
+
+Client = TestClient[web.Request, web.Application]
+MakeClient = Callable[..., Awaitable[Client]]
+SECRET = "jwt-secret-for-tests-only-32-bytes!"
+OTHER = "some-other-secret-of-32-bytes!!!!"
+
+
+async def node(aiohttp_client: MakeClient, **settings: Any) -> tuple[Client, str]:
+    client = await aiohttp_client(create_app(Settings(**settings)))
+    return client, str(client.make_url("")).rstrip("/")
+
+
+def token(key: Any = SECRET, algorithm: str = "HS256", expires: float = 60, **claims: Any) -> str:
+    return jwt.encode({"exp": int(time.time() + expires), **claims}, key, algorithm=algorithm)
+
+
+async def test_node_cap_answers_503_with_retry_after(aiohttp_client: MakeClient) -> None:
+    client, base = await node(aiohttp_client, max_connections=2)
+    async with subscribe(client.session, base, ["a"]), subscribe(client.session, base, ["b"]):
+        refused = await client.get("/events?channel=c")
+        assert refused.status == 503
+        assert int(refused.headers["Retry-After"]) >= 1
+        assert "connection cap" in await refused.text()
+    # Slots come back when clients leave.
+    async with subscribe(client.session, base, ["c"]):
+        pass
+
+
+async def test_per_address_cap_answers_429(aiohttp_client: MakeClient) -> None:
+    client, base = await node(aiohttp_client, max_connections_per_ip=1)
+    async with subscribe(client.session, base, ["a"]):
+        refused = await client.get("/events?channel=b")
+        assert refused.status == 429 and "Retry-After" in refused.headers
+
+
+async def test_forwarded_for_counts_only_behind_a_trusted_proxy(aiohttp_client: MakeClient) -> None:
+    trusting, base = await node(
+        aiohttp_client, max_connections_per_ip=1, trusted_proxies=("127.0.0.1",)
+    )
+    async with AsyncExitStack() as stack:
+        for address in ("203.0.113.1", "203.0.113.2"):
+            headers = {"X-Forwarded-For": f"{address}, 127.0.0.1"}
+            await stack.enter_async_context(subscribe(trusting.session, base, ["a"], headers))
+        again = await trusting.get("/events?channel=a", headers={"X-Forwarded-For": "203.0.113.1"})
+        assert again.status == 429
+    wary, base = await node(aiohttp_client, max_connections_per_ip=1)
+    async with subscribe(wary.session, base, ["a"], {"X-Forwarded-For": "203.0.113.1"}):
+        spoofed = await wary.get("/events?channel=a", headers={"X-Forwarded-For": "203.0.113.9"})
+        assert spoofed.status == 429  # the header is ignored: both are 127.0.0.1
+
+
+async def test_retry_mode_answers_200_with_a_jittered_retry_and_closes(
+    aiohttp_client: MakeClient,
+) -> None:
+    client, base = await node(aiohttp_client, max_connections=1, overload_response="retry")
+    async with subscribe(client.session, base, ["a"]):
+        answer = await client.get("/events?channel=b")
+        assert answer.status == 200
+        assert answer.headers["Content-Type"] == "text/event-stream"
+        body = (await answer.read()).decode()
+        retry = int(body.split("\n")[0].removeprefix("retry: "))
+        assert 3000 <= retry <= 9000 and ": cap" in body
+
+
+async def test_subscribing_needs_a_token_that_covers_every_channel(
+    aiohttp_client: MakeClient,
+) -> None:
+    client, base = await node(aiohttp_client, jwt_secret=SECRET)
+    good = token(subscribe=["user:42:*", "news"])
+    cases = [
+        ({}, "?channel=news", 401, "missing token"),
+        ({"Authorization": "Bearer nonsense"}, "?channel=news", 401, "invalid token"),
+        (
+            {"Authorization": f"Bearer {token(expires=-10, subscribe=['*'])}"},
+            "?channel=news",
+            401,
+            "token expired",
+        ),
+        (
+            {"Authorization": f"Bearer {token(OTHER, subscribe=['*'])}"},
+            "?channel=news",
+            401,
+            "invalid token",
+        ),
+        ({"Authorization": f"Bearer {good}"}, "?channel=news&channel=admin", 403, "'admin'"),
+    ]
+    for headers, query, status, reason in cases:
+        answer = await client.get("/events" + query, headers=headers)
+        assert (answer.status, reason in await answer.text()) == (status, True), reason
+    for where in ({"headers": {"Authorization": f"Bearer {good}"}}, {"query": {"token": good}}):
+        async with subscribe(client.session, base, ["news", "user:42:inbox"], **where):
+            pass
+    client.session.cookie_jar.update_cookies({"broadcaster_token": good})
+    async with subscribe(client.session, base, ["user:42:x"]):
+        pass
+
+
+async def test_publishing_needs_a_publish_claim(aiohttp_client: MakeClient) -> None:
+    client, base = await node(aiohttp_client, jwt_secret=SECRET)
+    reader = {"Authorization": f"Bearer {token(subscribe=['*'])}"}
+    writer = {"Authorization": f"Bearer {token(publish=['room:*'])}"}
+    body = {"channel": "room:1", "data": "hi"}
+    assert (await client.post("/publish", json=body)).status == 401
+    assert (await client.post("/publish", json=body, headers=reader)).status == 403
+    async with subscribe(client.session, base, ["room:1"], reader) as sub:
+        answer = await client.post("/publish", json=body, headers=writer)
+        assert answer.status == 200
+        assert await sub.wait_for(1) == [Event("hi", id=(await answer.json())["id"])]
+    elsewhere = {"channel": "lobby", "data": "x"}
+    assert (await client.post("/publish", json=elsewhere, headers=writer)).status == 403
+
+
+async def test_public_keys_verify_rs_and_es_tokens(aiohttp_client: MakeClient) -> None:
+    private = ec.generate_private_key(ec.SECP256R1())
+    public = (
+        private.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    client, base = await node(aiohttp_client, jwt_public_key=public)
+    signed = token(private, "ES256", subscribe=["*"])
+    async with subscribe(client.session, base, ["a"], {"Authorization": f"Bearer {signed}"}):
+        pass
+    forged = token(SECRET, "HS256", subscribe=["*"])
+    answer = await client.get("/events?channel=a", headers={"Authorization": f"Bearer {forged}"})
+    assert answer.status == 401
+
+
+@pytest.mark.parametrize("origin", ["https://app.example", "http://localhost:3000"])
+async def test_cors_echoes_allowed_origins_with_credentials(
+    aiohttp_client: MakeClient, origin: str
+) -> None:
+    client, base = await node(
+        aiohttp_client, cors_origins=("https://app.example", "http://localhost:3000")
+    )
+    async with subscribe(client.session, base, ["a"], {"Origin": origin}) as sub:
+        assert sub.response.headers["Access-Control-Allow-Origin"] == origin
+        assert sub.response.headers["Access-Control-Allow-Credentials"] == "true"
+    preflight = await client.options(
+        "/publish", headers={"Origin": origin, "Access-Control-Request-Method": "POST"}
+    )
+    assert preflight.status == 204
+    assert "Authorization" in preflight.headers["Access-Control-Allow-Headers"]
+
+
+async def test_cors_never_answers_other_origins_or_a_wildcard(aiohttp_client: MakeClient) -> None:
+    client, base = await node(aiohttp_client, cors_origins=("https://app.example",))
+    async with subscribe(client.session, base, ["a"], {"Origin": "https://evil.example"}) as sub:
+        assert "Access-Control-Allow-Origin" not in sub.response.headers
+    preflight = await client.options("/events", headers={"Origin": "https://evil.example"})
+    assert preflight.status == 403
+    with pytest.raises(SystemExit, match="BROADCASTER_CORS_ORIGINS"):
+        load_settings(cors_origins="*")
