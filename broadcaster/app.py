@@ -14,6 +14,7 @@ from .handlers import routes
 from .hub import Hub
 from .limits import ConnectionLimiter, parse_networks
 from .memory import MemoryBroker
+from .metrics import Counts, Metrics
 from .redis_broker import RedisBroker
 from .settings import Settings
 from .state import (
@@ -21,6 +22,7 @@ from .state import (
     BROKER,
     HUB,
     LIMITER,
+    METRICS,
     OUTBOX,
     SETTINGS,
     STATE,
@@ -30,7 +32,7 @@ from .state import (
 from .stream import Outbox
 
 
-def make_broker(settings: Settings) -> Broker:
+def make_broker(settings: Settings, counts: Counts | None = None) -> Broker:
     """The embedded broker without REDIS_URL, else the Redis broker."""
     if settings.redis_url is None:
         return MemoryBroker(
@@ -41,6 +43,7 @@ def make_broker(settings: Settings) -> Broker:
         prefix=settings.channel_prefix,
         history_maxlen=settings.history_maxlen,
         history_ttl=settings.history_ttl,
+        counts=counts,
     )
 
 
@@ -48,8 +51,20 @@ def create_app(settings: Settings, broker: Broker | None = None) -> web.Applicat
     """Build a node's application; `broker` overrides the one the settings choose."""
     app = web.Application(client_max_size=settings.max_message_bytes + 4096)
     app[SETTINGS] = settings
-    app[BROKER] = broker if broker is not None else make_broker(settings)
-    app[HUB] = Hub(app[BROKER], heartbeat_interval=settings.heartbeat_interval)
+    app[METRICS] = metrics = Metrics()
+    app[BROKER] = broker if broker is not None else make_broker(settings, metrics.counts)
+    app[HUB] = hub = Hub(
+        app[BROKER], heartbeat_interval=settings.heartbeat_interval, metrics=metrics
+    )
+    metrics.gauge("broadcaster_connections", "Open SSE connections.", lambda: hub.stream_count)
+    metrics.gauge(
+        "broadcaster_channels", "Channels with local subscribers.", lambda: hub.channel_count
+    )
+    metrics.gauge(
+        "broadcaster_redis_connected",
+        "Whether the broker is connected.",
+        lambda: float(app[BROKER].connected),
+    )
     app[STATE] = NodeState()
     app[LIMITER] = ConnectionLimiter(settings.max_connections, settings.max_connections_per_ip)
     secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else None
@@ -71,7 +86,7 @@ async def _drain(app: web.Application) -> None:
 
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
-    app[OUTBOX] = Outbox(asyncio.get_running_loop())
+    app[OUTBOX] = Outbox(asyncio.get_running_loop(), app[METRICS].counts)
     hub, broker = app[HUB], app[BROKER]
     await broker.start(hub.deliver)
     hub.start()

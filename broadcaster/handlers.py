@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from .auth import AuthError, require
@@ -17,7 +18,17 @@ from .history import Replay
 from .limits import client_ip
 from .message import Message
 from .sse import check_field, encode_comment, encode_position, encode_retry
-from .state import AUTH, BROKER, HUB, LIMITER, OUTBOX, SETTINGS, STATE, TRUSTED_PROXIES
+from .state import (
+    AUTH,
+    BROKER,
+    HUB,
+    LIMITER,
+    METRICS,
+    OUTBOX,
+    SETTINGS,
+    STATE,
+    TRUSTED_PROXIES,
+)
 from .stream import Stream
 
 routes = web.RouteTableDef()
@@ -37,6 +48,23 @@ def error(status: int, reason: str, **headers: str) -> web.Response:
 @routes.get("/events")
 async def events(request: web.Request) -> web.StreamResponse:
     """Stream the events of every `channel` in the query string."""
+    answer = await admit(request)
+    if answer.status >= 300:
+        request.app[METRICS].counts.rejected[REJECTIONS.get(answer.status, "other")] += 1
+    return answer
+
+
+REJECTIONS = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    429: "ip_cap",
+    503: "unavailable",
+}
+
+
+async def admit(request: web.Request) -> web.StreamResponse:
+    """Check the request, its token and the caps; then stream, or say why not."""
     settings = request.app[SETTINGS]
     channels = list(dict.fromkeys(request.query.getall("channel", [])))
     if not channels:
@@ -62,7 +90,9 @@ async def events(request: web.Request) -> web.StreamResponse:
     limiter = request.app[LIMITER]
     refused = limiter.acquire(ip)
     if refused is not None:
+        request.app[METRICS].counts.rejected[refused] += refused == "cap"
         return await overloaded(request, refused)
+    request.app[METRICS].counts.connections_opened += 1
     try:
         return await stream(request, channels)
     finally:
@@ -113,6 +143,7 @@ async def stream(request: web.Request, channels: list[str]) -> web.StreamRespons
                 # that it may have missed some.
                 replayed = Replay(None, resets={"unavailable": channels})
             preamble += replay_frames(replayed)
+            request.app[METRICS].counts.events_replayed += len(replayed.messages)
         await response.prepare(request)
         await response.write(b"".join(preamble))
         stream.start(
@@ -208,6 +239,7 @@ async def publish(request: web.Request) -> web.Response:
         sent = await request.app[BROKER].publish(publication.channel, publication.message())
     except BrokerUnavailable as exc:
         return error(503, str(exc), **{"Retry-After": "1"})
+    request.app[METRICS].counts.publishes += 1
     return web.json_response({"channel": publication.channel, "id": sent.id}, dumps=_dumps)
 
 
@@ -218,6 +250,13 @@ def _bearer_is(request: web.Request, token: str) -> bool:
 
 def _dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text format."""
+    body = request.app[METRICS].exposition()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 @routes.get("/healthz")

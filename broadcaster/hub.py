@@ -8,15 +8,18 @@ import contextlib
 from .broker import Broker
 from .history import EventId
 from .message import Message
-from .sse import HEARTBEAT
+from .metrics import Metrics
 from .stream import Stream
 
 
 class Hub:
     """Keeps this node's subscriptions and hands each message to every local subscriber."""
 
-    def __init__(self, broker: Broker, *, heartbeat_interval: float) -> None:
+    def __init__(
+        self, broker: Broker, *, heartbeat_interval: float, metrics: Metrics | None = None
+    ) -> None:
         self._broker = broker
+        self._metrics = metrics or Metrics()
         self._heartbeat_interval = heartbeat_interval
         self._channels: dict[str, set[Stream]] = {}
         # The broker subscription of each channel: resolved once messages flow.
@@ -83,9 +86,11 @@ class Hub:
 
     def deliver(self, channel: str, message: Message) -> None:
         """Encode `message` once and queue the same bytes on every local subscriber."""
+        self._metrics.counts.messages_received += 1
         subscribers = self._channels.get(channel)
         if not subscribers:
             return
+        self._metrics.observe_published(message.published_ms)
         frame = message.frame()
         id_ = EventId.parse(message.id)
         for stream in subscribers:
@@ -110,4 +115,4 @@ class Hub:
             due = loop.time() - interval
             for stream in list(self._streams):
                 if stream.last_write <= due:
-                    stream.push(HEARTBEAT)
+                    stream.beat()

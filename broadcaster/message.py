@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 from .sse import check_field, encode_event
@@ -39,17 +40,27 @@ class Message:
         return encode_event(self.data, self.event, self.id)
 
 
-def unpack(payload: bytes) -> Message:
+def unpack(payload: bytes, repairs: Counter[str] | None = None) -> Message:
     """Read a pub/sub payload: an envelope, or raw text taken as the event data.
 
-    Invalid UTF-8 is replaced, never fatal. Raises ValueError for a broken envelope.
+    Invalid UTF-8 is replaced (and counted in `repairs["utf8"]`), never fatal.
+    Raises ValueError for a broken envelope.
     """
     if not payload.startswith(ENVELOPE_MARK):
-        return Message(payload.decode("utf-8", "replace"))
+        return Message(_text(payload, repairs))
     parts = payload.split(b"\n", _FIELDS - 1)
     if len(parts) != _FIELDS or parts[0] != ENVELOPE_MARK:
         raise ValueError("bad envelope: too few fields")
-    _, id_, prev, event, ms, data = (part.decode("utf-8", "replace") for part in parts)
+    _, id_, prev, event, ms, data = (_text(part, repairs) for part in parts)
     if not ms.isdigit():
         raise ValueError("bad envelope: publish time is not a number")
     return Message(data, event or None, id_ or None, prev or None, int(ms))
+
+
+def _text(raw: bytes, repairs: Counter[str] | None) -> str:
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        if repairs is not None:
+            repairs["utf8"] += 1
+        return raw.decode("utf-8", "replace")

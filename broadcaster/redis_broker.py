@@ -19,6 +19,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from .broker import BrokerUnavailable, Deliver
 from .history import EventId, Replay, replay
 from .message import Message, unpack
+from .metrics import Counts
 from .publisher import RedisPublisher
 from .redis_history import RedisHistory
 from .sequencer import Sequencer
@@ -47,7 +48,9 @@ class RedisBroker:
         history_ttl: int = 86400,
         ping_interval: float = 5.0,
         max_backoff: float = 5.0,
+        counts: Counts | None = None,
     ) -> None:
+        self._counts = counts or Counts()
         self._client = client
         self._prefix = prefix
         self._publisher = RedisPublisher(
@@ -76,11 +79,23 @@ class RedisBroker:
 
     @classmethod
     def from_url(
-        cls, url: str, *, prefix: str = "sse:", history_maxlen: int = 1000, history_ttl: int = 86400
+        cls,
+        url: str,
+        *,
+        prefix: str = "sse:",
+        history_maxlen: int = 1000,
+        history_ttl: int = 86400,
+        counts: Counts | None = None,
     ) -> RedisBroker:
         """A broker for the Redis server at `url`."""
         client = redis.Redis.from_url(url, socket_connect_timeout=5, protocol=2)
-        return cls(client, prefix=prefix, history_maxlen=history_maxlen, history_ttl=history_ttl)
+        return cls(
+            client,
+            prefix=prefix,
+            history_maxlen=history_maxlen,
+            history_ttl=history_ttl,
+            counts=counts,
+        )
 
     @property
     def connected(self) -> bool:
@@ -164,6 +179,7 @@ class RedisBroker:
                 head = await self._history.head()
                 if outage_since is not None:
                     log.info("redis reconnected after %.1fs", loop.time() - outage_since)
+                    self._counts.redis_reconnects += 1
                     outage_since = None
                 backoff = 0.05
                 await self._session(conn, head)
@@ -172,6 +188,12 @@ class RedisBroker:
                 if outage_since is None:
                     outage_since = loop.time()
                     log.warning("redis unavailable, retrying with backoff: %s", group.exceptions[0])
+            except* Exception as group:
+                # A bug, not an outage: say so loudly, but never leave the node without
+                # its pub/sub connection.
+                self._lost()
+                log.error("pub/sub session failed; reconnecting", exc_info=group)
+                outage_since = outage_since or loop.time()
             finally:
                 await conn.disconnect()
             if self._closing:
@@ -268,8 +290,9 @@ class RedisBroker:
 
     def _on_message(self, channel: str, payload: bytes) -> None:
         try:
-            message = unpack(payload)
+            message = unpack(payload, self._counts.malformed)
         except ValueError as exc:
+            self._counts.malformed["envelope"] += 1
             log.warning("dropped a malformed message on %r: %s", channel, exc)
             return
         if channel in self._desired:

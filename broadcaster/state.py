@@ -10,6 +10,7 @@ from .auth import Authenticator
 from .broker import Broker
 from .hub import Hub
 from .limits import ConnectionLimiter, IPNetwork
+from .metrics import Metrics
 from .settings import Settings
 from .stream import Outbox
 
@@ -26,6 +27,7 @@ BROKER = web.AppKey("broker", Broker)
 HUB = web.AppKey("hub", Hub)
 OUTBOX = web.AppKey("outbox", Outbox)
 STATE = web.AppKey("state", NodeState)
+METRICS = web.AppKey("metrics", Metrics)
 LIMITER = web.AppKey("limiter", ConnectionLimiter)
 AUTH = web.AppKey("auth", Authenticator)
 TRUSTED_PROXIES = web.AppKey("trusted_proxies", tuple[IPNetwork, ...])

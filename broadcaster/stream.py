@@ -6,15 +6,18 @@ import asyncio
 from collections.abc import Sequence
 
 from .history import EventId
+from .metrics import Counts
+from .sse import HEARTBEAT
 
 
 class Outbox:
     """Flushes every stream written during one loop turn, with one write per stream."""
 
-    __slots__ = ("_dirty", "_scheduled", "loop")
+    __slots__ = ("_dirty", "_scheduled", "counts", "loop")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, counts: Counts | None = None) -> None:
         self.loop = loop
+        self.counts = counts or Counts()
         self._dirty: list[Stream] = []
         self._scheduled = False
 
@@ -44,6 +47,7 @@ class Stream:
         "_max_pending",
         "_outbox",
         "_pending",
+        "_pending_events",
         "_pending_ids",
         "_started",
         "_transport",
@@ -69,6 +73,7 @@ class Stream:
         self._max_pending = max_pending_bytes
         self._pending: list[bytes] = []
         self._pending_ids: list[EventId | None] = []
+        self._pending_events = 0
         self._started = False
 
     def start(self, *, chunked: bool, replayed_through: EventId | None = None) -> None:
@@ -77,11 +82,13 @@ class Stream:
         Frames that waited and are not newer than `replayed_through` are dropped.
         """
         if replayed_through is not None:
-            self._pending = [
+            kept = [
                 frame
                 for frame, id_ in zip(self._pending, self._pending_ids, strict=True)
                 if id_ is None or id_ > replayed_through
             ]
+            self._pending_events -= len(self._pending) - len(kept)
+            self._pending = kept
         self._pending_ids = []
         self._chunked = chunked
         self._started = True
@@ -89,10 +96,15 @@ class Stream:
         if self._pending:
             self._outbox.mark(self)
 
-    def push(self, frame: bytes, id_: EventId | None = None) -> None:
+    def beat(self) -> None:
+        """Queue a heartbeat (not counted as an event)."""
+        self.push(HEARTBEAT, event=False)
+
+    def push(self, frame: bytes, id_: EventId | None = None, *, event: bool = True) -> None:
         """Queue `frame` (of message `id_`); it is written at the end of this loop turn."""
         if self.closed.done():
             return
+        self._pending_events += event
         if self._started:
             if not self._pending:
                 self._outbox.mark(self)
@@ -104,6 +116,7 @@ class Stream:
         """Write every queued frame in one write; cut the client off if it cannot keep up."""
         if self.closed.done():
             self._pending.clear()
+            self._pending_events = 0
             return
         if not self._pending:
             return
@@ -118,15 +131,22 @@ class Stream:
         """End the stream for `reason` (`shutdown`, `slow`, `gone`, ...); idempotent."""
         if self.closed.done():
             return
+        if reason == "slow":
+            self._outbox.counts.slow_disconnects += 1
         clean = reason != "slow" and self._started and not self._transport.is_closing()
         if clean and self._pending:
             self._write_pending()
         self._pending.clear()
+        self._pending_events = 0
         self.closed.set_result(reason)
 
     def _write_pending(self) -> None:
         body = b"".join(self._pending)
         self._pending.clear()
+        counts = self._outbox.counts
+        counts.events_sent += self._pending_events
+        counts.bytes_sent += len(body)
+        self._pending_events = 0
         if self._chunked:
             self._transport.write(b"%x\r\n%b\r\n" % (len(body), body))
         else:

@@ -75,3 +75,21 @@ async def test_one_redis_subscription_per_node_however_many_clients(
         return await numsub(redis_server, "sse:busy") == 0
 
     await eventually(gone, 10, "the last clients' subscriptions to go")
+
+
+async def test_non_utf8_raw_publish_is_repaired_counted_and_harmless(
+    nodes: list[str], session: aiohttp.ClientSession, redis_server: RedisServer
+) -> None:
+    async with (
+        subscribe(session, nodes[0], ["bin"]) as sub,
+        redis.Redis.from_url(redis_server.url) as client,
+    ):
+        await client.publish("sse:bin", b"ok \xff\xfe end")
+        await client.publish("sse:bin", b"\x00bc1\nbroken envelope")
+        await client.publish("sse:bin", "after")
+        events = await sub.wait_for(2)
+        assert [e.data for e in events] == ["ok \ufffd\ufffd end", "after"]
+        async with session.get(f"{nodes[0]}/metrics") as answer:
+            text = await answer.text()
+        assert 'broadcaster_messages_malformed_total{reason="utf8"} 1.0' in text
+        assert 'broadcaster_messages_malformed_total{reason="envelope"} 1.0' in text

@@ -1,0 +1,86 @@
+"""Prometheus metrics: plain counts on the hot path, turned into metric families per scrape."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+@dataclass(slots=True)
+class Counts:
+    """Running totals, bumped as plain integers where things happen."""
+
+    connections_opened: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    messages_received: int = 0
+    events_sent: int = 0
+    events_replayed: int = 0
+    bytes_sent: int = 0
+    slow_disconnects: int = 0
+    redis_reconnects: int = 0
+    publishes: int = 0
+    malformed: Counter[str] = field(default_factory=Counter)
+
+
+class Metrics:
+    """One node's metrics registry; no label carries a channel name."""
+
+    def __init__(self, gauges: dict[str, tuple[str, Callable[[], float]]] | None = None) -> None:
+        self.counts = Counts()
+        self.registry = CollectorRegistry()
+        self._gauges = gauges or {}
+        self.latency = Histogram(
+            "broadcaster_delivery_latency_seconds",
+            "Seconds from publish (broker clock) to the write to client sockets.",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.registry.register(self)
+
+    def gauge(self, name: str, text: str, read: Callable[[], float]) -> None:
+        """Expose `read()` as gauge `name` at every scrape."""
+        self._gauges[name] = (text, read)
+
+    def observe_published(self, published_ms: int | None) -> None:
+        """Record the delivery latency of a message published at `published_ms`."""
+        if published_ms is not None:
+            self.latency.observe(max(0.0, time.time() - published_ms / 1000))
+
+    def exposition(self) -> bytes:
+        """The text format for GET /metrics."""
+        return generate_latest(self.registry)
+
+    def collect(self) -> Iterator[Metric]:
+        """Build the metric families from the counts (prometheus-client collector API)."""
+        c = self.counts
+        for name, text, value in (
+            ("broadcaster_connections", "Connections opened.", c.connections_opened),
+            ("broadcaster_messages_received", "Messages from the broker.", c.messages_received),
+            ("broadcaster_events_sent", "Events written to clients.", c.events_sent),
+            ("broadcaster_events_replayed", "Events sent from history.", c.events_replayed),
+            ("broadcaster_bytes_sent", "Bytes written to clients.", c.bytes_sent),
+            ("broadcaster_slow_consumer_disconnects", "Slow clients cut off.", c.slow_disconnects),
+            ("broadcaster_redis_reconnects", "Redis reconnects.", c.redis_reconnects),
+            ("broadcaster_publish", "Publishes accepted by this node.", c.publishes),
+        ):
+            yield CounterMetricFamily(name, text, value=value)
+        yield _labelled("broadcaster_connections_rejected", "Connections refused.", c.rejected)
+        yield _labelled(
+            "broadcaster_messages_malformed", "Broker payloads repaired or dropped.", c.malformed
+        )
+        for name, (text, read) in self._gauges.items():
+            yield GaugeMetricFamily(name, text, value=read())
+
+
+def _labelled(name: str, text: str, counts: Counter[str]) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, text, labels=["reason"])
+    for reason, value in sorted(counts.items()):
+        family.add_metric([reason], value)
+    return family

@@ -1,0 +1,67 @@
+"""GET /metrics: the names the operations issue promises, with real counts."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from broadcaster.app import create_app
+from broadcaster.settings import Settings
+from tests.support.client import subscribe
+from tests.support.wait import eventually
+
+Client = TestClient[web.Request, web.Application]
+MakeClient = Callable[..., Awaitable[Client]]
+
+
+async def scrape(client: Client) -> dict[str, float]:
+    answer = await client.get("/metrics")
+    assert answer.status == 200
+    assert answer.headers["Content-Type"].startswith("text/plain")
+    samples = {}
+    for family in text_string_to_metric_families(await answer.text()):
+        for sample in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+            samples[sample.name + (f"{{{labels}}}" if labels else "")] = sample.value
+    return samples
+
+
+async def test_counts_follow_what_happens(aiohttp_client: MakeClient) -> None:
+    client = await aiohttp_client(
+        create_app(Settings(publish_token="t", max_connections=1, heartbeat_interval=60))
+    )
+    base = str(client.make_url("")).rstrip("/")
+    async with subscribe(client.session, base, ["a"]) as sub:
+        for n in range(3):
+            body = {"channel": "a", "data": f"m{n}"}
+            assert (
+                await client.post("/publish", json=body, headers={"Authorization": "Bearer t"})
+            ).status == 200
+        await sub.wait_for(3)
+        assert (await client.get("/events?channel=b")).status == 503
+        assert (await client.get("/events?channel=bad%20name")).status == 400
+        m = await scrape(client)
+        assert m["broadcaster_connections"] == 1
+        assert m["broadcaster_channels"] == 1
+        assert m["broadcaster_connections_total"] == 1
+        assert m["broadcaster_publish_total"] == 3
+        assert m["broadcaster_messages_received_total"] == 3
+        assert m["broadcaster_events_sent_total"] == 3
+        assert m["broadcaster_bytes_sent_total"] >= len(b"".join(sub.raw.split(b"\n\n")[1:]))
+        assert m["broadcaster_connections_rejected_total{reason=cap}"] == 1
+        assert m["broadcaster_connections_rejected_total{reason=bad_request}"] == 1
+        assert m["broadcaster_delivery_latency_seconds_count"] == 3
+        assert m["broadcaster_redis_connected"] == 1
+
+    async def released() -> bool:
+        return (await scrape(client))["broadcaster_connections"] == 0
+
+    await eventually(released, 5, "the first connection to be released")
+    headers = {"Last-Event-ID": sub.events[0].id}
+    async with subscribe(client.session, base, ["a"], headers) as again:
+        await again.wait_for(2)
+        assert (await scrape(client))["broadcaster_events_replayed_total"] == 2
+    assert not any("channel=" in name for name in await scrape(client))
