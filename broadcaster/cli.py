@@ -37,6 +37,12 @@ SERVE_FLAGS: dict[str, tuple[type, str]] = {
     "max_pending_bytes": (int, "unsent bytes before a slow client is cut off (default 1048576)"),
     "history_maxlen": (int, "messages kept per channel for resume (default 1000)"),
     "history_ttl": (int, "seconds before an idle channel's history expires, 0 never (86400)"),
+    "max_connections": (int, "open streams per node before 503 (default 10000)"),
+    "max_connections_per_ip": (int, "open streams per client address before 429 (0: off)"),
+    "trusted_proxies": (str, "comma-separated proxy addresses/CIDRs whose X-Forwarded-For counts"),
+    "overload_response": (str, "error (503/429, default) or retry (200, jittered retry:, close)"),
+    "jwt_public_key": (str, "PEM public key (or @path) for RS256/ES256 tokens"),
+    "cors_origins": (str, "comma-separated origins allowed to subscribe and publish"),
     "shutdown_timeout": (float, "seconds a stop may take (default 10)"),
     "log_level": (str, "DEBUG, INFO, WARNING or ERROR (default INFO)"),
 }
