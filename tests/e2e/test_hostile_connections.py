@@ -1,0 +1,55 @@
+"""Half-open connections and header floods: the node keeps serving and releases everything."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+
+import aiohttp
+
+from tests.support.client import subscribe
+from tests.support.processes import Node
+from tests.support.sse import Event
+from tests.support.wait import eventually
+
+HALF_OPEN = 2000
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+async def test_half_open_connections_and_header_floods(start_node: Callable[..., Node]) -> None:
+    node = start_node(publish_token="t")
+    assert node.process is not None
+    baseline = open_fds(node.process.pid)
+    half_open = []
+    for n in range(HALF_OPEN):
+        source = f"127.0.0.{2 + n // 1000}"
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", node.port, local_addr=(source, 0)
+        )
+        writer.write(b"GET /events?channel=x HTTP/1.1\r\nHost: a\r\n")  # never finished
+        half_open.append((reader, writer))
+    async with aiohttp.ClientSession() as session:
+        for flood in ({"X-Big": "a" * 100_000}, {f"X-H{i}": "v" for i in range(5000)}):
+            async with session.get(f"{node.url}/healthz", headers=flood) as answer:
+                assert answer.status == 400
+        async with subscribe(session, node.url, ["ok"]) as sub:
+            body = {"channel": "ok", "data": "still serving"}
+            async with session.post(
+                f"{node.url}/publish", json=body, headers={"Authorization": "Bearer t"}
+            ) as answer:
+                published = (await answer.json())["id"]
+            assert await sub.wait_for(1) == [Event("still serving", id=published)]
+        assert open_fds(node.process.pid) >= baseline + HALF_OPEN
+        for _, writer in half_open:
+            writer.close()
+
+        async def released() -> bool:
+            return open_fds(node.process.pid) <= baseline + 5  # type: ignore[union-attr]
+
+        await eventually(released, 20, "the half-open connections to be released")
+        async with session.get(f"{node.url}/metrics") as answer:
+            assert "broadcaster_connections 0.0" in await answer.text()
