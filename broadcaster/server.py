@@ -10,6 +10,7 @@ import signal
 from aiohttp import web
 
 from .app import create_app
+from .header_timeout import HeaderTimeout
 from .settings import Settings
 from .state import HUB, STATE
 
@@ -19,14 +20,19 @@ log = logging.getLogger(__name__)
 async def serve(settings: Settings) -> None:
     """Serve a node until a stop signal; open streams end cleanly before exit."""
     app = create_app(settings)
+    header_timeout = HeaderTimeout(settings.header_timeout)
+    app.middlewares.append(header_timeout.middleware)
     # handler_cancellation: a client that goes away cancels its stream handler at once.
     runner = web.AppRunner(
         app,
         handler_cancellation=True,
         access_log=None,
+        keepalive_timeout=75,
         shutdown_timeout=settings.shutdown_timeout / 2,
     )
     await runner.setup()
+    assert runner.server is not None
+    sweeper = asyncio.create_task(header_timeout.sweep_forever(runner.server))
     site = web.TCPSite(runner, settings.host, settings.port, backlog=4096)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -46,6 +52,7 @@ async def serve(settings: Settings) -> None:
         await stop.wait()
         await _drain(app, settings.shutdown_timeout / 2)
     finally:
+        sweeper.cancel()
         await runner.cleanup()
     log.info("stopped")
 

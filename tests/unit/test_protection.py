@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
@@ -172,3 +173,32 @@ async def test_cors_never_answers_other_origins_or_a_wildcard(aiohttp_client: Ma
     assert preflight.status == 403
     with pytest.raises(SystemExit, match="BROADCASTER_CORS_ORIGINS"):
         load_settings(cors_origins="*")
+
+
+async def test_a_burst_at_the_cap_admits_exactly_the_cap(aiohttp_client: MakeClient) -> None:
+    client, _ = await node(aiohttp_client, max_connections=25)
+    attempts = [client.get("/events?channel=burst") for _ in range(60)]
+    answers = await asyncio.gather(*attempts)
+    try:
+        assert sorted(a.status for a in answers) == [200] * 25 + [503] * 35
+    finally:
+        for answer in answers:
+            answer.close()
+
+
+async def test_an_oversize_publish_gets_413(aiohttp_client: MakeClient) -> None:
+    client, _ = await node(aiohttp_client, publish_token="t", max_message_bytes=2048)
+    body = {"channel": "a", "data": "x" * 10_000}
+    answer = await client.post("/publish", json=body, headers={"Authorization": "Bearer t"})
+    assert answer.status == 413
+
+
+async def test_injected_fields_arrive_as_literal_data(aiohttp_client: MakeClient) -> None:
+    client, base = await node(aiohttp_client, publish_token="t")
+    async with subscribe(client.session, base, ["a"]) as sub:
+        attack = "x\n\nevent: admin\ndata: y\nid: 999-1\nretry: 1"
+        body = {"channel": "a", "data": attack}
+        answer = await client.post("/publish", json=body, headers={"Authorization": "Bearer t"})
+        assert answer.status == 200
+        assert await sub.wait_for(1) == [Event(attack, id=(await answer.json())["id"])]
+        assert sub.parser.retry == 3000
