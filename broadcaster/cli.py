@@ -14,6 +14,7 @@ import redis.asyncio as redis
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
+from . import cluster
 from .publisher import HttpPublisher, Publisher, PublishError, RedisPublisher
 from .server import serve
 from .settings import Settings, setting_name
@@ -67,6 +68,12 @@ def _parser() -> argparse.ArgumentParser:
         " the default is Redis at BROADCASTER_REDIS_URL, or http://127.0.0.1:8080 without it",
     )
     publish.add_argument("--redis-url", dest="redis_url", help="publish through this Redis")
+    cluster = commands.add_parser(
+        "cluster", help="run Redis, N nodes and nginx (as in docker-compose.yml) locally"
+    )
+    cluster.add_argument("--nodes", type=int, default=3, help="how many nodes (default 3)")
+    cluster.add_argument("--port", type=int, default=8080, help="load balancer port (8080)")
+    cluster.add_argument("--prometheus", action="store_true", help="also run Prometheus")
     return parser
 
 
@@ -89,6 +96,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         settings = load_settings(**{field: getattr(args, field) for field in SERVE_FLAGS})
         _configure_logging(settings)
         _run(serve(settings))
+    elif args.command == "cluster":
+        try:
+            cluster.run(args.nodes, args.port, args.prometheus)
+        except cluster.ClusterError as exc:
+            sys.exit(f"broadcaster: {exc}")
     else:
         settings = load_settings(redis_url=args.redis_url)
         # Like the shell's $(...), drop the newline that ends piped input.

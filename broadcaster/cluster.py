@@ -1,0 +1,236 @@
+"""`broadcaster cluster`: the docker-compose topology as local processes, for dev and demos."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+INSTALL = {
+    "redis-server": "sudo apt-get install redis-server",
+    "nginx": "sudo apt-get install nginx",
+    "prometheus": "sudo apt-get install prometheus",
+}
+
+
+class ClusterError(Exception):
+    """The cluster cannot start; the message says what to do."""
+
+
+def deploy_file(name: str) -> str:
+    """A file of the repository's deploy/ folder (the cluster runs from a checkout)."""
+    path = Path(__file__).resolve().parent.parent / "deploy" / name
+    if not path.exists():
+        raise ClusterError(f"{path} is missing: run `broadcaster cluster` from a checkout")
+    return path.read_text()
+
+
+def render_nginx(config: str, listen: int, nodes: list[int]) -> str:
+    """The load balancer config with its node lines and listen line set for loopback."""
+    begin, end = "# nodes: begin", "# nodes: end"
+    head, _, rest = config.partition(begin)
+    old, _, tail = rest.partition(end)
+    if not old:
+        raise ClusterError("deploy/nginx.conf has no '# nodes: begin/end' block")
+    indent = re.search(r"\n(\s*)server ", old)
+    pad = indent.group(1) if indent else "        "
+    options = re.search(r"server \S+ ([^;]*);", old)
+    extra = f" {options.group(1)}" if options else ""
+    lines = "".join(f"\n{pad}server 127.0.0.1:{port}{extra};" for port in nodes)
+    rendered = f"{head}{begin}{lines}\n{pad}{end}{tail}"
+    return re.sub(r"listen \d+;", f"listen 127.0.0.1:{listen};", rendered, count=1)
+
+
+def render_prometheus(config: str, nodes: list[int]) -> str:
+    """The scrape config with its targets set for loopback ports."""
+    parsed = yaml.safe_load(config)
+    for job in parsed["scrape_configs"]:
+        for static in job.get("static_configs", []):
+            static["targets"] = [f"127.0.0.1:{port}" for port in nodes]
+    return str(yaml.safe_dump(parsed, sort_keys=False))
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Cluster:
+    """Redis, N nodes, nginx and optionally Prometheus, as child processes."""
+
+    nodes: int
+    port: int
+    prometheus: bool = False
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="broadcaster-")))
+    node_env: dict[str, str] = field(default_factory=dict)
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    addresses: dict[str, str] = field(default_factory=dict)
+
+    def start(self) -> None:
+        """Start everything and wait until each part answers."""
+        binaries = ["redis-server", "nginx"] + (["prometheus"] if self.prometheus else [])
+        for binary in binaries:
+            if shutil.which(binary) is None and not Path(f"/usr/sbin/{binary}").exists():
+                raise ClusterError(f"{binary} is not installed: {INSTALL[binary]}")
+        redis_port = free_port()
+        self._spawn(
+            "redis",
+            [
+                _which("redis-server"),
+                "--port",
+                str(redis_port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.workdir),
+                "--appendonly",
+                "yes",
+                "--save",
+                "",
+            ],
+        )
+        _wait_port(redis_port)
+        self.addresses["redis"] = f"redis://127.0.0.1:{redis_port}"
+        node_ports = [free_port() for _ in range(self.nodes)]
+        for n, node_port in enumerate(node_ports, 1):
+            env = {
+                **os.environ,
+                "BROADCASTER_REDIS_URL": self.addresses["redis"],
+                "BROADCASTER_HOST": "127.0.0.1",
+                "BROADCASTER_PORT": str(node_port),
+                "BROADCASTER_NODE_ID": f"node{n}",
+                "BROADCASTER_TRUSTED_PROXIES": "127.0.0.1",
+                **self.node_env,
+            }
+            self._spawn(f"node{n}", [sys.executable, "-m", "broadcaster", "serve"], env)
+            self.addresses[f"node{n}"] = f"http://127.0.0.1:{node_port}"
+        for n, node_port in enumerate(node_ports, 1):
+            _wait_http(f"http://127.0.0.1:{node_port}/readyz", self.processes[f"node{n}"])
+        nginx_conf = self.workdir / "nginx.conf"
+        nginx_conf.write_text(render_nginx(deploy_file("nginx.conf"), self.port, node_ports))
+        self._spawn(
+            "lb",
+            [
+                _which("nginx"),
+                "-p",
+                str(self.workdir),
+                "-c",
+                str(nginx_conf),
+                "-g",
+                "daemon off;",
+            ],
+        )
+        _wait_http(f"http://127.0.0.1:{self.port}/healthz", self.processes["lb"])
+        self.addresses["lb"] = f"http://127.0.0.1:{self.port}"
+        if self.prometheus:
+            prom_port = free_port()
+            prom_conf = self.workdir / "prometheus.yml"
+            prom_conf.write_text(render_prometheus(deploy_file("prometheus.yml"), node_ports))
+            self._spawn(
+                "prometheus",
+                [
+                    _which("prometheus"),
+                    f"--config.file={prom_conf}",
+                    f"--storage.tsdb.path={self.workdir / 'prometheus'}",
+                    f"--web.listen-address=127.0.0.1:{prom_port}",
+                ],
+            )
+            _wait_http(f"http://127.0.0.1:{prom_port}/-/ready", self.processes["prometheus"])
+            self.addresses["prometheus"] = f"http://127.0.0.1:{prom_port}"
+
+    def stop(self) -> None:
+        """Stop the load balancer, then the nodes, then Redis; each within a bound."""
+        order = ["lb", "prometheus"] + [name for name in self.processes if name.startswith("node")]
+        for name in [*order, "redis"]:
+            process = self.processes.get(name)
+            if process is None or process.poll() is not None:
+                continue
+            process.send_signal(signal.SIGQUIT if name == "lb" else signal.SIGTERM)
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        log = (self.workdir / f"{name}.log").open("ab")
+        self.processes[name] = subprocess.Popen(
+            argv,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.workdir,
+            start_new_session=True,  # Ctrl-C goes to `broadcaster cluster`, which stops all
+        )
+
+
+def run(nodes: int, port: int, prometheus: bool) -> None:
+    """Run a cluster until SIGINT or SIGTERM, printing every address."""
+    cluster = Cluster(nodes, port, prometheus)
+    stopping = False
+
+    def stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        cluster.start()
+        for name, address in cluster.addresses.items():
+            pid = cluster.processes[name].pid
+            print(f"{name:<11} {address:<28} pid {pid}", flush=True)
+        print(f"logs in {cluster.workdir}; Ctrl-C stops everything", flush=True)
+        while not stopping:
+            time.sleep(0.2)
+    finally:
+        cluster.stop()
+        print("stopped", flush=True)
+
+
+def _which(binary: str) -> str:
+    return shutil.which(binary) or f"/usr/sbin/{binary}"
+
+
+def _wait_port(port: int, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise ClusterError(f"nothing listens on port {port}") from None
+            time.sleep(0.05)
+
+
+def _wait_http(url: str, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise ClusterError(f"a process exited while starting ({url}); see its log")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as answer:
+                if answer.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        if time.monotonic() > deadline:
+            raise ClusterError(f"{url} did not answer within {timeout}s")
+        time.sleep(0.1)
