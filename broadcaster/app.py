@@ -54,7 +54,11 @@ def create_app(settings: Settings, broker: Broker | None = None) -> web.Applicat
     app[METRICS] = metrics = Metrics()
     app[BROKER] = broker if broker is not None else make_broker(settings, metrics.counts)
     app[HUB] = hub = Hub(
-        app[BROKER], heartbeat_interval=settings.heartbeat_interval, metrics=metrics
+        app[BROKER],
+        heartbeat_interval=settings.heartbeat_interval,
+        metrics=metrics,
+        retry_ms=settings.retry_ms,
+        max_age=settings.max_connection_age,
     )
     metrics.gauge("broadcaster_connections", "Open SSE connections.", lambda: hub.stream_count)
     metrics.gauge(

@@ -44,6 +44,7 @@ SERVE_FLAGS: dict[str, tuple[type, str]] = {
     "overload_response": (str, "error (503/429, default) or retry (200, jittered retry:, close)"),
     "jwt_public_key": (str, "PEM public key (or @path) for RS256/ES256 tokens"),
     "cors_origins": (str, "comma-separated origins allowed to subscribe and publish"),
+    "max_connection_age": (float, "seconds (jittered) before a stream ends to rebalance; 0 off"),
     "header_timeout": (float, "seconds a connection may take to send its headers (default 10)"),
     "shutdown_timeout": (float, "seconds a stop may take (default 10)"),
     "log_level": (str, "DEBUG, INFO, WARNING or ERROR (default INFO)"),

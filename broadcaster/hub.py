@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
+import random
 
 from .broker import Broker
 from .history import EventId
 from .message import Message
 from .metrics import Metrics
+from .sse import encode_retry, jittered_retry
 from .stream import Stream
 
 
@@ -16,9 +19,17 @@ class Hub:
     """Keeps this node's subscriptions and hands each message to every local subscriber."""
 
     def __init__(
-        self, broker: Broker, *, heartbeat_interval: float, metrics: Metrics | None = None
+        self,
+        broker: Broker,
+        *,
+        heartbeat_interval: float,
+        metrics: Metrics | None = None,
+        retry_ms: int = 3000,
+        max_age: float = 0,
     ) -> None:
         self._broker = broker
+        self._retry_ms = retry_ms
+        self._max_age = max_age
         self._metrics = metrics or Metrics()
         self._heartbeat_interval = heartbeat_interval
         self._channels: dict[str, set[Stream]] = {}
@@ -97,9 +108,19 @@ class Hub:
             stream.push(frame, id_)
 
     def close_all(self, reason: str) -> None:
-        """End every open stream."""
+        """End every open stream, each with its own jittered `retry:` so reconnects spread."""
         for stream in list(self._streams):
-            stream.close(reason)
+            self._retire(stream, reason)
+
+    def expiry(self) -> float:
+        """When a stream opened now should end (jittered), or infinity without a max age."""
+        if not self._max_age:
+            return math.inf
+        return asyncio.get_running_loop().time() + self._max_age * random.uniform(0.9, 1.1)
+
+    def _retire(self, stream: Stream, reason: str) -> None:
+        stream.push(encode_retry(jittered_retry(self._retry_ms)), event=False)
+        stream.close(reason)
 
     async def emptied(self) -> None:
         """Return once no stream is open."""
@@ -108,11 +129,14 @@ class Hub:
     async def _beat(self) -> None:
         interval = self._heartbeat_interval
         # Ticking at a quarter of the interval bounds silence to 1.25 intervals.
-        tick = interval / 4
+        tick = interval / 4 if not self._max_age else min(interval, self._max_age) / 4
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(tick)
-            due = loop.time() - interval
+            now = loop.time()
+            due = now - interval
             for stream in list(self._streams):
-                if stream.last_write <= due:
+                if stream.expires_at <= now:
+                    self._retire(stream, "max_age")  # rebalancing after a scale-out
+                elif stream.last_write <= due:
                     stream.beat()

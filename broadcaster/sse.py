@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import re
 
 # The spec's line terminators; str.splitlines() would also split on U+2028, \x0c, \x85...
@@ -34,6 +35,12 @@ def encode_event(data: str, event: str | None = None, id: str | None = None) -> 
 def encode_retry(ms: int) -> bytes:
     """Encode the reconnection-delay hint."""
     return f"retry: {int(ms)}\n\n".encode("ascii")
+
+
+def jittered_retry(retry_ms: int) -> int:
+    """A reconnect delay of 1 to 3 times `retry_ms`, so that clients told to go come back
+    spread out rather than all at once."""
+    return int(max(retry_ms, 100) * random.uniform(1.0, 3.0))
 
 
 def encode_position(id: str) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Sequence
 
 from .history import EventId
@@ -53,6 +54,7 @@ class Stream:
         "_transport",
         "channels",
         "closed",
+        "expires_at",
         "last_write",
     )
 
@@ -63,8 +65,10 @@ class Stream:
         channels: Sequence[str],
         *,
         max_pending_bytes: int,
+        expires_at: float = math.inf,
     ) -> None:
         self.channels = tuple(channels)
+        self.expires_at = expires_at
         self.closed: asyncio.Future[str] = outbox.loop.create_future()
         self.last_write = outbox.loop.time()
         self._transport = transport

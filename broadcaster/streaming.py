@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import random
-
 from aiohttp import web
 
 from .broker import BrokerUnavailable
 from .history import Replay
-from .sse import encode_comment, encode_position, encode_retry
+from .sse import encode_comment, encode_position, encode_retry, jittered_retry
 from .state import BROKER, HUB, METRICS, OUTBOX, SETTINGS
 from .stream import Stream
 
@@ -31,7 +29,7 @@ async def overloaded(request: web.Request, reason: str) -> web.StreamResponse:
     mode answers 200 with a jittered `retry:` and closes: the browser comes back later.
     """
     settings = request.app[SETTINGS]
-    delay_ms = int(settings.retry_ms * random.uniform(1.0, 3.0)) or 1000
+    delay_ms = jittered_retry(settings.retry_ms)
     if settings.overload_response == "retry":
         response = web.StreamResponse(headers=STREAM_HEADERS)
         await response.prepare(request)
@@ -51,7 +49,11 @@ async def serve_stream(request: web.Request, channels: list[str]) -> web.StreamR
         raise web.HTTPBadRequest(text="connection closed\n")
     hub = request.app[HUB]
     stream = Stream(
-        transport, request.app[OUTBOX], channels, max_pending_bytes=settings.max_pending_bytes
+        transport,
+        request.app[OUTBOX],
+        channels,
+        max_pending_bytes=settings.max_pending_bytes,
+        expires_at=hub.expiry(),
     )
     response = web.StreamResponse(headers=STREAM_HEADERS)
     after = request.headers.get("Last-Event-ID") or request.query.get("lastEventId")

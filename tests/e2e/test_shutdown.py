@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import subprocess
 from collections.abc import Callable
@@ -42,8 +43,11 @@ async def test_sigterm_ends_every_stream_cleanly(start_node: Callable[..., Node]
         raise AssertionError(f"node still running {SHUTDOWN_TIMEOUT + 2}s after SIGTERM") from None
     assert code == 0, node.log.read_text()
     await wait_until(lambda: all(task.done() for task in readers), 10, "every stream to end")
-    tails = {task.result() for task in readers}
-    # Every chunked body ended with its terminating zero-length chunk.
-    assert tails == {b"0\r\n\r\n"}
+    tails = [task.result() for task in readers]
+    # Every stream got a jittered reconnect hint, then a proper end of its chunked body.
+    assert all(re.fullmatch(rb"[0-9a-f]+\r\nretry: \d+\n\n\r\n0\r\n\r\n", t) for t in tails)
+    delays = {int(t.split(b"retry: ")[1].split(b"\n")[0]) for t in tails}
+    assert min(delays) >= 3000 and max(delays) <= 9000
+    assert len(delays) > 1000, "reconnects are spread, not all at once"
     for _, writer in streams:
         writer.close()
