@@ -1,0 +1,161 @@
+"""`broadcaster cluster`: nginx in front of real nodes, Redis, Prometheus; failures and
+rebalancing, with clients that reconnect like browsers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AsyncExitStack, contextmanager
+
+import aiohttp
+import pytest
+
+from tests.support.eventsource import EventSource
+from tests.support.processes import free_port
+from tests.support.wait import eventually, wait_until
+
+Cluster = dict[str, tuple[str, int]]  # name -> (address, pid)
+
+
+@contextmanager
+def local_cluster(nodes: int, *flags: str, **env: str) -> Iterator[Cluster]:
+    """Run `broadcaster cluster` and yield the addresses and pids it prints."""
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "broadcaster",
+            "cluster",
+            "--nodes",
+            str(nodes),
+            "--port",
+            str(port),
+            *flags,
+        ],
+        env={**os.environ, **{f"BROADCASTER_{k.upper()}": v for k, v in env.items()}},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert process.stdout is not None
+    cluster: Cluster = {}
+    try:
+        for line in process.stdout:
+            if line.startswith("logs in"):
+                break
+            name, address, _, pid = line.split()
+            cluster[name] = (address, int(pid))
+        assert "lb" in cluster, f"cluster did not start: {cluster}"
+        yield cluster
+    finally:
+        process.send_signal(signal.SIGINT)
+        out, _ = process.communicate(timeout=30)
+        assert process.returncode == 0 and "stopped" in out, out
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        yield session
+
+
+async def publish(redis_url: str, channel: str, data: str) -> str:
+    port = redis_url.rsplit(":", 1)[1]
+    done = await asyncio.create_subprocess_exec(
+        "redis-cli",
+        "-p",
+        port,
+        "FCALL",
+        "sse_publish",
+        "1",
+        channel,
+        data,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await done.communicate()
+    return out.decode().strip()
+
+
+def connected(client: EventSource) -> Callable[[], bool]:
+    return lambda: client.connects >= 1
+
+
+def received(client: EventSource, count: int) -> Callable[[], bool]:
+    return lambda: len(client.events) >= count
+
+
+async def connections(session: aiohttp.ClientSession, node: str) -> int:
+    async with session.get(f"{node}/metrics") as answer:
+        for line in (await answer.text()).splitlines():
+            if line.startswith("broadcaster_connections "):
+                return int(float(line.split()[1]))
+    raise AssertionError("no broadcaster_connections")
+
+
+async def test_cluster_balances_survives_a_node_and_is_scraped(
+    session: aiohttp.ClientSession,
+) -> None:
+    with local_cluster(3, "--prometheus") as cluster:
+        lb, redis = cluster["lb"][0], cluster["redis"][0]
+        nodes = [cluster[f"node{n}"][0] for n in (1, 2, 3)]
+        async with AsyncExitStack() as stack:
+            clients = []
+            for _ in range(9):
+                client = EventSource(session, f"{lb}/events?channel=room")
+                stack.push_async_callback(client.close)
+                clients.append(client)
+                await wait_until(connected(client), 10, "a client to connect")
+            # nginx spread the clients: every node serves some.
+            assert all([await connections(session, node) > 0 for node in nodes])
+            ids = [await publish(redis, "room", f"m{n}") for n in range(10)]
+            for client in clients:
+                await wait_until(received(client, 10), 10, "ten events")
+
+            async def scraped() -> bool:
+                url = f"{cluster['prometheus'][0]}/api/v1/query"
+                async with session.get(url, params={"query": "sum(broadcaster_connections)"}) as r:
+                    result = (await r.json())["data"]["result"]
+                return bool(result) and result[0]["value"][1] == "9"
+
+            await eventually(scraped, 30, "Prometheus to sum 9 connections over the nodes")
+
+            os.kill(cluster["node1"][1], signal.SIGKILL)
+            ids += [await publish(redis, "room", f"m{n}") for n in range(10, 30)]
+            for client in clients:
+                await wait_until(received(client, 30), 20, "thirty events")
+                assert [e.id for e in client.events] == ids  # none lost, none twice
+            survivors = [await connections(session, node) for node in nodes[1:]]
+            assert sum(survivors) == 9
+
+
+async def test_max_age_and_draining_spread_reconnects_without_loss(
+    session: aiohttp.ClientSession,
+) -> None:
+    with local_cluster(2, max_connection_age="1", heartbeat_interval="1") as cluster:
+        lb, redis = cluster["lb"][0], cluster["redis"][0]
+        async with AsyncExitStack() as stack:
+            clients = []
+            for _ in range(4):
+                client = EventSource(session, f"{lb}/events?channel=age")
+                stack.push_async_callback(client.close)
+                clients.append(client)
+            for client in clients:
+                await wait_until(connected(client), 10, "a client to connect")
+            ids = []
+            for n in range(120):
+                ids.append(await publish(redis, "age", f"m{n}"))
+                if n == 80:
+                    os.kill(cluster["node2"][1], signal.SIGTERM)  # drain one node
+                await asyncio.sleep(0.02)
+            for client in clients:
+                await wait_until(received(client, 120), 20, "every event")
+                assert [e.id for e in client.events] == ids
+                assert client.connects >= 2, "streams were ended to rebalance"
+                hints = [r for r in client.retries if r != 3000]
+                assert hints and all(3000 <= r <= 9000 for r in hints)
+            assert len({r for c in clients for r in c.retries}) > 2, "reconnects are spread"
