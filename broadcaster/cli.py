@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from collections.abc import Coroutine, Sequence
 from typing import Any
@@ -14,7 +13,7 @@ import redis.asyncio as redis
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from . import cluster
+from . import cluster, logs
 from .publisher import HttpPublisher, Publisher, PublishError, RedisPublisher
 from .server import serve
 from .settings import Settings, setting_name
@@ -48,6 +47,8 @@ SERVE_FLAGS: dict[str, tuple[type, str]] = {
     "header_timeout": (float, "seconds a connection may take to send its headers (default 10)"),
     "shutdown_timeout": (float, "seconds a stop may take (default 10)"),
     "log_level": (str, "DEBUG, INFO, WARNING or ERROR (default INFO)"),
+    "log_format": (str, "plain (default) or json, one object per line"),
+    "access_log": (str, "on (all but /events, default), all, or off"),
 }
 
 
@@ -95,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     if args.command == "serve":
         settings = load_settings(**{field: getattr(args, field) for field in SERVE_FLAGS})
-        _configure_logging(settings)
+        logs.configure(settings)
         _run(serve(settings))
     elif args.command == "cluster":
         try:
@@ -107,13 +108,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         # Like the shell's $(...), drop the newline that ends piped input.
         data = sys.stdin.read().removesuffix("\n") if args.data == "-" else args.data
         _run(_publish(settings, args.url, args.channel, data, args.event))
-
-
-def _configure_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level,
-        format=f"%(asctime)s %(levelname)s node={settings.node_id} %(name)s: %(message)s",
-    )
 
 
 async def _publish(

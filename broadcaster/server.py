@@ -11,6 +11,7 @@ from aiohttp import web
 
 from .app import create_app
 from .header_timeout import HeaderTimeout
+from .logs import access_log_options
 from .settings import Settings
 from .state import HUB, STATE
 
@@ -26,9 +27,9 @@ async def serve(settings: Settings) -> None:
     runner = web.AppRunner(
         app,
         handler_cancellation=True,
-        access_log=None,
         keepalive_timeout=75,
         shutdown_timeout=settings.shutdown_timeout / 2,
+        **access_log_options(settings),  # type: ignore[arg-type]
     )
     await runner.setup()
     assert runner.server is not None

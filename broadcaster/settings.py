@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     header_timeout: float = Field(default=10.0, gt=0, le=3600)
     shutdown_timeout: float = Field(default=10.0, gt=0, le=3600)
     log_level: str = "INFO"
+    log_format: Literal["plain", "json"] = "plain"
+    access_log: Literal["on", "off", "all"] = "on"
 
     @field_validator("trusted_proxies", "cors_origins", mode="before")
     @classmethod
