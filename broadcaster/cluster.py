@@ -196,6 +196,9 @@ def run(nodes: int, port: int, prometheus: bool) -> None:
         for name, address in cluster.addresses.items():
             pid = cluster.processes[name].pid
             print(f"{name:<11} {address:<28} pid {pid}", flush=True)
+        redis_port = cluster.addresses["redis"].rsplit(":", 1)[1]
+        print(f"try: curl -N '{cluster.addresses['lb']}/events?channel=news'", flush=True)
+        print(f"and: redis-cli -p {redis_port} FCALL sse_publish 1 news hello", flush=True)
         print(f"logs in {cluster.workdir}; Ctrl-C stops everything", flush=True)
         while not stopping:
             time.sleep(0.2)

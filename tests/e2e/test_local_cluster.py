@@ -48,6 +48,8 @@ def local_cluster(nodes: int, *flags: str, **env: str) -> Iterator[Cluster]:
         for line in process.stdout:
             if line.startswith("logs in"):
                 break
+            if line.startswith(("try:", "and:")):
+                continue
             name, address, _, pid = line.split()
             cluster[name] = (address, int(pid))
         assert "lb" in cluster, f"cluster did not start: {cluster}"
