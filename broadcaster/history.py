@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from .message import Message
+from .sse import encode_position
 
 _ID = re.compile(r"(\d{1,15})-(\d{1,18})")
 
@@ -77,11 +78,27 @@ class Replay:
     head: EventId | None
     messages: list[tuple[str, Message]] = field(default_factory=list)
     resets: dict[str, list[str]] = field(default_factory=dict)
+    _frames: bytes | None = None
 
     @property
     def head_seq(self) -> int:
         """Live messages at or below this sequence were read from history already."""
         return 0 if self.head is None else self.head.seq
+
+    def frames(self) -> bytes:
+        """Resets first, then the missed messages in publish order, then the position.
+
+        After a reset, an `id:` line alone moves the client's Last-Event-ID to the head
+        without firing an event, so the next reconnect does not reset again. Built once
+        and shared by every client that got this replay.
+        """
+        if self._frames is None:
+            parts = [notice.frame() for notice in self.reset_messages()]
+            parts += [message.frame() for _, message in self.messages]
+            if self.resets and self.head is not None:
+                parts.append(encode_position(str(self.head)))
+            self._frames = b"".join(parts)
+        return self._frames
 
     def reset_messages(self) -> list[Message]:
         """One `reset` event per reason, naming its channels."""

@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 # RedisError subclasses; OSError covers the rest); anything else is a bug and propagates.
 LINK_ERRORS = (RedisError, OSError)
 _SUBSCRIBE, _UNSUBSCRIBE, _PING = b"SUBSCRIBE", b"UNSUBSCRIBE", b"PING"
+# How long a history read waits for more clients asking for the same range.
+REPLAY_GATHER_SECONDS = 0.002
 
 
 class RedisBroker:
@@ -70,6 +72,8 @@ class RedisBroker:
         self._sequencer = Sequencer(
             self._history, self._emit, self._barrier, retry_errors=LINK_ERRORS
         )
+        self._flights: dict[tuple[tuple[str, ...], str], asyncio.Future[Replay]] = {}
+        self._flying: set[asyncio.Task[None]] = set()
         self._library_refused = False
         self._closing = False
         self._live = False
@@ -144,7 +148,31 @@ class RedisBroker:
             raise BrokerUnavailable(f"redis unavailable: {exc}") from exc
 
     async def replay(self, channels: Sequence[str], after: str) -> Replay:
-        """What `channels` missed after `after`, read atomically from their streams."""
+        """What `channels` missed after `after`, read atomically from their streams.
+
+        In a reconnect storm many clients ask for the same range: requests that arrive
+        before a read goes out share it. None joins a read already sent, because each
+        requester must be subscribed before the read it relies on.
+        """
+        key = (tuple(channels), after)
+        flight = self._flights.get(key)
+        if flight is None:
+            flight = asyncio.get_running_loop().create_future()
+            self._flights[key] = flight
+            task = asyncio.create_task(self._fly(key, flight))
+            self._flying.add(task)
+            task.add_done_callback(self._flying.discard)
+        return await asyncio.shield(flight)
+
+    async def _fly(self, key: tuple[tuple[str, ...], str], flight: asyncio.Future[Replay]) -> None:
+        await asyncio.sleep(REPLAY_GATHER_SECONDS)
+        del self._flights[key]  # from now on, newcomers start their own read
+        try:
+            flight.set_result(await self._read_replay(list(key[0]), key[1]))
+        except BrokerUnavailable as exc:
+            flight.set_exception(exc)
+
+    async def _read_replay(self, channels: list[str], after: str) -> Replay:
         try:
             result = replay(after, await self._history.snapshot(channels, after))
             if self._live:

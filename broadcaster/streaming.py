@@ -6,7 +6,7 @@ from aiohttp import web
 
 from .broker import BrokerUnavailable
 from .history import Replay
-from .sse import encode_comment, encode_position, encode_retry, jittered_retry
+from .sse import encode_comment, encode_retry, jittered_retry
 from .state import BROKER, HUB, METRICS, OUTBOX, SETTINGS
 from .stream import Stream
 
@@ -69,7 +69,7 @@ async def serve_stream(request: web.Request, channels: list[str]) -> web.StreamR
                 # History is out of reach: the client still gets live events, and learns
                 # that it may have missed some.
                 replayed = Replay(None, resets={"unavailable": channels})
-            preamble += replay_frames(replayed)
+            preamble.append(replayed.frames())
             request.app[METRICS].counts.events_replayed += len(replayed.messages)
         await response.prepare(request)
         await response.write(b"".join(preamble))
@@ -89,16 +89,3 @@ async def serve_stream(request: web.Request, channels: list[str]) -> web.StreamR
         response.force_close()
         await response.write_eof()
     return response
-
-
-def replay_frames(replayed: Replay) -> list[bytes]:
-    """Resets first, then the missed messages in publish order, then the position.
-
-    After a reset, an `id:` line alone moves the client's Last-Event-ID to the head
-    without firing an event, so the next reconnect does not reset again.
-    """
-    frames = [notice.frame() for notice in replayed.reset_messages()]
-    frames += [message.frame() for _, message in replayed.messages]
-    if replayed.resets and replayed.head is not None:
-        frames.append(encode_position(str(replayed.head)))
-    return frames

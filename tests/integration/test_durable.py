@@ -13,6 +13,7 @@ import pytest
 import redis.asyncio as redis
 
 from broadcaster.history import EventId
+from broadcaster.redis_broker import RedisBroker
 from tests.support.client import Subscriber, subscribe
 from tests.support.processes import RedisServer
 from tests.support.sse import Event
@@ -285,3 +286,22 @@ async def test_a_raw_publish_is_live_only(
     async with subscribe(session, base, ["r"], headers={"Last-Event-ID": first}) as sub:
         assert await sub.wait_for(1) == [Event("durable again", id=last)]
         assert await client.xlen("sse:history:r") == 2
+
+
+async def test_a_reconnect_storm_reads_each_history_range_once(
+    redis_server: RedisServer, client: redis.Redis
+) -> None:
+    broker = RedisBroker.from_url(redis_server.url)
+    await broker.start(lambda channel, message: None)
+    try:
+        await broker.subscribe("storm")
+        first = await fcall(client, "storm", "seen")
+        missed = [await fcall(client, "storm", f"m{n}") for n in range(100)]
+        before = (await client.info("commandstats")).get("cmdstat_xrange", {}).get("calls", 0)
+        replays = await asyncio.gather(*(broker.replay(["storm"], first) for _ in range(50)))
+        after = (await client.info("commandstats"))["cmdstat_xrange"]["calls"]
+        assert after - before == 1
+        assert all([m.id for _, m in r.messages] == missed for r in replays)
+        assert len({id(r.frames()) for r in replays}) == 1  # encoded once, shared
+    finally:
+        await broker.close()
