@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from collections import Counter
 from typing import Any
 
 import orjson
@@ -32,56 +33,50 @@ routes = web.RouteTableDef()
 
 @routes.get("/events")
 async def events(request: web.Request) -> web.StreamResponse:
-    """Stream the events of every `channel` in the query string."""
-    answer = await admit(request)
-    if answer.status >= 300:
-        request.app[METRICS].counts.rejected[REJECTIONS.get(answer.status, "other")] += 1
-    return answer
-
-
-REJECTIONS = {
-    400: "bad_request",
-    401: "unauthorized",
-    403: "forbidden",
-    429: "ip_cap",
-    503: "unavailable",
-}
-
-
-async def admit(request: web.Request) -> web.StreamResponse:
-    """Check the request, its token and the caps; then stream, or say why not."""
+    """Stream the events of every `channel` in the query string, or say why not."""
     settings = request.app[SETTINGS]
+    rejected = request.app[METRICS].counts.rejected
     channels = list(dict.fromkeys(request.query.getall("channel", [])))
     if not channels:
-        return error(400, "missing channel: use /events?channel=<name>")
-    if len(channels) > settings.max_channels_per_connection:
-        return error(
-            400, f"too many channels: at most {settings.max_channels_per_connection} per connection"
+        return refuse(rejected, "bad_request", 400, "missing channel: use /events?channel=<name>")
+    limit = settings.max_channels_per_connection
+    if len(channels) > limit:
+        return refuse(
+            rejected, "bad_request", 400, f"too many channels: at most {limit} per connection"
         )
     try:
         for channel in channels:
             check_channel(channel)
     except ValueError as exc:
-        return error(400, str(exc))
+        return refuse(rejected, "bad_request", 400, str(exc))
     if request.app[STATE].draining:
-        return error(503, "node is shutting down", **{"Retry-After": "1"})
+        return refuse(rejected, "draining", 503, "node is shutting down", **{"Retry-After": "1"})
     auth = request.app[AUTH]
     if auth.enabled:
         try:
             require(auth.grant(request).subscribe, channels, "subscribe")
         except AuthError as exc:
-            return error(exc.status, exc.reason)
+            reason = "unauthorized" if exc.status == 401 else "forbidden"
+            return refuse(rejected, reason, exc.status, exc.reason)
     ip = client_ip(request, request.app[TRUSTED_PROXIES])
     limiter = request.app[LIMITER]
     refused = limiter.acquire(ip)
     if refused is not None:
-        request.app[METRICS].counts.rejected[refused] += refused == "cap"
+        rejected[refused] += 1
         return await overloaded(request, refused)
     request.app[METRICS].counts.connections_opened += 1
     try:
         return await serve_stream(request, channels)
     finally:
         limiter.release(ip)
+
+
+def refuse(
+    rejected: Counter[str], reason: str, status: int, text: str, **headers: str
+) -> web.Response:
+    """Count a refused subscription by reason, and answer it."""
+    rejected[reason] += 1
+    return error(status, text, **headers)
 
 
 class PublishRequest(BaseModel):

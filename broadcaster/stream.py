@@ -76,7 +76,7 @@ class Stream:
         self._chunked = False
         self._max_pending = max_pending_bytes
         self._pending: list[bytes] = []
-        self._pending_ids: list[EventId | None] = []
+        self._pending_ids: list[EventId | None] | None = []  # only until start
         self._pending_events = 0
         self._started = False
 
@@ -85,7 +85,7 @@ class Stream:
 
         Frames that waited and are not newer than `replayed_through` are dropped.
         """
-        if replayed_through is not None:
+        if replayed_through is not None and self._pending_ids is not None:
             kept = [
                 frame
                 for frame, id_ in zip(self._pending, self._pending_ids, strict=True)
@@ -93,7 +93,7 @@ class Stream:
             ]
             self._pending_events -= len(self._pending) - len(kept)
             self._pending = kept
-        self._pending_ids = []
+        self._pending_ids = None
         self._chunked = chunked
         self._started = True
         self.last_write = self._outbox.loop.time()
@@ -112,7 +112,7 @@ class Stream:
         if self._started:
             if not self._pending:
                 self._outbox.mark(self)
-        else:
+        elif self._pending_ids is not None:
             self._pending_ids.append(id_)
         self._pending.append(frame)
 

@@ -53,6 +53,8 @@ async def test_counts_follow_what_happens(aiohttp_client: MakeClient) -> None:
         assert m["broadcaster_bytes_sent_total"] >= len(b"".join(sub.raw.split(b"\n\n")[1:]))
         assert m["broadcaster_connections_rejected_total{reason=cap}"] == 1
         assert m["broadcaster_connections_rejected_total{reason=bad_request}"] == 1
+        rejected = [v for k, v in m.items() if k.startswith("broadcaster_connections_rejected")]
+        assert sum(rejected) == 2, "each refusal counts once"
         assert m["broadcaster_delivery_latency_seconds_count"] == 3
         assert m["broadcaster_redis_connected"] == 1
 
