@@ -24,3 +24,5 @@ python3 -m venv .venv
 .venv/bin/ruff format --check .
 .venv/bin/mypy
 .venv/bin/pytest "$@"
+# The load generator end to end, small: it must keep working (figures: loadtest/README.md).
+.venv/bin/python -m loadtest smoke

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from broadcaster.stream import Outbox, Stream
 from tests.support.fakes import FakeTransport
+from tests.support.wait import wait_until
 
 
 async def make_stream(max_pending: int = 1000) -> tuple[Stream, FakeTransport]:
@@ -71,3 +73,22 @@ async def test_a_clean_close_flushes_what_is_queued() -> None:
     assert stream.closed.result() == "shutdown"
     stream.close("slow")
     assert stream.closed.result() == "shutdown"
+
+
+async def test_after_a_slow_flush_events_of_later_turns_share_one_write() -> None:
+    class SlowTransport(FakeTransport):
+        def write(self, data: bytes | bytearray | memoryview) -> None:
+            time.sleep(0.005)  # a flush this costly means the node is overloaded
+            super().write(data)
+
+    transport = SlowTransport()
+    stream = Stream(transport, Outbox(asyncio.get_running_loop()), ["c"], max_pending_bytes=1000)
+    stream.start(chunked=False)
+    stream.push(b"1")
+    await turn()
+    assert transport.writes == [b"1"]
+    stream.push(b"2")
+    await turn()  # the next flush waits as long as the last one took...
+    stream.push(b"3")
+    await wait_until(lambda: len(transport.writes) == 2, 2, "the deferred flush")
+    assert transport.writes == [b"1", b"23"]  # ...so these two share one write

@@ -1,0 +1,1 @@
+"""Load generator for the broadcaster SSE service: `python -m loadtest <scenario>`."""
