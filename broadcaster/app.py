@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from . import pages
 from .auth import Authenticator
 from .broker import Broker
 from .cors import add_cors_headers, preflight
@@ -75,10 +76,12 @@ def create_app(settings: Settings, broker: Broker | None = None) -> web.Applicat
     app[AUTH] = Authenticator(secret, settings.jwt_public_key)
     app[TRUSTED_PROXIES] = parse_networks(settings.trusted_proxies)
     app.add_routes(routes)
+    app.add_routes(pages.routes)
     for path in ("/events", "/publish"):
         app.router.add_route("OPTIONS", path, preflight)
     app.on_response_prepare.append(add_cors_headers)
     app.cleanup_ctx.append(_lifecycle)
+    app.cleanup_ctx.append(pages.lifecycle)
     app.on_shutdown.append(_drain)
     return app
 

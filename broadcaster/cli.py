@@ -13,7 +13,7 @@ import redis.asyncio as redis
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from . import cluster, logs
+from . import cluster, demo, logs
 from .publisher import HttpPublisher, Publisher, PublishError, RedisPublisher
 from .server import serve
 from .settings import Settings, setting_name
@@ -43,6 +43,8 @@ SERVE_FLAGS: dict[str, tuple[type, str]] = {
     "overload_response": (str, "error (503/429, default) or retry (200, jittered retry:, close)"),
     "jwt_public_key": (str, "PEM public key (or @path) for RS256/ES256 tokens"),
     "cors_origins": (str, "comma-separated origins allowed to subscribe and publish"),
+    "demo": (str, "auto (on without Redis), on, or off: the demo answers on this node"),
+    "demo_token_delay": (float, "seconds between demo tokens (default 0.05)"),
     "max_connection_age": (float, "seconds (jittered) before a stream ends to rebalance; 0 off"),
     "header_timeout": (float, "seconds a connection may take to send its headers (default 10)"),
     "shutdown_timeout": (float, "seconds a stop may take (default 10)"),
@@ -76,6 +78,13 @@ def _parser() -> argparse.ArgumentParser:
     cluster.add_argument("--nodes", type=int, default=3, help="how many nodes (default 3)")
     cluster.add_argument("--port", type=int, default=8080, help="load balancer port (8080)")
     cluster.add_argument("--prometheus", action="store_true", help="also run Prometheus")
+    cluster.add_argument(
+        "--demo", action="store_true", help="also run the demo producer (broadcaster demo)"
+    )
+    demo_cmd = commands.add_parser(
+        "demo", help="answer the chat demo's questions queued in Redis (a cluster's producer)"
+    )
+    demo_cmd.add_argument("--redis-url", dest="redis_url", help="default BROADCASTER_REDIS_URL")
     return parser
 
 
@@ -100,9 +109,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         _run(serve(settings))
     elif args.command == "cluster":
         try:
-            cluster.run(args.nodes, args.port, args.prometheus)
+            cluster.run(args.nodes, args.port, args.prometheus, args.demo)
         except cluster.ClusterError as exc:
             sys.exit(f"broadcaster: {exc}")
+    elif args.command == "demo":
+        settings = load_settings(redis_url=args.redis_url)
+        logs.configure(settings)
+        if settings.redis_url is None:
+            sys.exit("broadcaster: the demo producer needs BROADCASTER_REDIS_URL or --redis-url")
+        _run(
+            demo.run_worker(settings.redis_url, settings.channel_prefix, settings.demo_token_delay)
+        )
     else:
         settings = load_settings(redis_url=args.redis_url)
         # Like the shell's $(...), drop the newline that ends piped input.

@@ -76,6 +76,7 @@ class Cluster:
     nodes: int
     port: int
     prometheus: bool = False
+    demo: bool = False
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="broadcaster-")))
     node_env: dict[str, str] = field(default_factory=dict)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
@@ -137,6 +138,10 @@ class Cluster:
         )
         _wait_http(f"http://127.0.0.1:{self.port}/healthz", self.processes["lb"])
         self.addresses["lb"] = f"http://127.0.0.1:{self.port}"
+        if self.demo:
+            env = {**os.environ, "BROADCASTER_REDIS_URL": self.addresses["redis"], **self.node_env}
+            self._spawn("demo", [sys.executable, "-m", "broadcaster", "demo"], env)
+            self.addresses["demo"] = "producer"
         if self.prometheus:
             prom_port = free_port()
             prom_conf = self.workdir / "prometheus.yml"
@@ -155,7 +160,8 @@ class Cluster:
 
     def stop(self) -> None:
         """Stop the load balancer, then the nodes, then Redis; each within a bound."""
-        order = ["lb", "prometheus"] + [name for name in self.processes if name.startswith("node")]
+        order = ["lb", "prometheus", "demo"]
+        order += [name for name in self.processes if name.startswith("node")]
         for name in [*order, "redis"]:
             process = self.processes.get(name)
             if process is None or process.poll() is not None:
@@ -180,9 +186,9 @@ class Cluster:
         )
 
 
-def run(nodes: int, port: int, prometheus: bool) -> None:
+def run(nodes: int, port: int, prometheus: bool, demo: bool = False) -> None:
     """Run a cluster until SIGINT or SIGTERM, printing every address."""
-    cluster = Cluster(nodes, port, prometheus)
+    cluster = Cluster(nodes, port, prometheus, demo)
     stopping = False
 
     def stop(signum: int, frame: object) -> None:

@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     jwt_secret: SecretStr | None = None
     jwt_public_key: str | None = None
     cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
+    demo: Literal["auto", "on", "off"] = "auto"
+    demo_token_delay: float = Field(default=0.05, ge=0, le=10)
     max_connection_age: float = Field(default=0, ge=0)
     header_timeout: float = Field(default=10.0, gt=0, le=3600)
     shutdown_timeout: float = Field(default=10.0, gt=0, le=3600)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import orjson
 from aiohttp import web
 
 from .broker import BrokerUnavailable
 from .history import Replay
-from .sse import encode_comment, encode_retry, jittered_retry
+from .sse import encode_comment, encode_event, encode_retry, jittered_retry
 from .state import BROKER, HUB, METRICS, OUTBOX, SETTINGS
 from .stream import Stream
 
@@ -61,6 +62,10 @@ async def serve_stream(request: web.Request, channels: list[str]) -> web.StreamR
         # Subscribed before the history read and the headers: nothing falls in between.
         await hub.join(stream)
         preamble = [encode_retry(settings.retry_ms)]
+        if "hello" in request.query:
+            # Opt-in: tell the page which node serves it (no id: Last-Event-ID is untouched).
+            hello = orjson.dumps({"node": settings.node_id}).decode()
+            preamble.append(encode_event(hello, "hello"))
         replayed = None
         if after:
             try:
