@@ -21,6 +21,7 @@ from .history import EventId, Replay, replay
 from .message import Message, unpack
 from .metrics import Counts
 from .publisher import RedisPublisher
+from .redis_client import connect
 from .redis_history import RedisHistory
 from .sequencer import Sequencer
 
@@ -92,7 +93,7 @@ class RedisBroker:
         counts: Counts | None = None,
     ) -> RedisBroker:
         """A broker for the Redis server at `url`."""
-        client = redis.Redis.from_url(url, socket_connect_timeout=5, protocol=2)
+        client = connect(url)
         return cls(
             client,
             prefix=prefix,
@@ -258,12 +259,24 @@ class RedisBroker:
             resubscribed = self._barrier()
             resubscribed.add_done_callback(lambda _: sequencer.backfill(resync))
         self._wake.set()
+        # Not a TaskGroup: it ignores a child that ends cancelled, and Python 3.11's
+        # asyncio.timeout (inside redis-py's reads) can leave a stray cancellation that
+        # ends the reader so. The session would then wait on the writer forever, with
+        # its connection closed. Here the end of either loop, however it ends, ends it.
+        loops = [
+            asyncio.create_task(self._write_loop(conn), name="pubsub-writer"),
+            asyncio.create_task(self._read_loop(conn), name="pubsub-reader"),
+        ]
         try:
-            async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(self._write_loop(conn))
-                tasks.create_task(self._read_loop(conn))
+            done, _ = await asyncio.wait(loops, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            for task in loops:
+                task.cancel()
+            await asyncio.wait(loops)
             sequencer.cancel()
+        ended = done.pop()
+        failure = None if ended.cancelled() else ended.exception()
+        raise failure or RedisConnectionError(f"{ended.get_name()} stopped")
 
     async def _write_loop(self, conn: AbstractConnection) -> None:
         while True:

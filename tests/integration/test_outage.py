@@ -67,3 +67,32 @@ async def test_a_node_stops_promptly_while_redis_is_going_away(redis_server: Red
         redis_server.kill()  # the link breaks just as the node is told to stop
         await asyncio.wait_for(server.close(), 10)
         redis_server.start()
+
+
+@pytest.mark.parametrize("loop_name", ["pubsub-reader", "pubsub-writer"])
+async def test_a_pubsub_loop_ending_cancelled_reconnects(
+    redis_server: RedisServer, start_app: StartApp, loop_name: str
+) -> None:
+    # Python 3.11's asyncio.timeout, inside redis-py's reads, can leave a stray cancellation
+    # that ends the reader cancelled (and redis-py closes the connection). A TaskGroup
+    # ignores such a child: the session then waited on the writer forever, unsubscribed.
+    base = await start_app(redis_url=redis_server.url)
+    async with aiohttp.ClientSession() as session, subscribe(session, base, ["news"]) as sub:
+        first_link = redis_server.cli("CLIENT", "LIST", "TYPE", "pubsub").split()[0]
+        [task] = [t for t in asyncio.all_tasks() if t.get_name() == loop_name]
+        task.cancel()
+
+        async def resubscribed() -> bool:
+            links = redis_server.cli("CLIENT", "LIST", "TYPE", "pubsub").split()
+            return bool(links) and links[0] != first_link
+
+        await eventually(resubscribed, 10, "a new pub/sub connection")
+        await eventually(
+            lambda: asyncio.sleep(
+                0, redis_server.cli("PUBSUB", "NUMSUB", "sse:news").split()[1] == "1"
+            ),
+            10,
+            "the channel resubscribed",
+        )
+        redis_server.cli("PUBLISH", "sse:news", "after")
+        assert await sub.wait_for(1) == [Event("after")]

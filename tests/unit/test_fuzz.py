@@ -58,8 +58,10 @@ async def test_publish_answers_every_body_clearly(client: Client, body: bytes) -
 
 @FUZZ
 @given(
-    channels=st.lists(st.text(max_size=30), max_size=20),
-    last_id=st.none() | st.text(st.characters(exclude_characters="\r\n\0"), max_size=40),
+    # Lone surrogates cannot be put in a URL at all (they have no UTF-8 form).
+    channels=st.lists(st.text(st.characters(exclude_categories=["Cs"]), max_size=30), max_size=20),
+    last_id=st.none()
+    | st.text(st.characters(exclude_characters="\r\n\0", exclude_categories=["Cs"]), max_size=40),
 )
 async def test_subscribe_answers_every_query_clearly(
     client: Client, channels: list[str], last_id: str | None
