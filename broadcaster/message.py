@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
+from .metrics import MalformedReason
 from .sse import check_field, encode_event
 
 # `sse_publish` (redis_library.lua) publishes "<mark>\n<id>\n<prev>\n<event>\n<ms>\n<data>".
@@ -40,7 +41,7 @@ class Message:
         return encode_event(self.data, self.event, self.id)
 
 
-def unpack(payload: bytes, repairs: Counter[str] | None = None) -> Message:
+def unpack(payload: bytes, repairs: Counter[MalformedReason] | None = None) -> Message:
     """Read a pub/sub payload: an envelope, or raw text taken as the event data.
 
     Invalid UTF-8 is replaced (and counted in `repairs["utf8"]`), never fatal.
@@ -57,7 +58,7 @@ def unpack(payload: bytes, repairs: Counter[str] | None = None) -> Message:
     return Message(data, event or None, id_ or None, prev or None, int(ms))
 
 
-def _text(raw: bytes, repairs: Counter[str] | None) -> str:
+def _text(raw: bytes, repairs: Counter[MalformedReason] | None) -> str:
     try:
         return raw.decode()
     except UnicodeDecodeError:

@@ -6,11 +6,21 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Literal, TypeVar, get_args
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+# Every label value a labelled counter can take. Each series is exposed at 0 from the
+# first scrape, so rate() queries and alerts see it before the first event.
+RejectReason = Literal["cap", "ip_cap", "unauthorized", "forbidden", "bad_request", "draining"]
+MalformedReason = Literal["utf8", "envelope"]
+
+REJECT_REASONS: tuple[RejectReason, ...] = get_args(RejectReason)
+MALFORMED_REASONS: tuple[MalformedReason, ...] = get_args(MalformedReason)
+Reason = TypeVar("Reason", bound=str)
 
 
 @dataclass(slots=True)
@@ -18,7 +28,9 @@ class Counts:
     """Running totals, bumped as plain integers where things happen."""
 
     connections_opened: int = 0
-    rejected: Counter[str] = field(default_factory=Counter)
+    rejected: Counter[RejectReason] = field(
+        default_factory=lambda: Counter(dict.fromkeys(REJECT_REASONS, 0))
+    )
     messages_received: int = 0
     events_sent: int = 0
     events_replayed: int = 0
@@ -26,7 +38,9 @@ class Counts:
     slow_disconnects: int = 0
     redis_reconnects: int = 0
     publishes: int = 0
-    malformed: Counter[str] = field(default_factory=Counter)
+    malformed: Counter[MalformedReason] = field(
+        default_factory=lambda: Counter(dict.fromkeys(MALFORMED_REASONS, 0))
+    )
 
 
 class Metrics:
@@ -79,7 +93,7 @@ class Metrics:
             yield GaugeMetricFamily(name, text, value=read())
 
 
-def _labelled(name: str, text: str, counts: Counter[str]) -> CounterMetricFamily:
+def _labelled(name: str, text: str, counts: Counter[Reason]) -> CounterMetricFamily:
     family = CounterMetricFamily(name, text, labels=["reason"])
     for reason, value in sorted(counts.items()):
         family.add_metric([reason], value)

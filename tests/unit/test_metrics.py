@@ -67,3 +67,14 @@ async def test_counts_follow_what_happens(aiohttp_client: MakeClient) -> None:
         await again.wait_for(2)
         assert (await scrape(client))["broadcaster_events_replayed_total"] == 2
     assert not any("channel=" in name for name in await scrape(client))
+
+
+async def test_every_labelled_series_exists_from_the_first_scrape(
+    aiohttp_client: MakeClient,
+) -> None:
+    client = await aiohttp_client(create_app(Settings()))
+    m = await scrape(client)
+    for reason in ("cap", "ip_cap", "unauthorized", "forbidden", "bad_request", "draining"):
+        assert m[f"broadcaster_connections_rejected_total{{reason={reason}}}"] == 0
+    for reason in ("utf8", "envelope"):
+        assert m[f"broadcaster_messages_malformed_total{{reason={reason}}}"] == 0
