@@ -1,46 +1,141 @@
-"""Close connections that never finish a request's headers (slowloris), with a 408."""
+"""Close connections that take too long to send a request's headers (slowloris), with a 408.
+
+aiohttp has a keep-alive timeout but no header timeout. So the listener wraps each
+connection's aiohttp protocol in a `_Watched` one that passes every call through and
+notes when a request starts: when the connection opens, and at the first byte after the
+previous request. The middleware notes when aiohttp has read a whole request. A sweep
+closes connections whose request started more than `timeout` ago and is still not read.
+An idle kept-alive connection sends nothing, starts nothing, and is left to keep-alive.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
+from typing import cast
 
 from aiohttp import web
-from aiohttp.web_protocol import RequestHandler
 
 TIMED_OUT = b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+ProtocolFactory = Callable[[], asyncio.Protocol]
 
 
 class HeaderTimeout:
-    """Watches a server's connections; one sweep per `timeout` closes the stragglers."""
+    """Every request on every connection gets `timeout` seconds to deliver its headers."""
 
     def __init__(self, timeout: float) -> None:
-        self._timeout = timeout
-        # Connections that got a complete request, and when others were first seen;
-        # both forget connections that are gone at each sweep.
-        self._served: set[object] = set()
-        self._first_seen: dict[RequestHandler, float] = {}
+        self.timeout = timeout
+        # Connections whose current request has started but is not read yet, and since when.
+        self._started: dict[_Watched, float] = {}
+
+    def site(self, runner: web.BaseRunner, host: str, port: int, backlog: int) -> web.BaseSite:
+        """A TCP listener for `runner` whose connections this timeout watches."""
+        return _WatchedSite(runner, host, port, self, backlog)
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        """Mark the request's connection as one that sent complete headers."""
-        self._served.add(request.protocol)
-        return await handler(request)
+        """The request is read: its connection is busy until the handler returns."""
+        watched = request.transport.get_protocol() if request.transport is not None else None
+        if not isinstance(watched, _Watched):
+            return await handler(request)
+        watched.busy = True
+        self._started.pop(watched, None)
+        try:
+            return await handler(request)
+        finally:
+            watched.busy = False
 
-    async def sweep_forever(self, server: web.Server) -> None:
-        """Every `timeout`, close connections that were first seen a full period ago."""
+    async def sweep_forever(self) -> None:
+        """Four times per `timeout`, answer 408 to and close the connections that are late."""
         loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(self._timeout)
+            await asyncio.sleep(self.timeout / 4)
             now = loop.time()
-            alive = set(server.connections)
-            self._served &= alive
-            self._first_seen = {c: t for c, t in self._first_seen.items() if c in alive}
-            for connection in alive - self._served:
-                first = self._first_seen.setdefault(connection, now)
-                if now - first >= self._timeout and connection.transport is not None:
-                    with contextlib.suppress(OSError, RuntimeError):
-                        connection.transport.write(TIMED_OUT)
-                    connection.transport.close()
+            late = [c for c, since in self._started.items() if now - since >= self.timeout]
+            for connection in late:
+                del self._started[connection]
+                connection.time_out()
+
+    def _starting(self, connection: _Watched) -> None:
+        if not connection.busy and connection not in self._started:
+            self._started[connection] = asyncio.get_running_loop().time()
+
+    def _gone(self, connection: _Watched) -> None:
+        self._started.pop(connection, None)
+
+
+class _Watched(asyncio.Protocol):
+    """One connection's aiohttp protocol, with the header timeout looking on."""
+
+    __slots__ = ("_inner", "_timeout", "_transport", "busy")
+
+    def __init__(self, inner: asyncio.Protocol, timeout: HeaderTimeout) -> None:
+        self._inner = inner
+        self._timeout = timeout
+        # uvloop's transports are not asyncio.Transport subclasses, only alike.
+        self._transport: asyncio.WriteTransport | None = None
+        self.busy = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.WriteTransport, transport)
+        self._timeout._starting(self)
+        self._inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        self._timeout._starting(self)
+        self._inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._timeout._gone(self)
+        self._inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()
+
+    def time_out(self) -> None:
+        """Answer 408 and close."""
+        if self._transport is not None and not self._transport.is_closing():
+            with contextlib.suppress(OSError, RuntimeError):
+                self._transport.write(TIMED_OUT)
+            self._transport.close()
+
+
+class _WatchedSite(web.BaseSite):
+    """aiohttp's TCP site, with each connection's protocol wrapped in `_Watched`."""
+
+    __slots__ = ("_host", "_port", "_watch")
+
+    def __init__(
+        self, runner: web.BaseRunner, host: str, port: int, watch: HeaderTimeout, backlog: int
+    ) -> None:
+        super().__init__(runner, backlog=backlog)
+        self._host = host
+        self._port = port
+        self._watch = watch
+
+    @property
+    def name(self) -> str:
+        """The URL this site listens on."""
+        return f"http://{self._host}:{self._port}"
+
+    async def start(self) -> None:
+        """Listen, handing each connection to aiohttp through a `_Watched` protocol."""
+        await super().start()
+        server = self._runner.server
+        assert server is not None
+
+        def protocol() -> asyncio.Protocol:
+            return _Watched(server(), self._watch)
+
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            protocol, self._host, self._port, backlog=self._backlog
+        )

@@ -33,8 +33,8 @@ async def serve(settings: Settings) -> None:
     )
     await runner.setup()
     assert runner.server is not None
-    sweeper = asyncio.create_task(header_timeout.sweep_forever(runner.server))
-    site = web.TCPSite(runner, settings.host, settings.port, backlog=4096)
+    sweeper = asyncio.create_task(header_timeout.sweep_forever())
+    site = header_timeout.site(runner, settings.host, settings.port, backlog=4096)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
