@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from . import pages
+from . import demo
 from .auth import Authenticator
 from .broker import Broker
 from .cors import add_cors_headers, preflight
@@ -72,16 +72,18 @@ def create_app(settings: Settings, broker: Broker | None = None) -> web.Applicat
     )
     app[STATE] = NodeState()
     app[LIMITER] = ConnectionLimiter(settings.max_connections, settings.max_connections_per_ip)
-    secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else None
-    app[AUTH] = Authenticator(secret, settings.jwt_public_key)
+    app[AUTH] = Authenticator(
+        settings.jwt_secret.get_secret_value() if settings.jwt_secret else None,
+        settings.jwt_public_key,
+        settings.publish_token.get_secret_value() if settings.publish_token else None,
+    )
     app[TRUSTED_PROXIES] = parse_networks(settings.trusted_proxies)
     app.add_routes(routes)
-    app.add_routes(pages.routes)
+    demo.install(app)
     for path in ("/events", "/publish"):
         app.router.add_route("OPTIONS", path, preflight)
     app.on_response_prepare.append(add_cors_headers)
     app.cleanup_ctx.append(_lifecycle)
-    app.cleanup_ctx.append(pages.lifecycle)
     app.on_shutdown.append(_drain)
     return app
 

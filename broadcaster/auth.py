@@ -1,7 +1,8 @@
-"""JWT authorization: which channels a token may subscribe to and publish on."""
+"""Who may do what: JWTs for subscribing and publishing, the publish token for publishing."""
 
 from __future__ import annotations
 
+import hmac
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -30,19 +31,42 @@ class Grant:
 
 
 class Authenticator:
-    """Verifies tokens signed with the shared secret (HS256) or by the public key's owner."""
+    """Verifies JWTs signed with the shared secret (HS256) or by the public key's owner,
+    and the publish token."""
 
-    def __init__(self, secret: str | None, public_key: str | None) -> None:
+    def __init__(
+        self, secret: str | None, public_key: str | None, publish_token: str | None = None
+    ) -> None:
         self._keys: list[tuple[str, list[str]]] = []
         if secret:
             self._keys.append((secret, ["HS256"]))
         if public_key:
             self._keys.append((public_key, ["RS256", "ES256"]))
+        self._publish_bearer = f"Bearer {publish_token}".encode() if publish_token else None
 
     @property
     def enabled(self) -> bool:
-        """Whether tokens are required at all."""
+        """Whether JWTs are required (to subscribe, and to publish without the publish token)."""
         return bool(self._keys)
+
+    @property
+    def publishing_protected(self) -> bool:
+        """Whether publishing needs a credential: the publish token or a JWT."""
+        return self._publish_bearer is not None or self.enabled
+
+    def publish_patterns(self, request: web.Request) -> tuple[str, ...]:
+        """The channels the request may publish on: all of them with the publish token,
+        the `publish` claim with a JWT. Raises AuthError (401) when neither holds.
+
+        Every endpoint that publishes or queues (POST /publish, POST /demo/ask) asks here.
+        """
+        if self._publish_bearer is not None:
+            given = request.headers.get("Authorization", "").encode("utf-8", "replace")
+            if hmac.compare_digest(given, self._publish_bearer):
+                return ("*",)
+            if not self.enabled:
+                raise AuthError(401, "missing or wrong bearer token")
+        return self.grant(request).publish
 
     def grant(self, request: web.Request) -> Grant:
         """Verify the request's token; raises AuthError (401) when it does not hold."""

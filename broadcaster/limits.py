@@ -1,10 +1,12 @@
-"""Connection caps per node and per client address, and who the client is behind proxies."""
+"""Connection caps, per-address rate limits, and who the client is behind proxies."""
 
 from __future__ import annotations
 
 import ipaddress
+import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Literal
 
 from aiohttp import web
 
@@ -20,7 +22,7 @@ class ConnectionLimiter:
         self._total = 0
         self._per_ip: Counter[str] = Counter()
 
-    def acquire(self, ip: str) -> str | None:
+    def acquire(self, ip: str) -> Literal["cap", "ip_cap"] | None:
         """Take a slot for `ip`; returns why not (`cap` or `ip_cap`) when full."""
         if self._total >= self._max_total:
             return "cap"
@@ -63,3 +65,37 @@ def _is_trusted(address: str, trusted: Sequence[IPNetwork]) -> bool:
     except ValueError:
         return False  # garbage in X-Forwarded-For is never a trusted proxy
     return any(ip in network for network in trusted)
+
+
+class RateLimiter:
+    """At most `limit` hits per key in each fixed window of `window` seconds.
+
+    Memory is bounded: it remembers at most `max_keys` keys per window, and a key it
+    cannot remember is refused (for the rest of the window) rather than let through.
+    """
+
+    def __init__(
+        self,
+        limit: int,
+        window: float = 60.0,
+        max_keys: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._limit = limit
+        self._window = window
+        self._max_keys = max_keys
+        self._clock = clock
+        self._window_start = clock()
+        self._hits: Counter[str] = Counter()
+
+    def hit(self, key: str) -> float | None:
+        """Count one hit for `key`: None when allowed, else seconds until the next window."""
+        now = self._clock()
+        if now - self._window_start >= self._window:
+            self._window_start, self._hits = now, Counter()
+        if self._hits[key] >= self._limit or (
+            key not in self._hits and len(self._hits) >= self._max_keys
+        ):
+            return self._window_start + self._window - now
+        self._hits[key] += 1
+        return None

@@ -12,6 +12,7 @@ from redis.exceptions import ResponseError
 from . import library
 from .channels import check_channel
 from .message import Message
+from .redis_client import connect
 
 
 class Publisher(Protocol):
@@ -62,7 +63,7 @@ class RedisPublisher(_Closing):
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "sse:") -> RedisPublisher:
         """A publisher for the Redis server at `url`."""
-        return cls(redis.Redis.from_url(url, socket_connect_timeout=5, protocol=2), prefix=prefix)
+        return cls(connect(url), prefix=prefix)
 
     async def publish(self, channel: str, data: str, event: str | None = None) -> str | None:
         """Publish one message; returns its id. Raises ValueError for a bad channel or event."""

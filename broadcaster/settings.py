@@ -39,6 +39,12 @@ class Settings(BaseSettings):
     cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
     demo: Literal["auto", "on", "off"] = "auto"
     demo_token_delay: float = Field(default=0.05, ge=0, le=10)
+    demo_prefix: str = Field(
+        default="demo:", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9\-_.:@/=]+$"
+    )
+    demo_queue_max: int = Field(default=100, ge=1, le=100_000)
+    demo_job_ttl: float = Field(default=60.0, gt=0, le=86400)
+    demo_asks_per_minute: int = Field(default=10, ge=1, le=100_000)
     max_connection_age: float = Field(default=0, ge=0)
     header_timeout: float = Field(default=10.0, gt=0, le=3600)
     shutdown_timeout: float = Field(default=10.0, gt=0, le=3600)

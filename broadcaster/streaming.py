@@ -7,6 +7,7 @@ from aiohttp import web
 
 from .broker import BrokerUnavailable
 from .history import Replay
+from .replies import error
 from .sse import encode_comment, encode_event, encode_retry, jittered_retry
 from .state import BROKER, HUB, METRICS, OUTBOX, SETTINGS
 from .stream import Stream
@@ -16,11 +17,6 @@ STREAM_HEADERS = {
     "Cache-Control": "no-cache",
     "X-Accel-Buffering": "no",
 }
-
-
-def error(status: int, reason: str, **headers: str) -> web.Response:
-    """A plain-text error answer: the status and a one-line reason."""
-    return web.Response(status=status, text=reason + "\n", headers=headers)
 
 
 async def overloaded(request: web.Request, reason: str) -> web.StreamResponse:

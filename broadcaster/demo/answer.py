@@ -1,20 +1,14 @@
-"""The demo producer: a simulated LLM answer streamed token by token, durably published."""
+"""The simulated LLM answer: `thinking`, one `token` event per word, then `done`."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import re
 from collections.abc import Awaitable, Callable
 
 import orjson
-import redis.asyncio as redis
 
-from .channels import check_channel
-from .message import Message
-from .publisher import RedisPublisher
-
-log = logging.getLogger(__name__)
+from ..message import Message
 
 Publish = Callable[[str, Message], Awaitable[Message]]
 
@@ -44,34 +38,3 @@ async def stream_answer(publish: Publish, channel: str, prompt: str, delay: floa
         await asyncio.sleep(delay)
         await publish(channel, Message(word, "token"))
     await publish(channel, Message(orjson.dumps({"tokens": len(words)}).decode(), "done"))
-
-
-def job_queue(prefix: str) -> str:
-    """The Redis list of questions waiting for a demo producer."""
-    return f"{prefix}demo:jobs"
-
-
-def job(channel: str, prompt: str) -> bytes:
-    """A queued question."""
-    return orjson.dumps({"channel": check_channel(channel), "prompt": prompt})
-
-
-async def run_worker(redis_url: str, prefix: str, delay: float) -> None:
-    """Answer queued questions forever (the producer of a cluster, outside the nodes)."""
-    client = redis.Redis.from_url(redis_url, socket_connect_timeout=5, protocol=2)
-    publisher = RedisPublisher(client, prefix=prefix)
-    running: set[asyncio.Task[None]] = set()
-    log.info("demo producer waiting for questions on %s", job_queue(prefix))
-    try:
-        while True:
-            popped = await client.blpop([job_queue(prefix)], timeout=5)
-            if popped is None:
-                continue
-            question = orjson.loads(popped[1])
-            task = asyncio.create_task(
-                stream_answer(publisher.send, question["channel"], question["prompt"], delay)
-            )
-            running.add(task)
-            task.add_done_callback(running.discard)
-    finally:
-        await client.aclose()

@@ -1,4 +1,5 @@
-"""The demo pages (/ and /dashboard) and what they call: /demo/ask and /cluster."""
+"""The demo's endpoints: the chat page (/), the dashboard (/dashboard), POST /demo/ask
+and /cluster. With BROADCASTER_DEMO=off, only a 403 for /demo/ask is left."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from importlib import resources
 
 import orjson
@@ -14,31 +16,64 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from redis.exceptions import RedisError
 
-from .channels import check_channel
-from .demo import job, job_queue, stream_answer
-from .state import BROKER, HUB, METRICS, SETTINGS
+from ..auth import AuthError, require
+from ..channels import check_channel
+from ..limits import RateLimiter, client_ip
+from ..redis_client import connect
+from ..replies import error, invalid
+from ..settings import Settings
+from ..state import AUTH, BROKER, HUB, METRICS, SETTINGS, TRUSTED_PROXIES
+from . import stats
+from .answer import stream_answer
+from .queue import JobQueue, QueueFull
 
+MAX_QUESTION_BYTES = 4096
+
+
+@dataclass(slots=True)
+class Demo:
+    """What the demo keeps on a node: its rate limit, its answers or its queue."""
+
+    asks: RateLimiter
+    answers: set[asyncio.Task[None]] = field(default_factory=set)  # answered on this node
+    redis: redis.Redis | None = None
+    queue: JobQueue | None = None  # set when a producer answers (`broadcaster demo`)
+
+
+DEMO = web.AppKey("demo", Demo)
 routes = web.RouteTableDef()
-REDIS = web.AppKey("redis", redis.Redis)
-DEMO_TASKS = web.AppKey("demo_tasks", set[asyncio.Task[None]])
-STATS_TTL = 5.0
 
 
-def _page(name: str) -> web.Response:
-    body = resources.files(__package__).joinpath("static", name).read_bytes()
-    return web.Response(body=body, content_type="text/html", charset="utf-8")
+def install(app: web.Application) -> None:
+    """Serve the demo as BROADCASTER_DEMO says; `off` leaves only a 403 for /demo/ask."""
+    if app[SETTINGS].demo == "off":
+        app.router.add_post("/demo/ask", _off)
+        return
+    app.add_routes(routes)
+    app.cleanup_ctx.append(_lifecycle)
+
+
+async def _off(request: web.Request) -> web.Response:
+    return error(403, "the demo is off on this node (BROADCASTER_DEMO=off)")
+
+
+def _page(name: str, settings: Settings) -> web.Response:
+    body = resources.files(__package__).joinpath("static", name).read_text()
+    # The prefix is plain ASCII from a strict charset (settings), safe inside HTML.
+    body = body.replace("{{DEMO_PREFIX}}", settings.demo_prefix)
+    return web.Response(text=body, content_type="text/html")
 
 
 @routes.get("/")
 async def chat_page(request: web.Request) -> web.Response:
     """The streaming chat demo."""
-    return _page("index.html")
+    return _page("index.html", request.app[SETTINGS])
 
 
 @routes.get("/dashboard")
 async def dashboard_page(request: web.Request) -> web.Response:
     """A live view of the cluster."""
-    return _page("dashboard.html")
+    return _page("dashboard.html", request.app[SETTINGS])
 
 
 class Question(BaseModel):
@@ -55,50 +90,71 @@ class Question(BaseModel):
         return check_channel(value)
 
 
-def demo_here(app: web.Application) -> bool:
-    """Whether this node answers questions itself (else it queues them for a producer)."""
-    setting = app[SETTINGS].demo
-    return setting == "on" or (setting == "auto" and app[SETTINGS].redis_url is None)
-
-
 @routes.post("/demo/ask")
 async def ask(request: web.Request) -> web.Response:
-    """Start a simulated answer on the asker's channel."""
-    settings = request.app[SETTINGS]
+    """Start a simulated answer on the asker's channel, here or through the queue.
+
+    Only channels under DEMO_PREFIX; with authentication configured, only with the
+    same right POST /publish needs on that channel; at most DEMO_ASKS_PER_MINUTE per
+    client address; at most DEMO_QUEUE_MAX waiting or being answered.
+    """
+    app, settings = request.app, request.app[SETTINGS]
+    body = await request.read()
+    if len(body) > MAX_QUESTION_BYTES:
+        return error(413, f"a question is at most {MAX_QUESTION_BYTES} bytes")
     try:
-        question = Question.model_validate(orjson.loads(await request.read()))
-    except (orjson.JSONDecodeError, ValidationError) as exc:
-        return web.Response(status=400, text=f"bad question: {exc}".splitlines()[0] + "\n")
-    if demo_here(request.app):
-        task = asyncio.create_task(
-            stream_answer(
-                request.app[BROKER].publish,
-                question.channel,
-                question.prompt,
-                settings.demo_token_delay,
-            )
+        question = Question.model_validate(orjson.loads(body))
+    except orjson.JSONDecodeError as exc:
+        return error(400, f"body is not valid JSON: {exc}")
+    except ValidationError as exc:
+        return invalid(exc)
+    if not question.channel.startswith(settings.demo_prefix):
+        return error(
+            403, f"the demo answers only on channels starting with {settings.demo_prefix!r}"
         )
-        request.app[DEMO_TASKS].add(task)
-        task.add_done_callback(request.app[DEMO_TASKS].discard)
-        producer = settings.node_id
-    elif REDIS in request.app:
+    auth = app[AUTH]
+    if auth.publishing_protected:
         try:
-            queue = job_queue(settings.channel_prefix)
-            await request.app[REDIS].rpush(queue, job(question.channel, question.prompt))
-        except RedisError as exc:
-            return web.Response(status=503, text=f"redis unavailable: {exc}\n")
+            require(auth.publish_patterns(request), [question.channel], "publish")
+        except AuthError as exc:
+            return error(exc.status, exc.reason, **{"WWW-Authenticate": "Bearer"})
+    demo = app[DEMO]
+    wait = demo.asks.hit(client_ip(request, app[TRUSTED_PROXIES]))
+    if wait is not None:
+        return error(
+            429, "too many questions from this address", **{"Retry-After": str(max(1, round(wait)))}
+        )
+    if demo.queue is not None:
+        try:
+            await demo.queue.push(question.channel, question.prompt)
+        except QueueFull as exc:
+            return error(503, str(exc), **{"Retry-After": "5"})
+        except (RedisError, OSError) as exc:
+            return error(503, f"redis unavailable: {exc}", **{"Retry-After": "1"})
         producer = "queue"
     else:
-        return web.Response(status=403, text="the demo is off: set BROADCASTER_DEMO=on\n")
+        if len(demo.answers) >= settings.demo_queue_max:
+            return error(
+                503,
+                f"this node is answering {len(demo.answers)} questions already",
+                **{"Retry-After": "5"},
+            )
+        task = asyncio.create_task(
+            stream_answer(
+                app[BROKER].publish, question.channel, question.prompt, settings.demo_token_delay
+            )
+        )
+        demo.answers.add(task)
+        task.add_done_callback(demo.answers.discard)
+        producer = settings.node_id
     return web.json_response({"channel": question.channel, "producer": producer}, status=202)
 
 
-def _stats(app: web.Application) -> dict[str, object]:
-    counts = app[METRICS].counts
+def _own_stats(app: web.Application) -> stats.Stats:
     return {
         "node": app[SETTINGS].node_id,
         "connections": app[HUB].stream_count,
-        "events_sent": counts.events_sent,
+        "events_sent": app[METRICS].counts.events_sent,
         "time": time.time(),
     }
 
@@ -106,39 +162,37 @@ def _stats(app: web.Application) -> dict[str, object]:
 @routes.get("/cluster")
 async def cluster(request: web.Request) -> web.Response:
     """Every live node's counters (from Redis), or just this node's without Redis."""
-    nodes = [_stats(request.app)]
-    if REDIS in request.app:
-        try:
-            raw = await request.app[REDIS].hgetall(request.app[SETTINGS].channel_prefix + "nodes")
-        except RedisError:
-            raw = {}
-        fresh = [orjson.loads(value) for value in raw.values()]
-        others = [n for n in fresh if time.time() - n["time"] < STATS_TTL]
-        nodes = sorted(
-            {n["node"]: n for n in [*others, *nodes]}.values(), key=lambda n: str(n["node"])
-        )
+    app = request.app
+    own = _own_stats(app)
+    client = app[DEMO].redis
+    nodes = (
+        [own] if client is None else await stats.cluster(client, app[SETTINGS].channel_prefix, own)
+    )
     return web.json_response({"nodes": nodes}, dumps=lambda v: orjson.dumps(v).decode())
 
 
-async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-    """With Redis: a client for the demo queue, and a task reporting this node's counters."""
-    app[DEMO_TASKS] = set()
+def _answers_here(settings: Settings) -> bool:
+    return settings.demo == "on" or settings.redis_url is None
+
+
+async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
+    """With Redis: a client for the queue, and a task reporting this node's counters."""
     settings = app[SETTINGS]
+    app[DEMO] = demo = Demo(RateLimiter(settings.demo_asks_per_minute))
     reporter = None
     if settings.redis_url is not None:
-        app[REDIS] = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5, protocol=2)
-        reporter = asyncio.create_task(_report(app), name="node-stats")
+        demo.redis = connect(settings.redis_url)
+        if not _answers_here(settings):
+            demo.queue = JobQueue(
+                demo.redis, settings.channel_prefix, settings.demo_queue_max, settings.demo_job_ttl
+            )
+        reporter = asyncio.create_task(
+            stats.report_forever(demo.redis, settings.channel_prefix, lambda: _own_stats(app)),
+            name="node-stats",
+        )
     yield
-    for task in [*app[DEMO_TASKS], *([reporter] if reporter else [])]:
+    for task in [*demo.answers, *([reporter] if reporter else [])]:
         task.cancel()
-    if REDIS in app:
-        await app[REDIS].aclose()
-
-
-async def _report(app: web.Application) -> None:
-    key = app[SETTINGS].channel_prefix + "nodes"
-    node = app[SETTINGS].node_id
-    while True:
+    if demo.redis is not None:
         with contextlib.suppress(RedisError, OSError):
-            await app[REDIS].hset(key, node, orjson.dumps(_stats(app)))
-        await asyncio.sleep(1)
+            await demo.redis.aclose()

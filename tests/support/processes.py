@@ -37,19 +37,21 @@ def wait_port(port: int, timeout: float = 10) -> None:
 class RedisServer:
     """A redis-server process of our own, stoppable and restartable on the same port."""
 
-    def __init__(self, workdir: Path, *extra: str) -> None:
+    def __init__(self, workdir: Path, *extra: str, password: str | None = None) -> None:
         binary = shutil.which("redis-server")
         assert binary, "redis-server is missing: apt-get install redis-server"
         self.binary = binary
         self.port = free_port()
         self.workdir = workdir
-        self.extra = extra
+        self.password = password
+        self.extra = (*extra, *(("--requirepass", password) if password else ()))
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        """The redis:// URL of this server."""
-        return f"redis://127.0.0.1:{self.port}"
+        """The redis:// URL of this server, with its password if it has one."""
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}"
 
     def start(self) -> None:
         """Start (or restart) the server and wait for it to accept connections."""
@@ -80,8 +82,13 @@ class RedisServer:
 
     def cli(self, *args: str) -> str:
         """Run redis-cli against this server; return its output."""
+        env = {**os.environ, **({"REDISCLI_AUTH": self.password} if self.password else {})}
         return subprocess.run(
-            ["redis-cli", "-p", str(self.port), *args], check=True, capture_output=True, text=True
+            ["redis-cli", "-p", str(self.port), *args],
+            check=True,
+            capture_output=True,
+            text=True,
+            env=env,
         ).stdout
 
 
@@ -92,12 +99,9 @@ class Node:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("BROADCASTER_")}
-        env.update(
-            BROADCASTER_HOST="127.0.0.1",
-            BROADCASTER_PORT=str(self.port),
-            BROADCASTER_NODE_ID=f"node-{self.port}",
-            **{f"BROADCASTER_{k.upper()}": v for k, v in settings.items()},
-        )
+        env.update(BROADCASTER_HOST="127.0.0.1", BROADCASTER_NODE_ID=f"node-{self.port}")
+        env.update({f"BROADCASTER_{k.upper()}": v for k, v in settings.items()})
+        env["BROADCASTER_PORT"] = str(self.port)
         if redis_url:
             env["BROADCASTER_REDIS_URL"] = redis_url
         self.env = env
@@ -142,3 +146,47 @@ class Node:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+
+class Prometheus:
+    """A prometheus process scraping `targets` (host:port) every second."""
+
+    def __init__(self, workdir: Path, targets: list[str]) -> None:
+        binary = shutil.which("prometheus")
+        assert binary, "prometheus is missing: apt-get install prometheus"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = workdir / "prometheus.yml"
+        config.write_text(
+            "global: {scrape_interval: 1s}\n"
+            "scrape_configs:\n"
+            f"  - job_name: broadcaster\n    static_configs: [{{targets: {targets}}}]\n"
+        )
+        self.process = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={workdir / 'prometheus-data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        while not self.ready():
+            assert self.process.poll() is None, "prometheus exited"
+            assert time.monotonic() < deadline, "prometheus not ready after 30s"
+            time.sleep(0.1)
+
+    def ready(self) -> bool:
+        """Whether /-/ready answers 200."""
+        try:
+            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as answer:
+                return bool(answer.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def stop(self) -> None:
+        """Stop Prometheus."""
+        self.process.terminate()
+        self.process.wait(timeout=15)

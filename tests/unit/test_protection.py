@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from typing import Any
 
-import jwt
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
@@ -20,20 +18,16 @@ from broadcaster.cli import load_settings
 from broadcaster.settings import Settings
 from tests.support.client import subscribe
 from tests.support.sse import Event
+from tests.support.tokens import SECRET, token
 
 Client = TestClient[web.Request, web.Application]
 MakeClient = Callable[..., Awaitable[Client]]
-SECRET = "jwt-secret-for-tests-only-32-bytes!"
 OTHER = "some-other-secret-of-32-bytes!!!!"
 
 
 async def node(aiohttp_client: MakeClient, **settings: Any) -> tuple[Client, str]:
     client = await aiohttp_client(create_app(Settings(**settings)))
     return client, str(client.make_url("")).rstrip("/")
-
-
-def token(key: Any = SECRET, algorithm: str = "HS256", expires: float = 60, **claims: Any) -> str:
-    return jwt.encode({"exp": int(time.time() + expires), **claims}, key, algorithm=algorithm)
 
 
 async def test_node_cap_answers_503_with_retry_after(aiohttp_client: MakeClient) -> None:

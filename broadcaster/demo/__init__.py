@@ -1,0 +1,8 @@
+"""The chat demo and cluster dashboard: beside the product, never in its request path.
+
+`install` adds its routes to a node; `broadcaster demo` runs its producer.
+"""
+
+from .routes import install
+
+__all__ = ["install"]
