@@ -5,6 +5,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY broadcaster ./broadcaster
+COPY deploy ./deploy
 RUN pip install --no-cache-dir . && useradd --system --no-create-home broadcaster
 
 USER broadcaster

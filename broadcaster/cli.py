@@ -9,12 +9,14 @@ from collections.abc import Coroutine, Sequence
 from typing import Any
 
 import aiohttp
-import redis.asyncio as redis
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from . import cluster, demo, logs
+from . import cluster, logs
+from .configs import ConfigError
+from .demo.producer import run_producer
 from .publisher import HttpPublisher, Publisher, PublishError, RedisPublisher
+from .redis_client import connect
 from .server import serve
 from .settings import Settings, setting_name
 
@@ -45,6 +47,10 @@ SERVE_FLAGS: dict[str, tuple[type, str]] = {
     "cors_origins": (str, "comma-separated origins allowed to subscribe and publish"),
     "demo": (str, "auto (on without Redis), on, or off: the demo answers on this node"),
     "demo_token_delay": (float, "seconds between demo tokens (default 0.05)"),
+    "demo_prefix": (str, "the demo answers only on channels starting with this (default demo:)"),
+    "demo_queue_max": (int, "demo questions waiting or being answered at once (default 100)"),
+    "demo_job_ttl": (float, "seconds a queued demo question stays worth answering (default 60)"),
+    "demo_asks_per_minute": (int, "demo questions per client address per minute (default 10)"),
     "max_connection_age": (float, "seconds (jittered) before a stream ends to rebalance; 0 off"),
     "header_timeout": (float, "seconds a connection may take to send its headers (default 10)"),
     "shutdown_timeout": (float, "seconds a stop may take (default 10)"),
@@ -81,6 +87,14 @@ def _parser() -> argparse.ArgumentParser:
     cluster.add_argument(
         "--demo", action="store_true", help="also run the demo producer (broadcaster demo)"
     )
+    cluster.add_argument(
+        "--tls",
+        action="store_true",
+        help="also serve HTTPS and HTTP/2 (self-signed certificate) for browsers",
+    )
+    cluster.add_argument(
+        "--tls-port", type=int, default=0, help="HTTPS port (implies --tls; default: a free one)"
+    )
     demo_cmd = commands.add_parser(
         "demo", help="answer the chat demo's questions queued in Redis (a cluster's producer)"
     )
@@ -109,17 +123,22 @@ def main(argv: Sequence[str] | None = None) -> None:
         _run(serve(settings))
     elif args.command == "cluster":
         try:
-            cluster.run(args.nodes, args.port, args.prometheus, args.demo)
-        except cluster.ClusterError as exc:
+            cluster.run(
+                args.nodes,
+                args.port,
+                args.prometheus,
+                args.demo,
+                tls=args.tls or args.tls_port != 0,
+                tls_port=args.tls_port,
+            )
+        except (cluster.ClusterError, ConfigError) as exc:
             sys.exit(f"broadcaster: {exc}")
     elif args.command == "demo":
         settings = load_settings(redis_url=args.redis_url)
         logs.configure(settings)
         if settings.redis_url is None:
             sys.exit("broadcaster: the demo producer needs BROADCASTER_REDIS_URL or --redis-url")
-        _run(
-            demo.run_worker(settings.redis_url, settings.channel_prefix, settings.demo_token_delay)
-        )
+        _run(run_producer(settings, settings.redis_url))
     else:
         settings = load_settings(redis_url=args.redis_url)
         # Like the shell's $(...), drop the newline that ends piped input.
@@ -133,7 +152,7 @@ async def _publish(
     publisher: Publisher
     if url is None and settings.redis_url is not None:
         publisher = RedisPublisher(
-            redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5, protocol=2),
+            connect(settings.redis_url),
             prefix=settings.channel_prefix,
             history_maxlen=settings.history_maxlen,
             history_ttl=settings.history_ttl,

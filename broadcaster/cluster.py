@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -16,7 +16,13 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
+from .certificate import write_self_signed
+from .configs import (
+    deploy_file,
+    hard_file_limit,
+    render_nginx,
+    render_prometheus,
+)
 
 INSTALL = {
     "redis-server": "sudo apt-get install redis-server",
@@ -27,39 +33,6 @@ INSTALL = {
 
 class ClusterError(Exception):
     """The cluster cannot start; the message says what to do."""
-
-
-def deploy_file(name: str) -> str:
-    """A file of the repository's deploy/ folder (the cluster runs from a checkout)."""
-    path = Path(__file__).resolve().parent.parent / "deploy" / name
-    if not path.exists():
-        raise ClusterError(f"{path} is missing: run `broadcaster cluster` from a checkout")
-    return path.read_text()
-
-
-def render_nginx(config: str, listen: int, nodes: list[int]) -> str:
-    """The load balancer config with its node lines and listen line set for loopback."""
-    begin, end = "# nodes: begin", "# nodes: end"
-    head, _, rest = config.partition(begin)
-    old, _, tail = rest.partition(end)
-    if not old:
-        raise ClusterError("deploy/nginx.conf has no '# nodes: begin/end' block")
-    indent = re.search(r"\n(\s*)server ", old)
-    pad = indent.group(1) if indent else "        "
-    options = re.search(r"server \S+ ([^;]*);", old)
-    extra = f" {options.group(1)}" if options else ""
-    lines = "".join(f"\n{pad}server 127.0.0.1:{port}{extra};" for port in nodes)
-    rendered = f"{head}{begin}{lines}\n{pad}{end}{tail}"
-    return re.sub(r"listen \d+;", f"listen 127.0.0.1:{listen};", rendered, count=1)
-
-
-def render_prometheus(config: str, nodes: list[int]) -> str:
-    """The scrape config with its targets set for loopback ports."""
-    parsed = yaml.safe_load(config)
-    for job in parsed["scrape_configs"]:
-        for static in job.get("static_configs", []):
-            static["targets"] = [f"127.0.0.1:{port}" for port in nodes]
-    return str(yaml.safe_dump(parsed, sort_keys=False))
 
 
 def free_port() -> int:
@@ -77,6 +50,8 @@ class Cluster:
     port: int
     prometheus: bool = False
     demo: bool = False
+    tls: bool = False
+    tls_port: int = 0  # 0: a free port
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="broadcaster-")))
     node_env: dict[str, str] = field(default_factory=dict)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
@@ -122,8 +97,7 @@ class Cluster:
             self.addresses[f"node{n}"] = f"http://127.0.0.1:{node_port}"
         for n, node_port in enumerate(node_ports, 1):
             _wait_http(f"http://127.0.0.1:{node_port}/readyz", self.processes[f"node{n}"])
-        nginx_conf = self.workdir / "nginx.conf"
-        nginx_conf.write_text(render_nginx(deploy_file("nginx.conf"), self.port, node_ports))
+        nginx_conf = self._write_nginx_conf(node_ports)
         self._spawn(
             "lb",
             [
@@ -138,6 +112,11 @@ class Cluster:
         )
         _wait_http(f"http://127.0.0.1:{self.port}/healthz", self.processes["lb"])
         self.addresses["lb"] = f"http://127.0.0.1:{self.port}"
+        if self.tls:
+            tls_url = f"https://127.0.0.1:{self.tls_port}"
+            trust = ssl.create_default_context(cafile=self.workdir / "tls" / "cert.pem")
+            _wait_http(f"{tls_url}/healthz", self.processes["lb"], context=trust)
+            self.addresses["lb-tls"] = tls_url
         if self.demo:
             env = {**os.environ, "BROADCASTER_REDIS_URL": self.addresses["redis"], **self.node_env}
             self._spawn("demo", [sys.executable, "-m", "broadcaster", "demo"], env)
@@ -157,6 +136,26 @@ class Cluster:
             )
             _wait_http(f"http://127.0.0.1:{prom_port}/-/ready", self.processes["prometheus"])
             self.addresses["prometheus"] = f"http://127.0.0.1:{prom_port}"
+
+    def pid(self, name: str) -> int:
+        """The pid behind an address: nginx serves both `lb` and `lb-tls`."""
+        return self.processes[name.removesuffix("-tls")].pid
+
+    def _write_nginx_conf(self, node_ports: list[int]) -> Path:
+        """The load balancer's config (and its certificate with TLS) in the workdir."""
+        if self.tls:
+            write_self_signed(self.workdir / "tls")  # where the config's relative paths point
+            self.tls_port = self.tls_port or free_port()
+        config = render_nginx(
+            deploy_file("nginx.conf"),
+            self.port,
+            node_ports,
+            tls=self.tls_port if self.tls else None,
+            max_files=hard_file_limit(),
+        )
+        path = self.workdir / "nginx.conf"
+        path.write_text(config)
+        return path
 
     def stop(self) -> None:
         """Stop the load balancer, then the nodes, then Redis; each within a bound."""
@@ -186,9 +185,17 @@ class Cluster:
         )
 
 
-def run(nodes: int, port: int, prometheus: bool, demo: bool = False) -> None:
+def run(
+    nodes: int,
+    port: int,
+    prometheus: bool,
+    demo: bool = False,
+    *,
+    tls: bool = False,
+    tls_port: int = 0,
+) -> None:
     """Run a cluster until SIGINT or SIGTERM, printing every address."""
-    cluster = Cluster(nodes, port, prometheus, demo)
+    cluster = Cluster(nodes, port, prometheus, demo, tls=tls, tls_port=tls_port)
     stopping = False
 
     def stop(signum: int, frame: object) -> None:
@@ -200,10 +207,12 @@ def run(nodes: int, port: int, prometheus: bool, demo: bool = False) -> None:
     try:
         cluster.start()
         for name, address in cluster.addresses.items():
-            pid = cluster.processes[name].pid
-            print(f"{name:<11} {address:<28} pid {pid}", flush=True)
+            print(f"{name:<11} {address:<28} pid {cluster.pid(name)}", flush=True)
         redis_port = cluster.addresses["redis"].rsplit(":", 1)[1]
         print(f"try: curl -N '{cluster.addresses['lb']}/events?channel=news'", flush=True)
+        if tls:
+            tls_url = cluster.addresses["lb-tls"]
+            print(f"try: curl -kN '{tls_url}/events?channel=news'", flush=True)
         print(f"and: redis-cli -p {redis_port} FCALL sse_publish 1 news hello", flush=True)
         print(f"logs in {cluster.workdir}; Ctrl-C stops everything", flush=True)
         while not stopping:
@@ -229,13 +238,18 @@ def _wait_port(port: int, timeout: float = 15) -> None:
             time.sleep(0.05)
 
 
-def _wait_http(url: str, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
+def _wait_http(
+    url: str,
+    process: subprocess.Popen[bytes],
+    timeout: float = 30,
+    context: ssl.SSLContext | None = None,
+) -> None:
     deadline = time.monotonic() + timeout
     while True:
         if process.poll() is not None:
             raise ClusterError(f"a process exited while starting ({url}); see its log")
         try:
-            with urllib.request.urlopen(url, timeout=1) as answer:
+            with urllib.request.urlopen(url, timeout=1, context=context) as answer:
                 if answer.status == 200:
                     return
         except (urllib.error.URLError, OSError):

@@ -9,32 +9,23 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page
 
-from broadcaster.demo import simulated_answer
+from broadcaster.demo.answer import simulated_answer
+from tests.support.browser import chromium
 from tests.support.cluster import local_cluster
 from tests.support.processes import Node
 
-CHROMIUM = "/usr/bin/chromium"
+pytestmark = pytest.mark.slow
+
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 PROMPT = "Why do browsers reconnect?"
 
 
 @pytest.fixture
-def chromium() -> str:
-    assert Path(CHROMIUM).exists(), "chromium is missing: apt-get install chromium"
-    return CHROMIUM
-
-
-@pytest.fixture
-async def browser(chromium: str) -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=chromium,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
+async def browser() -> AsyncIterator[Browser]:
+    async with chromium() as browser:
         yield browser
-        await browser.close()
 
 
 async def open_chat(browser: Browser, url: str) -> Page:

@@ -12,32 +12,17 @@ from contextlib import AsyncExitStack
 import aiohttp
 import pytest
 
-from tests.support.cluster import local_cluster
+from tests.support.cluster import fcall_publish, local_cluster
 from tests.support.eventsource import EventSource
 from tests.support.wait import eventually, wait_until
+
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
 async def session() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         yield session
-
-
-async def publish(redis_url: str, channel: str, data: str) -> str:
-    port = redis_url.rsplit(":", 1)[1]
-    done = await asyncio.create_subprocess_exec(
-        "redis-cli",
-        "-p",
-        port,
-        "FCALL",
-        "sse_publish",
-        "1",
-        channel,
-        data,
-        stdout=asyncio.subprocess.PIPE,
-    )
-    out, _ = await done.communicate()
-    return out.decode().strip()
 
 
 def connected(client: EventSource) -> Callable[[], bool]:
@@ -71,7 +56,7 @@ async def test_cluster_balances_survives_a_node_and_is_scraped(
                 await wait_until(connected(client), 10, "a client to connect")
             # nginx spread the clients: every node serves some.
             assert all([await connections(session, node) > 0 for node in nodes])
-            ids = [await publish(redis, "room", f"m{n}") for n in range(10)]
+            ids = [await fcall_publish(redis, "room", f"m{n}") for n in range(10)]
             for client in clients:
                 await wait_until(received(client, 10), 10, "ten events")
 
@@ -84,7 +69,7 @@ async def test_cluster_balances_survives_a_node_and_is_scraped(
             await eventually(scraped, 30, "Prometheus to sum 9 connections over the nodes")
 
             os.kill(cluster["node1"][1], signal.SIGKILL)
-            ids += [await publish(redis, "room", f"m{n}") for n in range(10, 30)]
+            ids += [await fcall_publish(redis, "room", f"m{n}") for n in range(10, 30)]
             for client in clients:
                 await wait_until(received(client, 30), 20, "thirty events")
                 assert [e.id for e in client.events] == ids  # none lost, none twice
@@ -107,7 +92,7 @@ async def test_max_age_and_draining_spread_reconnects_without_loss(
                 await wait_until(connected(client), 10, "a client to connect")
             ids = []
             for n in range(120):
-                ids.append(await publish(redis, "age", f"m{n}"))
+                ids.append(await fcall_publish(redis, "age", f"m{n}"))
                 if n == 80:
                     os.kill(cluster["node2"][1], signal.SIGTERM)  # drain one node
                 await asyncio.sleep(0.02)

@@ -8,8 +8,12 @@ import signal
 import subprocess
 from collections.abc import Callable
 
+import pytest
+
 from tests.support.processes import Node
 from tests.support.wait import wait_until
+
+pytestmark = pytest.mark.slow
 
 STREAMS = 10_000
 SHUTDOWN_TIMEOUT = 10

@@ -9,11 +9,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
+import pytest
 import redis.asyncio as redis
 
 from tests.support.client import subscribe
 from tests.support.processes import Node, RedisServer
 from tests.support.wait import eventually
+
+pytestmark = pytest.mark.slow
 
 STUCK = 50
 MESSAGES = 4000

@@ -103,6 +103,7 @@ async def test_multi_channel_resume_with_ids_tied_on_the_millisecond(
             published.append((wanted[0], marker))
 
 
+@pytest.mark.slow
 async def test_publish_storm_during_replay(
     redis_server: RedisServer,
     start_app: StartApp,

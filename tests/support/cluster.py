@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
 from .processes import free_port
 
@@ -15,14 +17,21 @@ Cluster = dict[str, tuple[str, int]]  # name -> (address, pid)
 
 
 @contextmanager
-def local_cluster(nodes: int, *flags: str, **env: str) -> Iterator[Cluster]:
-    """Run `broadcaster cluster` and yield the addresses and pids it prints."""
+def local_cluster(
+    nodes: int,
+    *flags: str,
+    command: Sequence[str] = (sys.executable, "-m", "broadcaster"),
+    cwd: Path | None = None,
+    **env: str,
+) -> Iterator[Cluster]:
+    """Run `broadcaster cluster` and yield the addresses and pids it prints.
+
+    `command` runs broadcaster (an installed wheel's script, say), from `cwd`.
+    """
     port = free_port()
     process = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "broadcaster",
+            *command,
             "cluster",
             "--nodes",
             str(nodes),
@@ -34,6 +43,7 @@ def local_cluster(nodes: int, *flags: str, **env: str) -> Iterator[Cluster]:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        cwd=cwd,
     )
     assert process.stdout is not None
     cluster: Cluster = {}
@@ -51,3 +61,15 @@ def local_cluster(nodes: int, *flags: str, **env: str) -> Iterator[Cluster]:
         process.send_signal(signal.SIGINT)
         out, _ = process.communicate(timeout=30)
         assert process.returncode == 0 and "stopped" in out, out
+
+
+async def fcall_publish(redis_url: str, channel: str, data: str) -> str:
+    """Publish as a user would from a shell: `redis-cli FCALL sse_publish`; returns the id."""
+    port = redis_url.rsplit(":", 1)[1]
+    cli = await asyncio.create_subprocess_exec(
+        *("redis-cli", "-p", port, "FCALL", "sse_publish", "1", channel, data),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await cli.communicate()
+    assert cli.returncode == 0 and out.strip(), out
+    return out.decode().strip()

@@ -2,29 +2,88 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
-from broadcaster.cluster import deploy_file, render_nginx, render_prometheus
+from broadcaster.configs import deploy_file, render_nginx, render_prometheus
 from broadcaster.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def compose() -> dict[str, Any]:
-    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())  # type: ignore[no-any-return]
+PASSWORD = "0123abcd"
 
 
-def test_compose_has_redis_three_nodes_a_balancer_and_prometheus() -> None:
+def interpolate(text: str, env: dict[str, str]) -> str:
+    """Compose's ${VAR}, ${VAR:-default} and ${VAR:?error} substitution."""
+
+    def value(match: re.Match[str]) -> str:
+        name, operator, word = match.group(1), match.group(2) or "", match.group(3) or ""
+        if env.get(name):
+            return env[name]
+        if operator == ":?":
+            raise AssertionError(f"compose refuses to start: {word}")
+        return word if operator == ":-" else ""
+
+    return re.sub(r"\$\{(\w+)(:[-?])?([^}]*)\}", value, text)
+
+
+def compose(env: dict[str, str] | None = None) -> dict[str, Any]:
+    env = {"REDIS_PASSWORD": PASSWORD} if env is None else env
+    text = interpolate((ROOT / "docker-compose.yml").read_text(), env)
+    return yaml.safe_load(text)  # type: ignore[no-any-return]
+
+
+def test_compose_has_redis_three_nodes_a_balancer_prometheus_and_a_demo_profile() -> None:
     services = compose()["services"]
-    assert set(services) == {"redis", "node1", "node2", "node3", "lb", "prometheus"}
+    assert set(services) == {"redis", "node1", "node2", "node3", "lb", "prometheus", "demo"}
     assert "--appendonly" in services["redis"]["command"]
-    assert "6379:6379" in services["redis"]["ports"]
-    assert "8080:8080" in services["lb"]["ports"]
-    assert all("healthcheck" in service for service in services.values())
+    assert services["lb"]["ports"] == ["8080:8080"]
+    assert services["demo"]["profiles"] == ["demo"]
+    assert services["demo"]["command"] == ["broadcaster", "demo"]
+    assert all("healthcheck" in s for name, s in services.items() if name != "demo")
+
+
+def test_redis_is_published_nowhere_and_needs_a_password() -> None:
+    services = compose()["services"]
+    redis = services["redis"]
+    assert "ports" not in redis, "Redis must not be reachable from other hosts"
+    command = redis["command"]
+    assert command[command.index("--requirepass") + 1] == PASSWORD
+    assert redis["environment"]["REDISCLI_AUTH"] == PASSWORD  # for docker compose exec
+    for name in ("node1", "node2", "node3", "demo"):
+        url = services[name]["environment"]["BROADCASTER_REDIS_URL"]
+        assert url == f"redis://:{PASSWORD}@redis:6379/0"
+    # Without a password, compose stops with a message saying what to set.
+    with pytest.raises(AssertionError, match="set REDIS_PASSWORD"):
+        compose({})
+
+
+def test_only_the_balancer_is_public_and_only_it_is_trusted() -> None:
+    config = compose()
+    services = config["services"]
+    for name, service in services.items():
+        for port in service.get("ports", []):
+            assert name == "lb" or str(port).startswith("127.0.0.1:"), (name, port)
+    subnet = ipaddress.ip_network(config["networks"]["backend"]["ipam"]["config"][0]["subnet"])
+    balancer = ipaddress.ip_address(services["lb"]["networks"]["backend"]["ipv4_address"])
+    assert balancer in subnet
+    for name in ("node1", "node2", "node3"):
+        trusted = Settings(
+            trusted_proxies=services[name]["environment"]["BROADCASTER_TRUSTED_PROXIES"]
+        ).trusted_proxies
+        assert [ipaddress.ip_network(t) for t in trusted] == [ipaddress.ip_network(balancer)]
+
+
+def test_the_balancer_may_open_what_nginx_asks_for() -> None:
+    nofile = compose()["services"]["lb"]["ulimits"]["nofile"]
+    wanted = int(re.search(r"worker_rlimit_nofile (\d+);", deploy_file("nginx.conf")).group(1))  # type: ignore[union-attr]
+    assert nofile["soft"] >= wanted and nofile["hard"] >= wanted
 
 
 def test_every_node_is_built_here_with_its_own_id_and_valid_settings() -> None:
@@ -35,13 +94,19 @@ def test_every_node_is_built_here_with_its_own_id_and_valid_settings() -> None:
         assert node["build"] == "."
         env = {k: str(v) for k, v in node["environment"].items()}
         ids.add(env["BROADCASTER_NODE_ID"])
-        assert env["BROADCASTER_REDIS_URL"] == "redis://redis:6379/0"
         settings = Settings.model_validate(
             {k.removeprefix("BROADCASTER_").lower(): v for k, v in env.items()}
         )
         assert settings.redis_url is not None
+        assert settings.demo == "off"
         assert "/readyz" in " ".join(node["healthcheck"]["test"])
     assert len(ids) == 3
+    assert (
+        compose({"REDIS_PASSWORD": "x", "BROADCASTER_DEMO": "auto"})["services"]["node1"][
+            "environment"
+        ]["BROADCASTER_DEMO"]
+        == "auto"
+    )
 
 
 def test_mounted_configs_exist_and_name_every_node() -> None:
