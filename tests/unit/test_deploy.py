@@ -140,6 +140,7 @@ def test_the_dockerfile_runs_a_node_with_a_health_check() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert re.search(r"^FROM python:3\.1[1-9]", dockerfile, re.M)
     assert "pip install" in dockerfile and "COPY broadcaster" in dockerfile
+    assert "COPY deploy" in dockerfile, "the package carries deploy/ (broadcaster.deploy)"
     assert "HEALTHCHECK" in dockerfile and "/readyz" in dockerfile
     assert 'CMD ["broadcaster", "serve"]' in dockerfile
     assert "EXPOSE 8080" in dockerfile
