@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from .history import Replay
+from .history import Replay, Start
 from .message import Message
 
 Deliver = Callable[[str, Message], None]
@@ -48,8 +48,9 @@ class Broker(Protocol):
         """Publish durably to every node; returns the message with its id."""
         ...
 
-    async def replay(self, channels: Sequence[str], after: str) -> Replay:
-        """What subscribed `channels` missed after id `after` (malformed ids allowed).
+    async def replay(self, channels: Sequence[str], start: Start) -> Replay:
+        """What subscribed `channels` replay from `start`: what they missed after an id
+        (malformed ids allowed: they reset), or retained messages (`earliest`, `tail`).
 
         When it returns, every live message up to the replay's head has been delivered.
         """

@@ -27,7 +27,7 @@ from .state import (
     STATE,
     TRUSTED_PROXIES,
 )
-from .streaming import overloaded, serve_stream
+from .streaming import overloaded, requested_start, serve_stream
 
 routes = web.RouteTableDef()
 
@@ -48,6 +48,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     try:
         for channel in channels:
             check_channel(channel)
+        start = requested_start(request)
     except ValueError as exc:
         return refuse(rejected, "bad_request", 400, str(exc))
     if request.app[STATE].draining:
@@ -67,7 +68,7 @@ async def events(request: web.Request) -> web.StreamResponse:
         return await overloaded(request, refused)
     request.app[METRICS].counts.connections_opened += 1
     try:
-        return await serve_stream(request, channels)
+        return await serve_stream(request, channels, start)
     finally:
         limiter.release(ip)
 

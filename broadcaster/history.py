@@ -36,6 +36,28 @@ class EventId:
         return f"{self.ms}-{self.seq}"
 
 
+EARLIEST = "earliest"
+"""The Last-Event-ID (or `lastEventId`) that asks for everything still retained."""
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """Where a new stream begins in its channels' history.
+
+    Just after `after` (a client's Last-Event-ID: the only start that can `reset`), or,
+    with `after` None, at the newest `tail` messages of all the channels together, or at
+    the earliest retained message when `tail` is None too.
+    """
+
+    after: str | None = None
+    tail: int | None = None
+
+    @classmethod
+    def resume(cls, after: str) -> Start:
+        """After the id `after`; `earliest` asks for everything retained."""
+        return cls() if after == EARLIEST else cls(after=after)
+
+
 @dataclass(frozen=True, slots=True)
 class Entry:
     """One retained message of a channel, with the id of the one before it."""
@@ -106,6 +128,25 @@ class Replay:
             Message(orjson.dumps({"channels": channels, "reason": reason}).decode(), "reset")
             for reason, channels in self.resets.items()
         ]
+
+
+def begin(start: Start, snapshot: Snapshot) -> Replay:
+    """What a new stream replays: what it missed after its id (or resets), or the
+    retained messages of all its channels merged in id order (the newest `tail` of them)."""
+    if start.after is not None:
+        return replay(start.after, snapshot)
+    merged = sorted(
+        (
+            (entry.id, channel, entry.message)
+            for channel, history in snapshot.channels.items()
+            for entry in history.entries
+        ),
+        key=lambda item: item[0],
+    )
+    if start.tail is not None:
+        merged = merged[max(0, len(merged) - start.tail) :]
+    head = snapshot.head.last if snapshot.head else None
+    return Replay(head, [(channel, message) for _, channel, message in merged])
 
 
 def replay(after: str, snapshot: Snapshot) -> Replay:

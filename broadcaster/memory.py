@@ -8,7 +8,7 @@ from collections import OrderedDict, deque
 from collections.abc import Sequence
 
 from .broker import Deliver
-from .history import ChannelHistory, Entry, EventId, Head, Replay, Snapshot, replay
+from .history import ChannelHistory, Entry, EventId, Head, Replay, Snapshot, Start, begin
 from .message import Message
 
 
@@ -65,18 +65,22 @@ class MemoryBroker:
             self._deliver(channel, sent)
         return sent
 
-    async def replay(self, channels: Sequence[str], after: str) -> Replay:
-        """Everything retained after `after` on `channels`, or resets."""
+    async def replay(self, channels: Sequence[str], start: Start) -> Replay:
+        """What `channels` replay from `start`: missed messages (or resets), or retained ones."""
         now = _now_ms()
         self._expire(now)
-        position = EventId.parse(after)
+        position = EventId.parse(start.after) if start.after is not None else None
         read = {}
         for channel in channels:
             history = self._history.get(channel)
-            entries = [e for e in history or () if position is not None and e.id > position]
+            entries = list(history or ())
+            if start.after is not None:
+                entries = [e for e in entries if position is not None and e.id > position]
+            elif start.tail is not None:
+                entries = entries[max(0, len(entries) - start.tail) :]
             read[channel] = ChannelHistory(history is not None, entries)
         head = Head(self._last, self._epoch_ms) if self._last.seq else None
-        return replay(after, Snapshot(head, now, self._ttl_ms, read))
+        return begin(start, Snapshot(head, now, self._ttl_ms, read))
 
     def _expire(self, now: int) -> None:
         if not self._ttl_ms:

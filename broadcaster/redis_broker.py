@@ -17,7 +17,7 @@ from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .broker import BrokerUnavailable, Deliver
-from .history import EventId, Replay, replay
+from .history import EventId, Replay, Start, begin
 from .message import Message, unpack
 from .metrics import Counts
 from .publisher import RedisPublisher
@@ -26,6 +26,7 @@ from .redis_history import RedisHistory
 from .sequencer import Sequencer
 
 log = logging.getLogger(__name__)
+Flight = tuple[tuple[str, ...], Start]  # one shared history read: channels and start
 
 # Failures that end a pub/sub session or a publish (redis-py wraps socket errors in
 # RedisError subclasses; OSError covers the rest); anything else is a bug and propagates.
@@ -73,7 +74,7 @@ class RedisBroker:
         self._sequencer = Sequencer(
             self._history, self._emit, self._barrier, retry_errors=LINK_ERRORS
         )
-        self._flights: dict[tuple[tuple[str, ...], str], asyncio.Future[Replay]] = {}
+        self._flights: dict[Flight, asyncio.Future[Replay]] = {}
         self._flying: set[asyncio.Task[None]] = set()
         self._library_refused = False
         self._closing = False
@@ -148,14 +149,14 @@ class RedisBroker:
         except LINK_ERRORS as exc:
             raise BrokerUnavailable(f"redis unavailable: {exc}") from exc
 
-    async def replay(self, channels: Sequence[str], after: str) -> Replay:
-        """What `channels` missed after `after`, read atomically from their streams.
+    async def replay(self, channels: Sequence[str], start: Start) -> Replay:
+        """What `channels` replay from `start`, read atomically from their streams.
 
         In a reconnect storm many clients ask for the same range: requests that arrive
         before a read goes out share it. None joins a read already sent, because each
         requester must be subscribed before the read it relies on.
         """
-        key = (tuple(channels), after)
+        key = (tuple(channels), start)
         flight = self._flights.get(key)
         if flight is None:
             flight = asyncio.get_running_loop().create_future()
@@ -165,7 +166,9 @@ class RedisBroker:
             task.add_done_callback(self._flying.discard)
         return await asyncio.shield(flight)
 
-    async def _fly(self, key: tuple[tuple[str, ...], str], flight: asyncio.Future[Replay]) -> None:
+    async def _fly(
+        self, key: tuple[tuple[str, ...], Start], flight: asyncio.Future[Replay]
+    ) -> None:
         await asyncio.sleep(REPLAY_GATHER_SECONDS)
         del self._flights[key]  # from now on, newcomers start their own read
         try:
@@ -173,9 +176,9 @@ class RedisBroker:
         except BrokerUnavailable as exc:
             flight.set_exception(exc)
 
-    async def _read_replay(self, channels: list[str], after: str) -> Replay:
+    async def _read_replay(self, channels: list[str], start: Start) -> Replay:
         try:
-            result = replay(after, await self._history.snapshot(channels, after))
+            result = begin(start, await self._history.snapshot(channels, start))
             if self._live:
                 # Once the PONG is back, every live message published before the read has
                 # passed the reader: none can reach the client again after its replay.
@@ -273,10 +276,11 @@ class RedisBroker:
             for task in loops:
                 task.cancel()
             await asyncio.wait(loops)
+            # Each loop's own error, once it was cancelled too, is the link's end: seen here.
+            failures = [None if task.cancelled() else task.exception() for task in loops]
             sequencer.cancel()
         ended = done.pop()
-        failure = None if ended.cancelled() else ended.exception()
-        raise failure or RedisConnectionError(f"{ended.get_name()} stopped")
+        raise failures[loops.index(ended)] or RedisConnectionError(f"{ended.get_name()} stopped")
 
     async def _write_loop(self, conn: AbstractConnection) -> None:
         while True:

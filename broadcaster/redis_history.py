@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import redis.asyncio as redis
+from redis.asyncio.client import Pipeline
 
-from .history import ChannelHistory, Entry, EventId, Head, Snapshot
+from .history import ChannelHistory, Entry, EventId, Head, Snapshot, Start
 from .message import Message
 
 
@@ -23,33 +25,69 @@ class RedisHistory:
         ms, seq = await self._client.hmget(self._prefix + "meta", ["ms", "seq"])
         return None if ms is None or seq is None else EventId(int(ms), int(seq))
 
-    async def snapshot(self, channels: Sequence[str], after: str) -> Snapshot:
-        """The sequence's head and every entry after `after` on `channels`, atomically."""
-        return await self.read(dict.fromkeys(channels, after))
+    async def snapshot(self, channels: Sequence[str], start: Start) -> Snapshot:
+        """The sequence's head and what `start` asks of `channels`, atomically."""
+        if start.after is not None:
+            return await self.read(dict.fromkeys(channels, start.after))
+        return await self._read(dict.fromkeys(channels, _Range(newest=start.tail)))
 
     async def read(self, positions: Mapping[str, str]) -> Snapshot:
         """The sequence's head and each channel's entries after its position, atomically."""
-        parsed = {channel: EventId.parse(after) for channel, after in positions.items()}
+        ranges = {}
+        for channel, after in positions.items():
+            position = EventId.parse(after)
+            ranges[channel] = None if position is None else _Range(after=position)
+        return await self._read(ranges)
+
+    async def _read(self, ranges: Mapping[str, _Range | None]) -> Snapshot:
+        # One MULTI/EXEC: the head and every range, so none can miss a concurrent publish.
         async with self._client.pipeline(transaction=True) as pipe:
             pipe.hmget(self._prefix + "meta", ["ms", "seq", "epoch"])
             pipe.time()
-            for channel, position in parsed.items():
+            for channel, wanted in ranges.items():
                 key = f"{self._prefix}history:{channel}"
                 pipe.exists(key)
-                if position is not None:
-                    pipe.xrange(key, min=f"({position}", max="+")
+                if wanted is not None:
+                    wanted.request(pipe, key)
             results = await pipe.execute()
         (ms, seq, epoch), (seconds, micros), rest = results[0], results[1], iter(results[2:])
         head = None if seq is None else Head(EventId(int(ms), int(seq)), int(epoch))
         read = {}
-        for channel, position in parsed.items():
+        for channel, wanted in ranges.items():
             exists = bool(next(rest))
-            entries = [_entry(item) for item in next(rest)] if position is not None else []
+            entries = [] if wanted is None else wanted.entries(next(rest))
             read[channel] = ChannelHistory(exists, entries)
         return Snapshot(head, seconds * 1000 + micros // 1000, self._ttl_ms, read)
 
 
-def _entry(item: tuple[bytes, dict[bytes, bytes]]) -> Entry:
+RawEntry = tuple[bytes, dict[bytes, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Range:
+    """Which entries of a stream to read: after an id, or the newest N (None: all)."""
+
+    after: EventId | None = None
+    newest: int | None = None
+
+    def request(self, pipe: Pipeline, key: str) -> None:
+        """Queue the read on `pipe`."""
+        if self.after is not None:
+            pipe.xrange(key, min=f"({self.after}", max="+")
+        elif self.newest is None:
+            pipe.xrange(key)
+        else:
+            # COUNT 0 would mean no limit to Redis: ask for one and keep none.
+            pipe.xrevrange(key, count=max(self.newest, 1))
+
+    def entries(self, raw: list[RawEntry]) -> list[Entry]:
+        """The entries read, oldest first."""
+        if self.after is None and self.newest is not None:
+            raw = raw[::-1] if self.newest else []  # XREVRANGE: newest first
+        return [_entry(item) for item in raw]
+
+
+def _entry(item: RawEntry) -> Entry:
     raw_id, fields = item
     id_ = raw_id.decode()
     prev = fields.get(b"p", b"").decode() or None

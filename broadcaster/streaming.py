@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import re
+
 import orjson
 from aiohttp import web
 
 from .broker import BrokerUnavailable
-from .history import Replay
+from .history import Replay, Start
 from .replies import error
 from .sse import encode_comment, encode_event, encode_retry, jittered_retry
 from .state import BROKER, HUB, METRICS, OUTBOX, SETTINGS
 from .stream import Stream
 
+MAX_TAIL = 10_000
+_TAIL = re.compile(r"[0-9]{1,5}")
 STREAM_HEADERS = {
     "Content-Type": "text/event-stream",
     "Cache-Control": "no-cache",
@@ -38,8 +42,27 @@ async def overloaded(request: web.Request, reason: str) -> web.StreamResponse:
     return error(503, "node is at its connection cap", **retry_after)
 
 
-async def serve_stream(request: web.Request, channels: list[str]) -> web.StreamResponse:
-    """Subscribe, replay what the client missed, then stream live events until the end."""
+def requested_start(request: web.Request) -> Start | None:
+    """Where the client asks its stream to begin: after its Last-Event-ID (the header,
+    then `lastEventId`; `earliest` for all that is retained), else at the newest `tail`
+    messages; None for live only. Raises ValueError for a bad `tail`.
+
+    A browser reconnects with the same URL and a Last-Event-ID header, so the header
+    wins over `tail` and over `lastEventId=earliest`: it resumes where it stopped.
+    """
+    tail = request.query.get("tail")
+    if tail is not None and not (_TAIL.fullmatch(tail) and int(tail) <= MAX_TAIL):
+        raise ValueError(f"tail must be a whole number from 0 to {MAX_TAIL}")
+    after = request.headers.get("Last-Event-ID") or request.query.get("lastEventId")
+    if after:
+        return Start.resume(after)
+    return None if tail is None else Start(tail=int(tail))
+
+
+async def serve_stream(
+    request: web.Request, channels: list[str], start: Start | None
+) -> web.StreamResponse:
+    """Subscribe, replay what `start` asks for, then stream live events until the end."""
     settings = request.app[SETTINGS]
     transport = request.transport
     if transport is None:
@@ -53,7 +76,6 @@ async def serve_stream(request: web.Request, channels: list[str]) -> web.StreamR
         expires_at=hub.expiry(),
     )
     response = web.StreamResponse(headers=STREAM_HEADERS)
-    after = request.headers.get("Last-Event-ID") or request.query.get("lastEventId")
     try:
         # Subscribed before the history read and the headers: nothing falls in between.
         await hub.join(stream)
@@ -63,9 +85,9 @@ async def serve_stream(request: web.Request, channels: list[str]) -> web.StreamR
             hello = orjson.dumps({"node": settings.node_id}).decode()
             preamble.append(encode_event(hello, "hello"))
         replayed = None
-        if after:
+        if start is not None:
             try:
-                replayed = await request.app[BROKER].replay(channels, after)
+                replayed = await request.app[BROKER].replay(channels, start)
             except BrokerUnavailable:
                 # History is out of reach: the client still gets live events, and learns
                 # that it may have missed some.

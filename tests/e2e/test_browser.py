@@ -128,3 +128,25 @@ async def test_the_dashboard_shows_the_nodes(browser: Browser) -> None:
             "#nodes tr td:first-child", "c => c.map(x => x.textContent)"
         )
         assert rows == ["node1", "node2"]
+
+
+async def test_a_page_opened_mid_answer_shows_the_whole_answer(
+    browser: Browser, start_node: Callable[..., Node]
+) -> None:
+    node = start_node(demo_token_delay="0.05")
+    first = await open_chat(browser, node.url)
+    channel = await first.text_content("#channel")
+    await ask(first)
+    await first.wait_for_function(
+        "window.received.filter(e => e.type === 'token').length >= 8", timeout=20_000
+    )
+    # A second device joins the same channel mid-answer (lastEventId=earliest).
+    second = await open_chat(browser, f"{node.url}/?channel={channel}")
+    for page in (first, second):
+        await page.wait_for_selector("body[data-done=yes]", timeout=30_000)
+    await shot(second, "chat-late-joiner")
+    assert await second.evaluate("window.answerText()") == simulated_answer(PROMPT)
+    assert await second.evaluate("window.answerText()") == await first.evaluate(
+        "window.answerText()"
+    )
+    assert [e["id"] for e in await tokens(second)] == [e["id"] for e in await tokens(first)]

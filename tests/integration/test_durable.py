@@ -12,7 +12,7 @@ import orjson
 import pytest
 import redis.asyncio as redis
 
-from broadcaster.history import EventId
+from broadcaster.history import EventId, Start
 from broadcaster.redis_broker import RedisBroker
 from tests.support.client import Subscriber, subscribe
 from tests.support.processes import RedisServer
@@ -299,7 +299,8 @@ async def test_a_reconnect_storm_reads_each_history_range_once(
         first = await fcall(client, "storm", "seen")
         missed = [await fcall(client, "storm", f"m{n}") for n in range(100)]
         before = (await client.info("commandstats")).get("cmdstat_xrange", {}).get("calls", 0)
-        replays = await asyncio.gather(*(broker.replay(["storm"], first) for _ in range(50)))
+        start = Start.resume(first)
+        replays = await asyncio.gather(*(broker.replay(["storm"], start) for _ in range(50)))
         after = (await client.info("commandstats"))["cmdstat_xrange"]["calls"]
         assert after - before == 1
         assert all([m.id for _, m in r.messages] == missed for r in replays)

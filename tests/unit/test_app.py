@@ -80,6 +80,10 @@ async def test_heartbeats_flow_on_a_silent_stream(client: Client) -> None:
         ("?channel=bad%20name", "may contain only"),
         ("?channel=" + "x" * 201, "longer than 200"),
         ("?" + "&".join(f"channel=c{i}" for i in range(17)), "too many channels: at most 16"),
+        ("?channel=a&tail=x", "tail must be a whole number from 0 to 10000"),
+        ("?channel=a&tail=-1", "tail must be a whole number"),
+        ("?channel=a&tail=10001", "tail must be a whole number"),
+        ("?channel=a&tail=%C2%B2", "tail must be a whole number"),
     ],
 )
 async def test_bad_subscriptions_get_400_and_a_reason(

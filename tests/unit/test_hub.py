@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from broadcaster.history import Replay
+from broadcaster.history import Replay, Start
 from broadcaster.hub import Hub
 from broadcaster.memory import MemoryBroker
 from broadcaster.message import Message
@@ -39,7 +39,7 @@ class RecordingBroker:
     async def publish(self, channel: str, message: Message) -> Message:
         return message
 
-    async def replay(self, channels: Sequence[str], after: str) -> Replay:
+    async def replay(self, channels: Sequence[str], start: Start) -> Replay:
         return Replay(None)
 
     def confirm(self) -> None:
