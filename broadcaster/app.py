@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from . import demo
+from . import demo, http_publish
 from .auth import Authenticator
 from .broker import Broker
 from .cors import add_cors_headers, preflight
@@ -37,13 +37,16 @@ def make_broker(settings: Settings, counts: Counts | None = None) -> Broker:
     """The embedded broker without REDIS_URL, else the Redis broker."""
     if settings.redis_url is None:
         return MemoryBroker(
-            history_maxlen=settings.history_maxlen, history_ttl=settings.history_ttl
+            history_maxlen=settings.history_maxlen,
+            history_ttl=settings.history_ttl,
+            idempotency_window=settings.idempotency_window,
         )
     return RedisBroker.from_url(
         settings.redis_url,
         prefix=settings.channel_prefix,
         history_maxlen=settings.history_maxlen,
         history_ttl=settings.history_ttl,
+        idempotency_window=settings.idempotency_window,
         counts=counts,
     )
 
@@ -79,6 +82,7 @@ def create_app(settings: Settings, broker: Broker | None = None) -> web.Applicat
     )
     app[TRUSTED_PROXIES] = parse_networks(settings.trusted_proxies)
     app.add_routes(routes)
+    app.add_routes(http_publish.routes)
     demo.install(app)
     for path in ("/events", "/publish"):
         app.router.add_route("OPTIONS", path, preflight)

@@ -8,6 +8,7 @@ from typing import Protocol
 
 from .history import Replay, Start
 from .message import Message
+from .publication import Publication
 
 Deliver = Callable[[str, Message], None]
 """Called by a broker, on the event loop, for every message on a subscribed channel."""
@@ -44,8 +45,12 @@ class Broker(Protocol):
         """Stop delivering `channel`."""
         ...
 
-    async def publish(self, channel: str, message: Message) -> Message:
-        """Publish durably to every node; returns the message with its id."""
+    async def publish(self, batch: Sequence[Publication]) -> list[str]:
+        """Publish durably to every node, in order; returns the ids.
+
+        A publication whose idempotency key was seen on its channel within the window
+        is not published again: its id is the first publish's.
+        """
         ...
 
     async def replay(self, channels: Sequence[str], start: Start) -> Replay:

@@ -1,23 +1,17 @@
-"""HTTP endpoints: subscribe, publish, health."""
+"""HTTP endpoints: subscribe, metrics, health."""
 
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
 
-import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from .auth import AuthError, require
-from .broker import BrokerUnavailable
 from .channels import check_channel
 from .limits import client_ip
-from .message import Message
 from .metrics import RejectReason
-from .replies import error, invalid
-from .sse import check_field
+from .replies import error
 from .state import (
     AUTH,
     BROKER,
@@ -79,65 +73,6 @@ def refuse(
     """Count a refused subscription by reason, and answer it."""
     rejected[reason] += 1
     return error(status, text, **headers)
-
-
-class PublishRequest(BaseModel):
-    """The body of POST /publish."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    channel: str
-    data: Any
-    event: str | None = None
-
-    @field_validator("channel")
-    @classmethod
-    def _channel(cls, value: str) -> str:
-        return check_channel(value)
-
-    @field_validator("event")
-    @classmethod
-    def _event(cls, value: str | None) -> str | None:
-        return None if value is None else check_field("event", value)
-
-    def message(self) -> Message:
-        """The message to publish; non-string data is sent as its JSON text."""
-        data = self.data if isinstance(self.data, str) else orjson.dumps(self.data).decode()
-        return Message(data, self.event or None)
-
-
-@routes.post("/publish")
-async def publish(request: web.Request) -> web.Response:
-    """Publish one message to every subscriber on every node."""
-    auth = request.app[AUTH]
-    if not auth.publishing_protected:
-        return error(403, "HTTP publish is disabled: set BROADCASTER_PUBLISH_TOKEN to enable it")
-    try:
-        allowed = auth.publish_patterns(request)
-    except AuthError as exc:
-        return error(exc.status, exc.reason, **{"WWW-Authenticate": "Bearer"})
-    try:
-        body = orjson.loads(await request.read())
-    except orjson.JSONDecodeError as exc:
-        return error(400, f"body is not valid JSON: {exc}")
-    try:
-        publication = PublishRequest.model_validate(body)
-    except ValidationError as exc:
-        return invalid(exc)
-    try:
-        require(allowed, [publication.channel], "publish")
-    except AuthError as exc:
-        return error(exc.status, exc.reason)
-    try:
-        sent = await request.app[BROKER].publish(publication.channel, publication.message())
-    except BrokerUnavailable as exc:
-        return error(503, str(exc), **{"Retry-After": "1"})
-    request.app[METRICS].counts.publishes += 1
-    return web.json_response({"channel": publication.channel, "id": sent.id}, dumps=_dumps)
-
-
-def _dumps(value: Any) -> str:
-    return orjson.dumps(value).decode()
 
 
 @routes.get("/metrics")

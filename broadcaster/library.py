@@ -1,28 +1,119 @@
-"""The Redis Function library behind durable publish (`FCALL sse_publish`)."""
+"""The Redis Function library behind durable publish (`FCALL sse_publish`): its code,
+loading it, and calling it. Every publisher and the node publish through here."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from importlib import resources
+from typing import Any
 
-import redis.asyncio as redis
+import redis
+import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from .publication import Publication
+
+FUNCTION = "sse_publish"
 _SOURCE = resources.files(__package__).joinpath("redis_library.lua").read_text("utf-8")
 
 
-def render(prefix: str, maxlen: int, ttl: int) -> str:
-    """The library's code for a channel prefix and retention (the prefix is pre-validated)."""
-    return (
-        _SOURCE.replace("{{prefix}}", prefix)
-        .replace("{{maxlen}}", str(int(maxlen)))
-        .replace("{{ttl}}", str(int(ttl)))
-    )
+@dataclass(frozen=True, slots=True)
+class Library:
+    """The library as one node's settings render it (the prefix is pre-validated)."""
+
+    prefix: str = "sse:"
+    maxlen: int = 1000
+    ttl: int = 86400
+    idempotency_window: float = 300
+
+    def code(self) -> str:
+        """The Lua source to load."""
+        return (
+            _SOURCE.replace("{{prefix}}", self.prefix)
+            .replace("{{maxlen}}", str(int(self.maxlen)))
+            .replace("{{ttl}}", str(int(self.ttl)))
+            .replace(
+                "{{idempotency_window_ms}}", str(max(1, round(self.idempotency_window * 1000)))
+            )
+        )
+
+    async def load(self, client: aioredis.Redis, *, replace: bool) -> None:
+        """Load the library; without `replace`, keep a version that is already there."""
+        try:
+            await client.function_load(self.code(), replace=replace)
+        except ResponseError as exc:
+            _unless_loaded(exc, replace)
+
+    def load_sync(self, client: redis.Redis, *, replace: bool) -> None:
+        """`load`, for redis-py's synchronous client."""
+        try:
+            client.function_load(self.code(), replace=replace)
+        except ResponseError as exc:
+            _unless_loaded(exc, replace)
+
+    async def publish(self, client: aioredis.Redis, batch: Sequence[Publication]) -> list[str]:
+        """Publish `batch` in order in one round trip (a pipeline of FCALLs); the ids.
+
+        Loads the library first if this Redis lacks it. An error reply is raised.
+        """
+        replies = await _fcall(client, batch)
+        unloaded = [n for n, reply in enumerate(replies) if _missing(reply)]
+        if unloaded:
+            await self.load(client, replace=False)
+            again = await _fcall(client, [batch[n] for n in unloaded])
+            for n, reply in zip(unloaded, again, strict=True):
+                replies[n] = reply
+        return _ids(replies)
+
+    def publish_sync(self, client: redis.Redis, batch: Sequence[Publication]) -> list[str]:
+        """`publish`, for redis-py's synchronous client."""
+        replies = _fcall_sync(client, batch)
+        unloaded = [n for n, reply in enumerate(replies) if _missing(reply)]
+        if unloaded:
+            self.load_sync(client, replace=False)
+            again = _fcall_sync(client, [batch[n] for n in unloaded])
+            for n, reply in zip(unloaded, again, strict=True):
+                replies[n] = reply
+        return _ids(replies)
 
 
-async def load(client: redis.Redis, prefix: str, maxlen: int, ttl: int, *, replace: bool) -> None:
-    """Load the library; without `replace`, keep a version that is already there."""
-    try:
-        await client.function_load(render(prefix, maxlen, ttl), replace=replace)
-    except ResponseError as exc:
-        if replace or "already exists" not in str(exc):
-            raise
+def fcall_args(publication: Publication) -> list[str]:
+    """`FCALL sse_publish 1` arguments after the key count: <channel> <data> [<event> [<key>]]."""
+    args = [publication.channel, publication.data]
+    if publication.idempotency_key is not None:
+        args += [publication.event or "", publication.idempotency_key]
+    elif publication.event:
+        args.append(publication.event)
+    return args
+
+
+async def _fcall(client: aioredis.Redis, batch: Sequence[Publication]) -> list[Any]:
+    async with client.pipeline(transaction=False) as pipe:
+        for publication in batch:
+            pipe.fcall(FUNCTION, 1, *fcall_args(publication))
+        return list(await pipe.execute(raise_on_error=False))
+
+
+def _fcall_sync(client: redis.Redis, batch: Sequence[Publication]) -> list[Any]:
+    with client.pipeline(transaction=False) as pipe:
+        for publication in batch:
+            pipe.fcall(FUNCTION, 1, *fcall_args(publication))
+        return list(pipe.execute(raise_on_error=False))
+
+
+def _missing(reply: Any) -> bool:
+    # The function is not loaded on this Redis (yet, or any more).
+    return isinstance(reply, ResponseError) and "Function not found" in str(reply)
+
+
+def _ids(replies: list[Any]) -> list[str]:
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return [reply.decode() if isinstance(reply, bytes) else str(reply) for reply in replies]
+
+
+def _unless_loaded(exc: ResponseError, replace: bool) -> None:
+    if replace or "already exists" not in str(exc):
+        raise exc

@@ -10,12 +10,19 @@ from collections.abc import Sequence
 from .broker import Deliver
 from .history import ChannelHistory, Entry, EventId, Head, Replay, Snapshot, Start, begin
 from .message import Message
+from .publication import Publication
 
 
 class MemoryBroker:
     """Delivers to this process's subscribers and keeps each channel's recent history."""
 
-    def __init__(self, *, history_maxlen: int = 1000, history_ttl: float = 86400) -> None:
+    def __init__(
+        self,
+        *,
+        history_maxlen: int = 1000,
+        history_ttl: float = 86400,
+        idempotency_window: float = 300,
+    ) -> None:
         self._deliver: Deliver | None = None
         self._channels: set[str] = set()
         self._maxlen = history_maxlen
@@ -25,6 +32,9 @@ class MemoryBroker:
         # Least recently published first, so idle channels expire from the front.
         self._history: OrderedDict[str, deque[Entry]] = OrderedDict()
         self._published_ms: dict[str, int] = {}
+        # (channel, idempotency key) -> the first publish's id, and until when it counts.
+        self._keys: OrderedDict[tuple[str, str], tuple[str, int]] = OrderedDict()
+        self._window_ms = round(idempotency_window * 1000)
 
     @property
     def connected(self) -> bool:
@@ -50,20 +60,32 @@ class MemoryBroker:
         """Stop delivering `channel`."""
         self._channels.discard(channel)
 
-    async def publish(self, channel: str, message: Message) -> Message:
-        """Give the message the next id, keep it in history, deliver it at once."""
+    async def publish(self, batch: Sequence[Publication]) -> list[str]:
+        """Give each message the next id, keep it in history, deliver it at once."""
+        return [self._publish(publication) for publication in batch]
+
+    def _publish(self, publication: Publication) -> str:
         now = max(_now_ms(), self._last.ms)
         self._expire(now)
+        remembered = None
+        if publication.idempotency_key is not None:
+            remembered = (publication.channel, publication.idempotency_key)
+            first = self._keys.get(remembered)
+            if first is not None:
+                return first[0]
+        channel = publication.channel
         self._last = EventId(now, self._last.seq + 1)
         history = self._history.pop(channel, None) or deque(maxlen=self._maxlen)
         prev = history[-1].id if history else None
-        sent = Message(message.data, message.event, str(self._last), _str(prev), now)
+        sent = Message(publication.data, publication.event, str(self._last), _str(prev), now)
         history.append(Entry(self._last, prev, sent))
         self._history[channel] = history
         self._published_ms[channel] = now
+        if remembered is not None:
+            self._keys[remembered] = (str(self._last), now + self._window_ms)
         if self._deliver is not None and channel in self._channels:
             self._deliver(channel, sent)
-        return sent
+        return str(self._last)
 
     async def replay(self, channels: Sequence[str], start: Start) -> Replay:
         """What `channels` replay from `start`: missed messages (or resets), or retained ones."""
@@ -83,6 +105,9 @@ class MemoryBroker:
         return begin(start, Snapshot(head, now, self._ttl_ms, read))
 
     def _expire(self, now: int) -> None:
+        # Keys expire in the order they were given (one window for all).
+        while self._keys and next(iter(self._keys.values()))[1] <= now:
+            self._keys.popitem(last=False)
         if not self._ttl_ms:
             return
         while self._history:

@@ -18,9 +18,10 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .broker import BrokerUnavailable, Deliver
 from .history import EventId, Replay, Start, begin
+from .library import Library
 from .message import Message, unpack
 from .metrics import Counts
-from .publisher import RedisPublisher
+from .publication import Publication
 from .redis_client import connect
 from .redis_history import RedisHistory
 from .sequencer import Sequencer
@@ -50,6 +51,7 @@ class RedisBroker:
         prefix: str = "sse:",
         history_maxlen: int = 1000,
         history_ttl: int = 86400,
+        idempotency_window: float = 300,
         ping_interval: float = 5.0,
         max_backoff: float = 5.0,
         counts: Counts | None = None,
@@ -57,9 +59,7 @@ class RedisBroker:
         self._counts = counts or Counts()
         self._client = client
         self._prefix = prefix
-        self._publisher = RedisPublisher(
-            client, prefix=prefix, history_maxlen=history_maxlen, history_ttl=history_ttl
-        )
+        self._library = Library(prefix, history_maxlen, history_ttl, idempotency_window)
         self._history = RedisHistory(client, prefix=prefix, ttl=history_ttl)
         self._ping_interval = ping_interval
         self._max_backoff = max_backoff
@@ -91,15 +91,16 @@ class RedisBroker:
         prefix: str = "sse:",
         history_maxlen: int = 1000,
         history_ttl: int = 86400,
+        idempotency_window: float = 300,
         counts: Counts | None = None,
     ) -> RedisBroker:
         """A broker for the Redis server at `url`."""
-        client = connect(url)
         return cls(
-            client,
+            connect(url),
             prefix=prefix,
             history_maxlen=history_maxlen,
             history_ttl=history_ttl,
+            idempotency_window=idempotency_window,
             counts=counts,
         )
 
@@ -142,10 +143,10 @@ class RedisBroker:
         if self._live:
             self._send(_UNSUBSCRIBE, channel, None)
 
-    async def publish(self, channel: str, message: Message) -> Message:
-        """Publish durably (`FCALL sse_publish`) to every node subscribed to `channel`."""
+    async def publish(self, batch: Sequence[Publication]) -> list[str]:
+        """Publish durably (`FCALL sse_publish`, one pipeline) to every subscribed node."""
         try:
-            return await self._publisher.send(channel, message)
+            return await self._library.publish(self._client, batch)
         except LINK_ERRORS as exc:
             raise BrokerUnavailable(f"redis unavailable: {exc}") from exc
 
@@ -239,7 +240,7 @@ class RedisBroker:
 
     async def _load_library(self) -> None:
         try:
-            await self._publisher.load_library(replace=True)
+            await self._library.load(self._client, replace=True)
         except ResponseError as exc:
             # Redis before 7 has no FUNCTION: live delivery still works, durable publish not.
             if not self._library_refused:

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-import redis.asyncio as redis
+import redis
+import redis.asyncio as aioredis
+
+# RESP2, not redis-py's RESP3 default: Redis types a RESP3 subscriber as `normal`, so
+# `CLIENT KILL TYPE pubsub` and the pub/sub output-buffer limit would not apply to it.
+PROTOCOL = 2
+CONNECT_TIMEOUT = 5
 
 
-def connect(url: str) -> redis.Redis:
-    """A client (a lazy connection pool) for the Redis server at `url`.
+def connect(url: str) -> aioredis.Redis:
+    """An asyncio client (a lazy connection pool) for the Redis server at `url`."""
+    return aioredis.Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT, protocol=PROTOCOL)
 
-    RESP2, not redis-py's RESP3 default: Redis types a RESP3 subscriber as `normal`, so
-    `CLIENT KILL TYPE pubsub` and the pub/sub output-buffer limit would not apply to it.
-    """
-    return redis.Redis.from_url(url, socket_connect_timeout=5, protocol=2)
+
+def connect_sync(url: str) -> redis.Redis:
+    """A synchronous, thread-safe client (a lazy connection pool) for `url`."""
+    return redis.Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT, protocol=PROTOCOL)

@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     max_pending_bytes: int = Field(default=1_048_576, ge=4096)
     history_maxlen: int = Field(default=1000, ge=1, le=10_000_000)
     history_ttl: int = Field(default=86400, ge=0)
+    idempotency_window: float = Field(default=300, gt=0, le=86400)
     max_connections: int = Field(default=10_000, ge=1)
     max_connections_per_ip: int = Field(default=0, ge=0)
     trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()

@@ -51,3 +51,10 @@ def start_app(
         return str(server.make_url("")).rstrip("/")
 
     return start
+
+
+@pytest.fixture(params=["memory", "redis"])
+def broker_settings(request: pytest.FixtureRequest, redis_server: RedisServer) -> dict[str, Any]:
+    """Settings for a node on each broker in turn: the embedded one, then a real Redis
+    (started first, so it outlives the node)."""
+    return {} if request.param == "memory" else {"redis_url": redis_server.url}

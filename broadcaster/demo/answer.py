@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator
 
-import orjson
-
-from ..message import Message
-
-Publish = Callable[[str, Message], Awaitable[Message]]
+from ..publishing import AsyncPublisher
 
 _ANSWER = (
     "Here is a streamed answer to “{prompt}”. Each word you see arrived as its own "
@@ -30,11 +26,14 @@ def tokens(text: str) -> list[str]:
     return re.findall(r"\s*\S+", text)
 
 
-async def stream_answer(publish: Publish, channel: str, prompt: str, delay: float) -> None:
-    """Publish `thinking`, then one `token` event per word, then `done`."""
-    await publish(channel, Message(orjson.dumps({"prompt": prompt}).decode(), "thinking"))
-    words = tokens(simulated_answer(prompt))
-    for word in words:
+async def stream_answer(publisher: AsyncPublisher, channel: str, prompt: str, delay: float) -> None:
+    """Publish `thinking`, then one `token` event per word (`stream`), then `done`."""
+    await publisher.publish(channel, {"prompt": prompt}, "thinking")
+    await publisher.stream(channel, _words(prompt, delay), event="token", done_event="done")
+
+
+async def _words(prompt: str, delay: float) -> AsyncIterator[str]:
+    """The simulated model: one word every `delay` seconds."""
+    for word in tokens(simulated_answer(prompt)):
         await asyncio.sleep(delay)
-        await publish(channel, Message(word, "token"))
-    await publish(channel, Message(orjson.dumps({"tokens": len(words)}).decode(), "done"))
+        yield word

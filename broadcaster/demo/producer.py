@@ -10,7 +10,7 @@ import logging
 
 from redis.exceptions import RedisError
 
-from ..publisher import RedisPublisher
+from ..publishing import RedisPublisher
 from ..redis_client import connect
 from ..settings import Settings
 from .answer import stream_answer
@@ -30,6 +30,7 @@ async def run_producer(settings: Settings, redis_url: str) -> None:
         prefix=settings.channel_prefix,
         history_maxlen=settings.history_maxlen,
         history_ttl=settings.history_ttl,
+        idempotency_window=settings.idempotency_window,
     )
     slots = asyncio.Semaphore(settings.demo_queue_max)
     running: set[asyncio.Task[None]] = set()
@@ -49,7 +50,7 @@ async def run_producer(settings: Settings, redis_url: str) -> None:
                 slots.release()
                 continue
             task = asyncio.create_task(
-                stream_answer(publisher.send, job.channel, job.prompt, settings.demo_token_delay)
+                stream_answer(publisher, job.channel, job.prompt, settings.demo_token_delay)
             )
             running.add(task)
             task.add_done_callback(finished)

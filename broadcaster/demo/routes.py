@@ -19,6 +19,7 @@ from redis.exceptions import RedisError
 from ..auth import AuthError, require
 from ..channels import check_channel
 from ..limits import RateLimiter, client_ip
+from ..publishing.broker_publisher import BrokerPublisher
 from ..redis_client import connect
 from ..replies import error, invalid
 from ..settings import Settings
@@ -141,7 +142,10 @@ async def ask(request: web.Request) -> web.Response:
             )
         task = asyncio.create_task(
             stream_answer(
-                app[BROKER].publish, question.channel, question.prompt, settings.demo_token_delay
+                BrokerPublisher(app[BROKER]),
+                question.channel,
+                question.prompt,
+                settings.demo_token_delay,
             )
         )
         demo.answers.add(task)

@@ -10,7 +10,7 @@ import pytest
 import redis.asyncio as redis
 
 from broadcaster.history import EventId
-from broadcaster.publisher import RedisPublisher
+from broadcaster.publishing import RedisPublisher
 from tests.support.client import subscribe
 from tests.support.processes import RedisServer
 from tests.support.wait import eventually

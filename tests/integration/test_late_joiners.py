@@ -13,21 +13,17 @@ import aiohttp
 import pytest
 
 from tests.support.client import Subscriber, subscribe
-from tests.support.processes import RedisServer
 
 StartApp = Callable[..., Awaitable[str]]
 Node = tuple[str, aiohttp.ClientSession]
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture
 async def node(
-    request: pytest.FixtureRequest, redis_server: RedisServer, start_app: StartApp
-) -> AsyncIterator[Node]:
-    """A node on the embedded broker, or on the real redis-server (stopped after the node)."""
-    settings: dict[str, Any] = {"publish_token": "t", "history_maxlen": 5}
-    if request.param == "redis":
-        settings["redis_url"] = redis_server.url
-    base = await start_app(**settings)
+    broker_settings: dict[str, Any], start_app: StartApp
+) -> AsyncIterator[tuple[str, aiohttp.ClientSession]]:
+    """A node on each broker in turn."""
+    base = await start_app(publish_token="t", history_maxlen=5, **broker_settings)
     async with aiohttp.ClientSession() as session:
         yield base, session
 

@@ -114,7 +114,9 @@ async def test_publish_is_off_without_a_token(aiohttp_client: MakeClient) -> Non
     ("body", "reason"),
     [
         (b"{not json", "not valid JSON"),
-        (b"[]", "body: Input should be a valid dictionary"),
+        (b"[]", "an array body holds 1 to 1000 messages"),
+        (b"3", "body: Input should be a valid dictionary"),
+        (b'[{"channel": "c", "data": "x"}, {"data": "y"}]', "1.channel: Field required"),
         (b'{"data": "x"}', "channel: Field required"),
         (b'{"channel": "a b", "data": "x"}', "channel: channel name may contain only"),
         (b'{"channel": "c", "data": "x", "event": "a\\nb"}', "event: event must not contain"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -162,3 +163,14 @@ def test_loopback_rendering_changes_only_nodes_and_listen() -> None:
     job = prometheus["scrape_configs"][0]
     assert job["static_configs"][0]["targets"] == ["127.0.0.1:9001", "127.0.0.1:9002"]
     assert prometheus["global"] == yaml.safe_load(deploy_file("prometheus.yml"))["global"]
+
+
+def test_the_wheel_lists_every_subpackage() -> None:
+    listed = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    found = {
+        "broadcaster" + ".".join(("", *init.parent.relative_to(ROOT / "broadcaster").parts))
+        for init in (ROOT / "broadcaster").rglob("__init__.py")
+    }
+    assert found - listed == set(), "add them to [tool.setuptools] packages"

@@ -9,6 +9,7 @@ from broadcaster.history import Replay, Start
 from broadcaster.hub import Hub
 from broadcaster.memory import MemoryBroker
 from broadcaster.message import Message
+from broadcaster.publication import Publication
 from broadcaster.stream import Outbox, Stream
 from tests.support.fakes import FakeTransport
 from tests.support.wait import wait_until
@@ -36,8 +37,8 @@ class RecordingBroker:
     def unsubscribe(self, channel: str) -> None:
         self.calls.append(("unsubscribe", channel))
 
-    async def publish(self, channel: str, message: Message) -> Message:
-        return message
+    async def publish(self, batch: Sequence[Publication]) -> list[str]:
+        return [f"1-{n}" for n, _ in enumerate(batch, 1)]
 
     async def replay(self, channels: Sequence[str], start: Start) -> Replay:
         return Replay(None)

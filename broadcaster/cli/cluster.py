@@ -1,0 +1,46 @@
+"""`broadcaster cluster`: the docker-compose topology as local processes."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from .. import cluster
+from ..configs import ConfigError
+
+
+def add(commands: Any) -> None:
+    """The `cluster` subcommand."""
+    parser = commands.add_parser(
+        "cluster", help="run Redis, N nodes and nginx (as in docker-compose.yml) locally"
+    )
+    parser.add_argument("--nodes", type=int, default=3, help="how many nodes (default 3)")
+    parser.add_argument("--port", type=int, default=8080, help="load balancer port (8080)")
+    parser.add_argument("--prometheus", action="store_true", help="also run Prometheus")
+    parser.add_argument(
+        "--demo", action="store_true", help="also run the demo producer (broadcaster demo)"
+    )
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="also serve HTTPS and HTTP/2 (self-signed certificate) for browsers",
+    )
+    parser.add_argument(
+        "--tls-port", type=int, default=0, help="HTTPS port (implies --tls; default: a free one)"
+    )
+    parser.set_defaults(run=_run)
+
+
+def _run(args: argparse.Namespace) -> None:
+    try:
+        cluster.run(
+            args.nodes,
+            args.port,
+            args.prometheus,
+            args.demo,
+            tls=args.tls or args.tls_port != 0,
+            tls_port=args.tls_port,
+        )
+    except (cluster.ClusterError, ConfigError) as exc:
+        sys.exit(f"broadcaster: {exc}")

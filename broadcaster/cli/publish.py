@@ -1,0 +1,80 @@
+"""`broadcaster publish`: one message, or, with `--lines`, standard input as a stream of
+events (a build log, a model's output piped in), then `done`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterator
+from typing import Any, TextIO
+
+import httpx
+from redis.exceptions import RedisError
+
+from ..publishing import PublishError, SyncHttpPublisher, SyncPublisher, SyncRedisPublisher
+from ..redis_client import connect_sync
+from ..settings import Settings
+from .options import load_settings
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+
+
+def add(commands: Any) -> None:
+    """The `publish` subcommand."""
+    parser = commands.add_parser("publish", help="publish to every subscriber")
+    parser.add_argument("channel")
+    parser.add_argument("data", help="the event data; - reads it from standard input")
+    parser.add_argument(
+        "--event", help="event type (with --lines, the type of each line: default line)"
+    )
+    parser.add_argument(
+        "--lines",
+        action="store_true",
+        help="publish each line of standard input as its own event as it arrives, then done",
+    )
+    parser.add_argument(
+        "--url",
+        help="publish through the node at this URL (POST /publish with BROADCASTER_PUBLISH_TOKEN);"
+        f" the default is Redis at BROADCASTER_REDIS_URL, or {DEFAULT_URL} without it",
+    )
+    parser.add_argument("--redis-url", dest="redis_url", help="publish through this Redis")
+    parser.set_defaults(run=_run)
+
+
+def _run(args: argparse.Namespace) -> None:
+    if args.lines and args.data != "-":
+        sys.exit("broadcaster: --lines reads standard input: give - as the data")
+    settings = load_settings(redis_url=args.redis_url)
+    try:
+        with _publisher(settings, args.url) as publisher:
+            if args.lines:
+                ids = publisher.stream(args.channel, _lines(sys.stdin), event=args.event or "line")
+                print(ids[-1])  # the `done` event's: resume after it, and nothing is missed
+            else:
+                # Like the shell's $(...), drop the newline that ends piped input.
+                data = sys.stdin.read().removesuffix("\n") if args.data == "-" else args.data
+                print(publisher.publish(args.channel, data, args.event))
+    except (ValueError, PublishError) as exc:
+        sys.exit(f"broadcaster: publish refused: {exc}")
+    except (OSError, RedisError, httpx.TransportError) as exc:
+        sys.exit(f"broadcaster: cannot publish: {exc}")
+
+
+def _publisher(settings: Settings, url: str | None) -> SyncPublisher:
+    """Straight to Redis with a Redis URL (and no --url), else through a node."""
+    if url is None and settings.redis_url is not None:
+        return SyncRedisPublisher(
+            connect_sync(settings.redis_url),
+            prefix=settings.channel_prefix,
+            history_maxlen=settings.history_maxlen,
+            history_ttl=settings.history_ttl,
+            idempotency_window=settings.idempotency_window,
+        )
+    token = settings.publish_token.get_secret_value() if settings.publish_token else ""
+    return SyncHttpPublisher(url or DEFAULT_URL, token)
+
+
+def _lines(stream: TextIO) -> Iterator[str]:
+    """Each line as soon as it is complete, without its line break."""
+    for line in stream:
+        yield line.removesuffix("\n").removesuffix("\r")

@@ -1,0 +1,101 @@
+"""POST /publish: one message, or an array in order, each optionally idempotent."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, field_validator
+
+from .auth import AuthError, require
+from .broker import BrokerUnavailable
+from .channels import check_channel
+from .publication import Publication, check_key, encode_data
+from .replies import error, invalid
+from .sse import check_field
+from .state import AUTH, BROKER, METRICS
+
+MAX_BATCH = 1000
+routes = web.RouteTableDef()
+
+
+class PublishRequest(BaseModel):
+    """One message of a POST /publish body."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    channel: str
+    data: Any
+    event: str | None = None
+    idempotency_key: str | None = None
+
+    @field_validator("channel")
+    @classmethod
+    def _channel(cls, value: str) -> str:
+        return check_channel(value)
+
+    @field_validator("event")
+    @classmethod
+    def _event(cls, value: str | None) -> str | None:
+        return None if value is None else check_field("event", value)
+
+    @field_validator("idempotency_key")
+    @classmethod
+    def _key(cls, value: str | None) -> str | None:
+        return None if value is None else check_key(value)
+
+    def publication(self, key: str | None) -> Publication:
+        """What to publish: non-string data as its JSON text; its own key, else `key`."""
+        return Publication(
+            self.channel, encode_data(self.data), self.event or None, self.idempotency_key or key
+        )
+
+
+_ONE = TypeAdapter(PublishRequest)
+_MANY = TypeAdapter(list[PublishRequest])
+
+
+@routes.post("/publish")
+async def publish(request: web.Request) -> web.Response:
+    """Publish to every subscriber on every node; an array is published in order.
+
+    An `Idempotency-Key` header names a single message, or, for an array, message `i` as
+    `<key>:<i>`; a message's own `idempotency_key` wins. A repeated key on the same channel
+    within the window answers the first publish's id and publishes nothing.
+    """
+    auth = request.app[AUTH]
+    if not auth.publishing_protected:
+        return error(403, "HTTP publish is disabled: set BROADCASTER_PUBLISH_TOKEN to enable it")
+    try:
+        allowed = auth.publish_patterns(request)
+    except AuthError as exc:
+        return error(exc.status, exc.reason, **{"WWW-Authenticate": "Bearer"})
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError as exc:
+        return error(400, f"body is not valid JSON: {exc}")
+    many = isinstance(body, list)
+    if many and not 0 < len(body) <= MAX_BATCH:
+        return error(400, f"an array body holds 1 to {MAX_BATCH} messages")
+    key = request.headers.get("Idempotency-Key", "").strip().strip('"') or None
+    try:
+        requests = _MANY.validate_python(body) if many else [_ONE.validate_python(body)]
+        keys = [None if key is None else check_key(f"{key}:{n}" if many else key)
+                for n in range(len(requests))]  # fmt: skip
+    except ValidationError as exc:
+        return invalid(exc)
+    except ValueError as exc:
+        return error(400, f"Idempotency-Key: {exc}")
+    batch = [r.publication(k) for r, k in zip(requests, keys, strict=True)]
+    try:
+        require(allowed, [publication.channel for publication in batch], "publish")
+    except AuthError as exc:
+        return error(exc.status, exc.reason)
+    try:
+        ids = await request.app[BROKER].publish(batch)
+    except BrokerUnavailable as exc:
+        return error(503, str(exc), **{"Retry-After": "1"})
+    request.app[METRICS].counts.publishes += len(ids)
+    answer: Any = ids if many else {"channel": batch[0].channel, "id": ids[0]}
+    return web.Response(body=orjson.dumps(answer), content_type="application/json")

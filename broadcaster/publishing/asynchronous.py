@@ -1,0 +1,171 @@
+"""Publishing from async code: one message, many in one round trip, or a token stream."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from types import TracebackType
+from typing import Self
+
+from ..publication import Data, Publication
+from .items import Item, StreamShape, publications
+from .retries import KeyMaker, backoff
+
+Deliver = Callable[[Sequence[Publication]], Awaitable[list[str]]]
+MAX_PENDING = 1000  # chunks a stream buffers before it waits for the sender
+
+
+class AsyncPublisher(ABC):
+    """`publish`, `publish_many` and `stream` over one way of sending a batch in order.
+
+    With `retries` (default 3), every message carries an idempotency key (its own, or one
+    made here), and a batch that fails on a connection error or timeout is sent again
+    with the same keys: Redis publishes each message at most once.
+    """
+
+    retryable: tuple[type[BaseException], ...] = ()
+
+    def __init__(self, *, retries: int = 3) -> None:
+        self._retries = retries
+        self._keys = KeyMaker()
+
+    @abstractmethod
+    async def _send(self, batch: Sequence[Publication]) -> list[str]:
+        """Publish `batch` in order, in one round trip; return the ids."""
+
+    @abstractmethod
+    async def aclose(self) -> None:
+        """Release connections."""
+
+    async def publish(
+        self,
+        channel: str,
+        data: Data,
+        event: str | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> str:
+        """Publish one message; returns its id. Raises ValueError for bad input."""
+        [sent] = await self._deliver([Publication.of(channel, data, event, idempotency_key)])
+        return sent
+
+    async def publish_many(self, items: Iterable[Item]) -> list[str]:
+        """Publish messages in order, in one round trip; returns their ids."""
+        batch = publications(items)
+        return await self._deliver(batch) if batch else []
+
+    async def stream(
+        self,
+        channel: str,
+        source: AsyncIterable[Data] | Iterable[Data],
+        event: str = "token",
+        done_event: str = "done",
+    ) -> list[str]:
+        """Publish each chunk of `source` as an `event`, in order, then `done_event`.
+
+        Chunks that arrive while a batch is on its way go out together in the next one, so
+        a fast source never waits a round trip per chunk. If the source raises, an `error`
+        event with a one-line reason ends the stream instead, and the exception propagates.
+        Returns the ids of every event published.
+        """
+        shape = StreamShape.of(channel, event, done_event)
+        sender = _Sender(self._deliver)
+        chunks, count = _chunks(source), 0
+        try:
+            while True:
+                try:
+                    chunk = shape.chunk(await anext(chunks))
+                except StopAsyncIteration:
+                    await sender.add(shape.done(count))
+                    return await sender.finish()
+                except Exception as failure:
+                    await sender.add(shape.error(failure))
+                    await sender.finish()
+                    raise
+                await sender.add(chunk)
+                count += 1
+        finally:
+            sender.cancel()
+
+    async def _deliver(self, batch: Sequence[Publication]) -> list[str]:
+        if self._retries:
+            batch = [publication.keyed(self._keys()) for publication in batch]
+        for attempt in itertools.count():
+            try:
+                return await self._send(batch)
+            except self.retryable:
+                if attempt >= self._retries:
+                    raise
+            await asyncio.sleep(backoff(attempt))
+        raise AssertionError("unreachable")
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+async def _chunks(source: AsyncIterable[Data] | Iterable[Data]) -> AsyncIterator[Data]:
+    if isinstance(source, AsyncIterable):
+        async for chunk in source:
+            yield chunk
+    else:
+        for chunk in source:
+            yield chunk
+
+
+class _Sender:
+    """Sends publications in order, a batch at a time: all that waited go in the next."""
+
+    def __init__(self, deliver: Deliver) -> None:
+        self._deliver = deliver
+        self._pending: list[Publication] = []
+        self._ids: list[str] = []
+        self._closing = False
+        self._wake = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._task = asyncio.create_task(self._run())
+
+    async def add(self, publication: Publication) -> None:
+        """Queue one; waits while MAX_PENDING are queued. Raises the sender's failure."""
+        while len(self._pending) >= MAX_PENDING and not self._task.done():
+            self._room.clear()
+            await self._room.wait()  # set when a batch leaves, and when the sender stops
+        if self._task.done():
+            self._task.result()  # the send failure, raised here
+            raise RuntimeError("the stream's sender stopped")
+        self._pending.append(publication)
+        self._wake.set()
+
+    async def finish(self) -> list[str]:
+        """Send what is queued; return every id."""
+        self._closing = True
+        self._wake.set()
+        return await self._task
+
+    def cancel(self) -> None:
+        """Stop sending (the stream is over, or was cancelled)."""
+        self._task.cancel()
+
+    async def _run(self) -> list[str]:
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while self._pending:
+                    batch, self._pending = self._pending, []
+                    self._room.set()
+                    self._ids += await self._deliver(batch)
+                if self._closing:
+                    return self._ids
+        finally:
+            self._room.set()

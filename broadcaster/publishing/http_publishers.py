@@ -1,0 +1,101 @@
+"""Publishing through a node's `POST /publish` (works with the embedded broker too).
+
+A batch is one request with a JSON array; the node answers the array of ids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import aiohttp
+import httpx
+import orjson
+
+from ..publication import Publication
+from .asynchronous import AsyncPublisher
+from .errors import PublishError, Unavailable
+from .synchronous import SyncPublisher
+
+UNAVAILABLE = (502, 503, 504)
+
+
+class HttpPublisher(AsyncPublisher):
+    """Publishes through a node from async code (aiohttp)."""
+
+    retryable = (aiohttp.ClientConnectionError, TimeoutError, Unavailable)
+
+    def __init__(
+        self, base_url: str, token: str = "", *, timeout: float = 30, retries: int = 3
+    ) -> None:
+        super().__init__(retries=retries)
+        self._url = base_url.rstrip("/") + "/publish"
+        self._headers = _headers(token)
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def aclose(self) -> None:
+        """Close the HTTP session."""
+        if self._session is not None:
+            await self._session.close()
+
+    async def _send(self, batch: Sequence[Publication]) -> list[str]:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+        async with self._session.post(
+            self._url, data=_body(batch), headers=self._headers
+        ) as response:
+            if response.status >= 300:
+                _refused(response.status, await response.text())
+            return _ids(await response.read())
+
+
+class SyncHttpPublisher(SyncPublisher):
+    """Publishes through a node from synchronous code (httpx)."""
+
+    retryable = (httpx.TransportError, Unavailable)
+
+    def __init__(
+        self, base_url: str, token: str = "", *, timeout: float = 30, retries: int = 3
+    ) -> None:
+        super().__init__(retries=retries)
+        self._url = base_url.rstrip("/") + "/publish"
+        self._client = httpx.Client(headers=_headers(token), timeout=timeout)
+
+    def close(self) -> None:
+        """Close the HTTP connections."""
+        self._client.close()
+
+    def _send(self, batch: Sequence[Publication]) -> list[str]:
+        response = self._client.post(self._url, content=_body(batch))
+        if response.status_code >= 300:
+            _refused(response.status_code, response.text)
+        return _ids(response.content)
+
+
+def _headers(token: str) -> dict[str, str]:
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    return headers
+
+
+def _body(batch: Sequence[Publication]) -> bytes:
+    items: list[dict[str, Any]] = []
+    for publication in batch:
+        item: dict[str, Any] = {"channel": publication.channel, "data": publication.data}
+        if publication.event is not None:
+            item["event"] = publication.event
+        if publication.idempotency_key is not None:
+            item["idempotency_key"] = publication.idempotency_key
+        items.append(item)
+    return orjson.dumps(items)
+
+
+def _refused(status: int, text: str) -> None:
+    reason = text.strip().splitlines()[0] if text.strip() else "no reason given"
+    raise (Unavailable if status in UNAVAILABLE else PublishError)(status, reason)
+
+
+def _ids(body: bytes) -> list[str]:
+    return [str(sent) for sent in orjson.loads(body)]

@@ -1,0 +1,49 @@
+"""What `publish_many` accepts, and what a stream publishes around its chunks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import orjson
+
+from ..channels import check_channel
+from ..publication import Data, Publication, encode_data
+from ..sse import check_field
+from .errors import one_line
+
+Item = Publication | tuple[str, Data] | tuple[str, Data, str | None]
+"""A message for `publish_many`: a Publication, or (channel, data[, event])."""
+
+
+def publications(items: Iterable[Item]) -> list[Publication]:
+    """Validated publications, in order; raises ValueError for any bad one (none is sent)."""
+    return [item if isinstance(item, Publication) else Publication.of(*item) for item in items]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamShape:
+    """A token stream on one channel: the type of its chunks, and of its closing event."""
+
+    channel: str
+    event: str
+    done_event: str
+
+    @classmethod
+    def of(cls, channel: str, event: str, done_event: str) -> StreamShape:
+        """Validated; raises ValueError."""
+        return cls(
+            check_channel(channel), check_field("event", event), check_field("event", done_event)
+        )
+
+    def chunk(self, data: Data) -> Publication:
+        """One chunk, serialised once."""
+        return Publication(self.channel, encode_data(data), self.event)
+
+    def done(self, chunks: int) -> Publication:
+        """The closing event: how many chunks came before it."""
+        return Publication(self.channel, orjson.dumps({"chunks": chunks}).decode(), self.done_event)
+
+    def error(self, failure: BaseException) -> Publication:
+        """The closing event when the source failed: an `error` event with a one-line reason."""
+        return Publication(self.channel, one_line(failure), "error")

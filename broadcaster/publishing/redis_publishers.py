@@ -1,0 +1,87 @@
+"""Publishing through Redis (`FCALL sse_publish`), where every node listens.
+
+A batch is one pipeline of FCALLs: one round trip, published in order. The retention
+settings only matter when no node has loaded the function yet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from ..library import Library
+from ..publication import Publication
+from ..redis_client import connect, connect_sync
+from .asynchronous import AsyncPublisher
+from .synchronous import SyncPublisher
+
+RETRYABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+class RedisPublisher(AsyncPublisher):
+    """Publishes durably through Redis from async code."""
+
+    retryable = RETRYABLE
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        prefix: str = "sse:",
+        history_maxlen: int = 1000,
+        history_ttl: int = 86400,
+        idempotency_window: float = 300,
+        retries: int = 3,
+    ) -> None:
+        super().__init__(retries=retries)
+        self._client = client
+        self.library = Library(prefix, history_maxlen, history_ttl, idempotency_window)
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> RedisPublisher:
+        """A publisher for the Redis server at `url` (options as for the constructor)."""
+        return cls(connect(url), **options)
+
+    async def aclose(self) -> None:
+        """Close the Redis connection pool."""
+        await self._client.aclose()
+
+    async def _send(self, batch: Sequence[Publication]) -> list[str]:
+        return await self.library.publish(self._client, batch)
+
+
+class SyncRedisPublisher(SyncPublisher):
+    """Publishes durably through Redis from synchronous code (redis-py's sync client)."""
+
+    retryable = RETRYABLE
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        prefix: str = "sse:",
+        history_maxlen: int = 1000,
+        history_ttl: int = 86400,
+        idempotency_window: float = 300,
+        retries: int = 3,
+    ) -> None:
+        super().__init__(retries=retries)
+        self._client = client
+        self.library = Library(prefix, history_maxlen, history_ttl, idempotency_window)
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> SyncRedisPublisher:
+        """A publisher for the Redis server at `url` (options as for the constructor)."""
+        return cls(connect_sync(url), **options)
+
+    def close(self) -> None:
+        """Close the Redis connection pool."""
+        self._client.close()
+
+    def _send(self, batch: Sequence[Publication]) -> list[str]:
+        return self.library.publish_sync(self._client, batch)

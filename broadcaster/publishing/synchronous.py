@@ -1,0 +1,179 @@
+"""Publishing from synchronous code (Django, Flask, Celery): the same surface, no event loop.
+
+A sync publisher is safe to share between threads, and to call from an event loop's
+thread pool; it never starts an event loop of its own.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Sequence
+from types import TracebackType
+from typing import Self
+
+from ..publication import Data, Publication
+from .asynchronous import MAX_PENDING
+from .items import Item, StreamShape, publications
+from .retries import KeyMaker, backoff
+
+Deliver = Callable[[Sequence[Publication]], list[str]]
+
+
+class SyncPublisher(ABC):
+    """`publish`, `publish_many` and `stream` over one way of sending a batch in order.
+
+    Retries work as in the async publishers: every message carries an idempotency key,
+    so a batch sent again after a connection error or timeout is never published twice.
+    """
+
+    retryable: tuple[type[BaseException], ...] = ()
+
+    def __init__(self, *, retries: int = 3) -> None:
+        self._retries = retries
+        self._keys = KeyMaker()
+        self._keys_lock = threading.Lock()
+
+    @abstractmethod
+    def _send(self, batch: Sequence[Publication]) -> list[str]:
+        """Publish `batch` in order, in one round trip; return the ids."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections."""
+
+    def publish(
+        self,
+        channel: str,
+        data: Data,
+        event: str | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> str:
+        """Publish one message; returns its id. Raises ValueError for bad input."""
+        [sent] = self._deliver([Publication.of(channel, data, event, idempotency_key)])
+        return sent
+
+    def publish_many(self, items: Iterable[Item]) -> list[str]:
+        """Publish messages in order, in one round trip; returns their ids."""
+        batch = publications(items)
+        return self._deliver(batch) if batch else []
+
+    def stream(
+        self,
+        channel: str,
+        source: Iterable[Data],
+        event: str = "token",
+        done_event: str = "done",
+    ) -> list[str]:
+        """Publish each chunk of `source` as an `event`, in order, then `done_event`.
+
+        A thread sends while this one reads the source: chunks that arrive while a batch
+        is on its way go out together in the next one. If the source raises, an `error`
+        event with a one-line reason ends the stream instead, and the exception propagates.
+        Returns the ids of every event published.
+        """
+        shape = StreamShape.of(channel, event, done_event)
+        sender = _Sender(self._deliver)
+        chunks, count = iter(source), 0
+        try:
+            while True:
+                try:
+                    chunk = shape.chunk(next(chunks))
+                except StopIteration:
+                    sender.add(shape.done(count))
+                    return sender.finish()
+                except Exception as failure:
+                    sender.add(shape.error(failure))
+                    sender.finish()
+                    raise
+                sender.add(chunk)
+                count += 1
+        finally:
+            sender.stop()
+
+    def _deliver(self, batch: Sequence[Publication]) -> list[str]:
+        if self._retries:
+            with self._keys_lock:
+                batch = [publication.keyed(self._keys()) for publication in batch]
+        for attempt in itertools.count():
+            try:
+                return self._send(batch)
+            except self.retryable:
+                if attempt >= self._retries:
+                    raise
+            time.sleep(backoff(attempt))
+        raise AssertionError("unreachable")
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class _Sender:
+    """A thread that sends publications in order, a batch at a time."""
+
+    def __init__(self, deliver: Deliver) -> None:
+        self._deliver = deliver
+        self._pending: list[Publication] = []
+        self._ids: list[str] = []
+        self._failure: BaseException | None = None
+        self._closing = False
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="broadcaster-stream", daemon=True)
+        self._thread.start()
+
+    def add(self, publication: Publication) -> None:
+        """Queue one; waits while MAX_PENDING are queued. Raises the sender's failure."""
+        with self._changed:
+            self._changed.wait_for(
+                lambda: len(self._pending) < MAX_PENDING or not self._thread.is_alive()
+            )
+            self._raise_failure()
+            self._pending.append(publication)
+            self._changed.notify_all()
+
+    def finish(self) -> list[str]:
+        """Send what is queued; return every id."""
+        with self._changed:
+            self._closing = True
+            self._changed.notify_all()
+        self._thread.join()
+        self._raise_failure()
+        return self._ids
+
+    def stop(self) -> None:
+        """Send nothing more (the stream is over, or failed)."""
+        with self._changed:
+            self._closing = True
+            self._pending.clear()
+            self._changed.notify_all()
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+
+    def _run(self) -> None:
+        try:
+            while True:
+                with self._changed:
+                    self._changed.wait_for(lambda: bool(self._pending) or self._closing)
+                    batch, self._pending = self._pending, []
+                    self._changed.notify_all()
+                if not batch:
+                    return
+                self._ids += self._deliver(batch)
+        except BaseException as failure:  # handed to the caller's thread, raised there
+            self._failure = failure
+        finally:
+            with self._changed:
+                self._changed.notify_all()

@@ -1,0 +1,84 @@
+"""`broadcaster publish <channel> - --lines`: standard input as a stream of events, each
+line published as it arrives, then `done`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Callable
+
+import aiohttp
+import pytest
+
+from tests.support.client import subscribe
+from tests.support.processes import Node, RedisServer
+
+
+async def pipe_lines(args: list[str], env: dict[str, str], node: Node) -> None:
+    async with aiohttp.ClientSession() as session, subscribe(session, node.url, ["build"]) as sub:
+        cli = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "broadcaster", "publish", "build", "-", "--lines", *args),
+            env=env,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert cli.stdin is not None
+        for n, line in enumerate(["compiling…", "", "linking\r", "done, 0 errors"], 1):
+            cli.stdin.write(f"{line}\n".encode())
+            await cli.stdin.drain()
+            # Each line arrives while the next has not been written yet.
+            assert [e.data for e in await sub.wait_for(n)][-1] == line.removesuffix("\r")
+        cli.stdin.close()
+        out, _ = await cli.communicate()
+        events = await sub.wait_for(5)
+        assert cli.returncode == 0
+        assert [(e.event, e.data) for e in events] == [
+            ("line", "compiling…"),
+            ("line", ""),
+            ("line", "linking"),
+            ("line", "done, 0 errors"),
+            ("done", '{"chunks":4}'),
+        ]
+        assert out.decode().strip() == events[-1].id
+
+
+def clean_env(**settings: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BROADCASTER_")}
+    return {**env, **{f"BROADCASTER_{k.upper()}": v for k, v in settings.items()}}
+
+
+async def test_lines_through_redis(
+    redis_server: RedisServer, start_node: Callable[..., Node]
+) -> None:
+    node = start_node(redis_server.url)
+    await pipe_lines([], clean_env(redis_url=redis_server.url), node)
+
+
+async def test_lines_through_a_node(start_node: Callable[..., Node]) -> None:
+    node = start_node(publish_token="s3cret")
+    await pipe_lines(["--url", node.url], clean_env(publish_token="s3cret"), node)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["build", "text", "--lines"], "--lines reads standard input: give - as the data"),
+        (
+            ["bad channel", "x"],
+            "publish refused: channel name may contain only letters, digits and - _ . : @ / =",
+        ),
+    ],
+)
+async def test_refusals_exit_with_one_line(
+    args: list[str], message: str, start_node: Callable[..., Node]
+) -> None:
+    node = start_node(publish_token="t")
+    cli = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "broadcaster", "publish", *args, "--url", node.url),
+        env=clean_env(publish_token="t"),
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await cli.communicate()
+    assert cli.returncode == 1
+    assert err.decode().strip() == f"broadcaster: {message}"

@@ -1,0 +1,214 @@
+"""The four Python publishers (async and sync, through Redis and through a node), on a
+real redis-server and a real node: the same surface, the same results."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any, cast
+
+import pytest
+import redis.asyncio as redis
+
+from broadcaster import (
+    AsyncPublisher,
+    HttpPublisher,
+    PublishError,
+    RedisPublisher,
+    SyncHttpPublisher,
+    SyncPublisher,
+    SyncRedisPublisher,
+)
+from tests.support.processes import Node, RedisServer
+from tests.support.proxy import ReplyDroppingProxy
+
+KINDS = ["redis", "http", "sync-redis", "sync-http"]
+
+
+class Under:
+    """A publisher under test, behind one async surface (sync ones run in a thread)."""
+
+    def __init__(self, publisher: AsyncPublisher | SyncPublisher) -> None:
+        self.publisher = publisher
+
+    async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        bound = getattr(self.publisher, method)
+        if isinstance(self.publisher, SyncPublisher):
+            return await asyncio.to_thread(functools.partial(bound, *args, **kwargs))
+        return await bound(*args, **kwargs)
+
+    async def close(self) -> None:
+        if isinstance(self.publisher, SyncPublisher):
+            self.publisher.close()
+        else:
+            await self.publisher.aclose()
+
+
+def make(kind: str, redis_port: int, node_port: int, **options: Any) -> Under:
+    redis_url, node_url = f"redis://127.0.0.1:{redis_port}", f"http://127.0.0.1:{node_port}"
+    makers: dict[str, Callable[[], AsyncPublisher | SyncPublisher]] = {
+        "redis": lambda: RedisPublisher.from_url(redis_url, **options),
+        "http": lambda: HttpPublisher(node_url, "t", **options),
+        "sync-redis": lambda: SyncRedisPublisher.from_url(redis_url, **options),
+        "sync-http": lambda: SyncHttpPublisher(node_url, "t", **options),
+    }
+    return Under(makers[kind]())
+
+
+@pytest.fixture
+def node(redis_server: RedisServer, start_node: Callable[..., Node]) -> Node:
+    return start_node(redis_server.url, publish_token="t")
+
+
+@pytest.fixture
+async def client(redis_server: RedisServer) -> AsyncIterator[redis.Redis]:
+    async with redis.Redis.from_url(redis_server.url, decode_responses=True) as client:
+        yield client
+
+
+@pytest.fixture(params=KINDS)
+async def under(
+    request: pytest.FixtureRequest, redis_server: RedisServer, node: Node
+) -> AsyncIterator[Under]:
+    publisher = make(request.param, redis_server.port, node.port)
+    yield publisher
+    await publisher.close()
+
+
+async def history(client: redis.Redis, channel: str) -> list[tuple[str, str, str]]:
+    """(id, event, data) of every entry of the channel's stream."""
+    entries = cast(list[tuple[str, dict[str, str]]], await client.xrange(f"sse:history:{channel}"))
+    return [(i, fields["e"], fields["d"]) for i, fields in entries]
+
+
+async def test_publish_serialises_str_bytes_and_json_once(
+    under: Under, client: redis.Redis
+) -> None:
+    ids = [
+        await under.call("publish", "kinds", "plain text"),
+        await under.call("publish", "kinds", "héllo".encode(), "raw"),
+        await under.call("publish", "kinds", {"n": [1, 2], "ok": True}, "json"),
+        await under.call("publish", "kinds", 42),
+    ]
+    assert await history(client, "kinds") == [
+        (ids[0], "", "plain text"),
+        (ids[1], "raw", "héllo"),
+        (ids[2], "json", '{"n":[1,2],"ok":true}'),
+        (ids[3], "", "42"),
+    ]
+
+
+async def test_bad_input_is_refused_before_anything_is_sent(
+    under: Under, client: redis.Redis
+) -> None:
+    for args in (("bad channel", "x"), ("c", b"\xff\xfe"), ("c", object()), ("c", "x", "a\nb")):
+        with pytest.raises(ValueError):
+            await under.call("publish", *args)
+    with pytest.raises(ValueError, match="idempotency key"):
+        await under.call("publish", "c", "x", idempotency_key="has space")
+    with pytest.raises(ValueError):
+        await under.call("publish_many", [("c", "ok"), ("bad channel", "x")])
+    assert await client.exists("sse:history:c") == 0
+
+
+async def test_publish_many_keeps_order_and_returns_the_ids(
+    under: Under, client: redis.Redis
+) -> None:
+    items = [("m1", f"n{n}", "tick") if n % 2 else ("m2", {"n": n}) for n in range(200)]
+    ids = await under.call("publish_many", items)
+    assert len(ids) == 200 and len(set(ids)) == 200
+    seqs = [int(i.split("-")[1]) for i in ids]
+    assert seqs == sorted(seqs), "published in order"
+    one, two = await history(client, "m1"), await history(client, "m2")
+    assert [entry[0] for entry in one] == ids[1::2]
+    assert [entry[0] for entry in two] == ids[0::2]
+    assert [entry[2] for entry in one] == [f"n{n}" for n in range(1, 200, 2)]
+    assert await under.call("publish_many", []) == []
+
+
+async def test_stream_publishes_every_chunk_in_order_then_done(
+    under: Under, client: redis.Redis
+) -> None:
+    words = [f"w{n} " for n in range(300)]
+    ids = await under.call("stream", "answer", iter(words))
+    entries = await history(client, "answer")
+    assert [entry[0] for entry in entries] == ids
+    assert [entry[1:] for entry in entries] == [
+        *[("token", word) for word in words],
+        ("done", '{"chunks":300}'),
+    ]
+
+
+async def test_stream_ends_with_error_when_its_source_raises(
+    under: Under, client: redis.Redis
+) -> None:
+    def model() -> Iterator[str]:
+        yield "Hello"
+        yield " wor"
+        raise RuntimeError("the model went away\nwith a second line")
+
+    with pytest.raises(RuntimeError, match="the model went away"):
+        await under.call("stream", "broken", model(), event="delta", done_event="end")
+    assert [entry[1:] for entry in await history(client, "broken")] == [
+        ("delta", "Hello"),
+        ("delta", " wor"),
+        ("error", "RuntimeError: the model went away"),
+    ]
+
+
+async def test_async_publishers_stream_async_iterables(
+    redis_server: RedisServer, node: Node, client: redis.Redis
+) -> None:
+    async def model() -> AsyncIterator[str]:
+        for n in range(50):
+            await asyncio.sleep(0)
+            yield f"t{n}"
+
+    for kind in ("redis", "http"):
+        under = make(kind, redis_server.port, node.port)
+        try:
+            await under.call("stream", f"async-{kind}", model())
+        finally:
+            await under.close()
+        entries = await history(client, f"async-{kind}")
+        assert [e[2] for e in entries] == [*(f"t{n}" for n in range(50)), '{"chunks":50}']
+
+
+async def test_a_repeated_idempotency_key_publishes_once(under: Under, client: redis.Redis) -> None:
+    first = await under.call("publish", "once", "a", idempotency_key="order-17:paid")
+    again = await under.call("publish", "once", "a (retried)", idempotency_key="order-17:paid")
+    other = await under.call("publish", "twice", "b", idempotency_key="order-17:paid")
+    assert again == first and other != first, "per channel"
+    assert await history(client, "once") == [(first, "", "a")]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_retry_after_a_lost_reply_never_duplicates(
+    kind: str, redis_server: RedisServer, node: Node, client: redis.Redis
+) -> None:
+    # The server publishes, then the reply is lost: the publisher must retry, and the
+    # retry must not publish again.
+    through_redis = "redis" in kind
+    target, trigger = (redis_server.port, b"FCALL") if through_redis else (node.port, b"POST")
+    async with ReplyDroppingProxy(target, trigger) as proxy:
+        ports = (proxy.port, node.port) if through_redis else (redis_server.port, proxy.port)
+        under = make(kind, *ports)
+        try:
+            ids = await under.call("publish_many", [("lost", "one"), ("lost", "two")])
+        finally:
+            await under.close()
+    assert proxy.dropped == 1, "a reply was lost on the way"
+    assert await history(client, "lost") == [(ids[0], "", "one"), (ids[1], "", "two")]
+
+
+async def test_refusals_are_not_retried(node: Node) -> None:
+    for publisher in (HttpPublisher(node.url, "wrong"), SyncHttpPublisher(node.url, "wrong")):
+        under = Under(publisher)
+        with pytest.raises(PublishError) as refused:
+            await under.call("publish", "c", "x")
+        assert (refused.value.status, refused.value.reason) == (
+            401,
+            "missing or wrong bearer token",
+        )
+        await under.close()

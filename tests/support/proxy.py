@@ -1,0 +1,57 @@
+"""A TCP proxy that loses one reply: the server did the work, the client sees the
+connection drop. The situation where a retry without an idempotency key duplicates."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from .processes import free_port
+
+
+class ReplyDroppingProxy:
+    """Forwards 127.0.0.1:`port` to `target`; after the first request containing
+    `trigger`, the server's next reply is dropped and both connections are closed."""
+
+    def __init__(self, target: int, trigger: bytes) -> None:
+        self.target = target
+        self.trigger = trigger
+        self.port = free_port()
+        self.dropped = 0
+        self._armed = True
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> ReplyDroppingProxy:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+    async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        server_r, server_w = await asyncio.open_connection("127.0.0.1", self.target)
+        drop_next = asyncio.Event()
+
+        async def upstream() -> None:
+            while data := await client_r.read(65536):
+                server_w.write(data)
+                if self._armed and self.trigger in data:
+                    self._armed = False
+                    drop_next.set()
+
+        async def downstream() -> None:
+            while data := await server_r.read(65536):
+                if drop_next.is_set():
+                    self.dropped += 1
+                    return  # the reply never reaches the client
+                client_w.write(data)
+
+        tasks = [asyncio.create_task(upstream()), asyncio.create_task(downstream())]
+        with contextlib.suppress(ConnectionError):
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in tasks:
+            task.cancel()
+        for writer in (client_w, server_w):
+            writer.close()

@@ -1,0 +1,176 @@
+"""`broadcaster.subscriber.follow`, the engine of `broadcaster subscribe`, against
+scripted and silent servers: the parser, the position, retries and refusals."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from itertools import islice
+
+import httpx
+import pytest
+
+from broadcaster.subscriber import Event, SubscribeError, follow
+
+
+def scripted(*answers: httpx.Response) -> tuple[httpx.Client, list[httpx.Request]]:
+    """A client whose requests get `answers` in turn; the requests are recorded."""
+    requests: list[httpx.Request] = []
+    pending = list(answers)
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        requests.append(request)
+        return pending.pop(0)
+
+    return httpx.Client(transport=httpx.MockTransport(answer)), requests
+
+
+def stream(*chunks: bytes) -> httpx.Response:
+    return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=iter(chunks))
+
+
+def test_only_events_with_data_come_out_and_every_block_moves_the_position() -> None:
+    client, requests = scripted(
+        stream(
+            b"retry: 1500\n\n",  # a hint, not an event
+            b"id: 1-1\ndata: a\n\n",
+            b":\n\n:\n\n",  # heartbeats after an id: still nothing
+            b"id: 1-2\nevent: note\ndata: x\ndata:\ndata:  y\n\n",
+            b"data:\n\n",  # an event with empty data and no id of its own
+            b"id: 9-9\n\n",  # a bare id: the position moves, no event
+            b"id: 9-10\ndata: cut off with its connection",
+        ),
+        httpx.Response(
+            503, headers={"content-type": "text/plain", "retry-after": "2"}, text="draining\n"
+        ),
+        stream(
+            b"\xef\xbb\xbfid: 9-11\r\ndata: cr",
+            b"lf\r",
+            b"\n\r",
+            b"\ndata: \xf0\x9f",
+            b"\x9a\x80\n\n",
+        ),
+    )
+    delays: list[float] = []
+    notices: list[str] = []
+    events = follow(
+        "http://node/",
+        ["a", "b"],
+        last_event_id="0-1",
+        token="t0ken",
+        client=client,
+        notify=notices.append,
+        sleep=delays.append,
+    )
+    assert list(islice(events, 5)) == [
+        Event("1-1", "message", "a"),
+        Event("1-2", "note", "x\n\n y"),
+        Event(None, "message", ""),
+        Event("9-11", "message", "crlf"),
+        Event(None, "message", "\U0001f680"),
+    ]
+    assert [str(r.url) for r in requests] == [
+        "http://node/events?channel=a&channel=b&lastEventId=0-1"
+    ] * 3
+    assert [r.headers.get("last-event-id") for r in requests] == [None, "9-9", "9-9"]
+    assert {r.headers["authorization"] for r in requests} == {"Bearer t0ken"}
+    assert delays == [1.5, 2.0]  # the hint; then Retry-After, since it is longer
+    assert notices == [
+        "connection lost (the node ended the stream), retrying in 1.5 s",
+        "cannot connect (503 draining), retrying in 2.0 s",
+        "reconnected (resuming after 9-9)",
+    ]
+
+
+def test_an_empty_id_forgets_the_position() -> None:
+    client, requests = scripted(
+        stream(b"id: 5-5\ndata: x\n\n"),
+        stream(b"id:\n\n"),
+        stream(b"data: y\n\n"),
+    )
+    events = follow("http://node", ["a"], last_event_id="1-1", client=client, sleep=lambda _: None)
+    assert [e.data for e in islice(events, 2)] == ["x", "y"]
+    assert [r.headers.get("last-event-id") for r in requests] == [None, "5-5", None]
+    assert all(r.url.params["lastEventId"] == "1-1" for r in requests)
+
+
+class Enough(Exception):
+    pass
+
+
+def test_a_refusing_node_is_retried_ever_later_up_to_the_cap() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+
+    delays: list[float] = []
+
+    def sleep(delay: float) -> None:
+        delays.append(delay)
+        if len(delays) == 7:
+            raise Enough
+
+    notices: list[str] = []
+    client = httpx.Client(transport=httpx.MockTransport(refuse))
+    with pytest.raises(Enough):
+        next(follow("http://node", ["a"], client=client, notify=notices.append, sleep=sleep))
+    assert delays == [3, 6, 12, 24, 30, 30, 30]
+    assert notices[0] == "cannot connect (connection refused), retrying in 3.0 s"
+
+
+@pytest.mark.parametrize(
+    ("answer", "status", "reason"),
+    [
+        (httpx.Response(401, text="missing token\n"), 401, "missing token"),
+        (httpx.Response(404, html="<html>nginx</html>"), 404, "Not Found"),
+        (httpx.Response(200, text="hello"), 200, "not an event stream (Content-Type: text/plain)"),
+    ],
+)
+def test_refusals_retrying_cannot_fix_raise(
+    answer: httpx.Response, status: int, reason: str
+) -> None:
+    client, requests = scripted(answer)
+    with pytest.raises(SubscribeError) as refused:
+        next(follow("http://node", ["a"], client=client))
+    assert (refused.value.status, refused.value.reason) == (status, reason)
+    assert len(requests) == 1
+
+
+@pytest.fixture
+def silent_server() -> Iterator[tuple[str, list[bytes]]]:
+    """A server whose first stream sends one event and then nothing at all; its second
+    sends one more. Yields its URL and the requests it got."""
+    requests: list[bytes] = []
+    held: list[socket.socket] = []
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\nretry: 0\n\n"
+        for body in (b"id: 1-1\ndata: a\n\n", b"id: 1-2\ndata: b\n\n"):
+            connection, _ = listener.accept()
+            held.append(connection)
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += connection.recv(4096)
+            requests.append(request)
+            connection.sendall(head + body)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}", requests
+    finally:
+        listener.close()
+        thread.join(5)
+        for connection in held:
+            connection.close()
+
+
+def test_a_silent_connection_counts_as_lost(silent_server: tuple[str, list[bytes]]) -> None:
+    url, requests = silent_server
+    notices: list[str] = []
+    events = follow(url, ["a"], read_timeout=0.5, notify=notices.append)
+    assert [e.data for e in islice(events, 2)] == ["a", "b"]
+    events.close()
+    assert notices[0] == "connection lost (nothing received for 0.5 s), retrying in 0.0 s"
+    assert b"\r\nlast-event-id: 1-1\r\n" in requests[1].lower()
