@@ -16,7 +16,7 @@ from .hub import Hub
 from .limits import ConnectionLimiter, parse_networks
 from .memory import MemoryBroker
 from .metrics import Counts, Metrics
-from .redis_broker import RedisBroker
+from .redis import RedisBroker
 from .settings import Settings
 from .state import (
     AUTH,

@@ -12,7 +12,7 @@ import httpx
 from redis.exceptions import RedisError
 
 from ..publishing import PublishError, SyncHttpPublisher, SyncPublisher, SyncRedisPublisher
-from ..redis_client import connect_sync
+from ..redis.client import connect_sync
 from ..settings import Settings
 from .options import load_settings
 

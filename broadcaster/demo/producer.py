@@ -11,7 +11,7 @@ import logging
 from redis.exceptions import RedisError
 
 from ..publishing import RedisPublisher
-from ..redis_client import connect
+from ..redis.client import connect
 from ..settings import Settings
 from .answer import stream_answer
 from .queue import Job, JobQueue

@@ -20,7 +20,7 @@ from ..auth import AuthError, require
 from ..channels import check_channel
 from ..limits import RateLimiter, client_ip
 from ..publishing.broker_publisher import BrokerPublisher
-from ..redis_client import connect
+from ..redis.client import connect
 from ..replies import error, invalid
 from ..settings import Settings
 from ..state import AUTH, BROKER, HUB, METRICS, SETTINGS, TRUSTED_PROXIES

@@ -14,9 +14,9 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ..library import Library
 from ..publication import Publication
-from ..redis_client import connect, connect_sync
+from ..redis.client import connect, connect_sync
+from ..redis.library import Library
 from .asynchronous import AsyncPublisher
 from .synchronous import SyncPublisher
 

@@ -8,12 +8,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 
 import aiohttp
-import orjson
 import pytest
 import redis.asyncio as redis
 
 from broadcaster.history import EventId, Start
-from broadcaster.redis_broker import RedisBroker
+from broadcaster.redis import RedisBroker
 from tests.support.client import Subscriber, subscribe
 from tests.support.processes import RedisServer
 from tests.support.sse import Event
@@ -171,55 +170,6 @@ async def test_no_loss_when_redis_kills_the_pubsub_connection(
         print("GOT ", [g.split("-")[1] for g in got][:60])
         print("WANT", [w.split("-")[1] for w in want][:60])
         assert got == want
-
-
-LOSE_ONE = """
-local meta, key = KEYS[1], KEYS[2]
-local seq = redis.call('HINCRBY', meta, 'seq', 1)
-local id = redis.call('HGET', meta, 'ms') .. '-' .. seq
-local newest = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
-redis.call('XADD', key, id, 'd', ARGV[1], 'e', '', 'p', newest[1][1])
-return id
-"""
-
-
-async def test_a_message_lost_by_pubsub_is_backfilled_in_order(
-    redis_server: RedisServer,
-    start_app: StartApp,
-    session: aiohttp.ClientSession,
-    client: redis.Redis,
-) -> None:
-    base = await start_app(redis_url=redis_server.url)
-    async with subscribe(session, base, ["g"]) as sub:
-        first = await fcall(client, "g", "first")
-        await sub.wait_for(1)
-        # Stored like sse_publish does, but never published: what a dropped message looks like.
-        lost = (await client.eval(LOSE_ONE, 2, "sse:meta", "sse:history:g", "lost")).decode()
-        after = await fcall(client, "g", "after")
-        assert await sub.wait_for(3) == [
-            Event("first", id=first),
-            Event("lost", id=lost),
-            Event("after", id=after),
-        ]
-
-
-async def test_trimmed_history_is_answered_with_reset(
-    redis_server: RedisServer,
-    start_app: StartApp,
-    session: aiohttp.ClientSession,
-    client: redis.Redis,
-) -> None:
-    base = await start_app(redis_url=redis_server.url, history_maxlen=3)
-    ids = [await fcall(client, "t", f"m{n}") for n in range(6)]
-    async with subscribe(session, base, ["t", "u"], headers={"Last-Event-ID": ids[0]}) as sub:
-        live = await fcall(client, "t", "live")
-        reset, after = await sub.wait_for(2)
-    assert reset.event == "reset"
-    assert orjson.loads(reset.data) == {"channels": ["t"], "reason": "trimmed"}
-    assert after == Event("live", id=live)
-    # Retained now: ids[4], ids[5] and live. From ids[4] on, nothing is missing.
-    async with subscribe(session, base, ["t"], headers={"Last-Event-ID": ids[4]}) as sub:
-        assert await received_ids(sub, 2) == [ids[5], live]
 
 
 async def test_acknowledged_messages_survive_a_redis_crash_with_aof(

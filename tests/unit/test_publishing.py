@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator, Sequence
 import pytest
 
 from broadcaster import AsyncPublisher, Publication, SyncPublisher
-from broadcaster.library import fcall_args
 from broadcaster.publication import check_key, encode_data
+from broadcaster.redis.library import fcall_args
 
 
 class Flaky(ConnectionError):

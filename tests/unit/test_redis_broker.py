@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import fakeredis
 import pytest
 
 from broadcaster.message import ENVELOPE_MARK, Message
-from broadcaster.redis_broker import RedisBroker
-from tests.support.wait import eventually, wait_until
+from broadcaster.redis import RedisBroker
+from tests.support.wait import wait_until
 from tests.unit.test_message import envelope
 
 Received = list[tuple[str, Message]]
@@ -60,22 +59,3 @@ async def test_a_malformed_envelope_is_dropped_and_delivery_goes_on(
     await wait_until(lambda: len(received) == 1, 5, "the good message")
     assert received == [("news", Message("after"))]
     assert "dropped a malformed message" in caplog.text
-
-
-async def test_subscribe_and_unsubscribe_apply_in_call_order(
-    setup: Setup,
-) -> None:
-    broker, probe, _ = setup
-    first = broker.subscribe("c")
-    broker.unsubscribe("c")
-    last = broker.subscribe("c")
-    await asyncio.wait_for(asyncio.gather(first, last), 5)
-    assert await numsub(probe, "p:c") == 1
-    broker.subscribe("d")
-    broker.unsubscribe("d")
-    broker.unsubscribe("c")
-
-    async def both_gone() -> bool:
-        return await numsub(probe, "p:c") == 0 and await numsub(probe, "p:d") == 0
-
-    await eventually(both_gone, 5, "both channels unsubscribed")

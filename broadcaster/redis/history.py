@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import redis.asyncio as redis
 from redis.asyncio.client import Pipeline
 
-from .history import ChannelHistory, Entry, EventId, Head, Snapshot, Start
-from .message import Message
+from ..history import ChannelHistory, Entry, EventId, Head, Snapshot, Start
+from ..message import Message
 
 
 class RedisHistory:

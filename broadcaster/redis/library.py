@@ -12,10 +12,10 @@ import redis
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from .publication import Publication
+from ..publication import Publication
 
 FUNCTION = "sse_publish"
-_SOURCE = resources.files(__package__).joinpath("redis_library.lua").read_text("utf-8")
+_SOURCE = resources.files(__package__).joinpath("library.lua").read_text("utf-8")
 
 
 @dataclass(frozen=True, slots=True)

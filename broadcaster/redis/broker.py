@@ -1,0 +1,257 @@
+"""The Redis broker: one pub/sub connection per node, gap-free delivery, owned reconnects.
+
+The broker session: connect, load the function library, open the link with every
+wanted channel, backfill what the last connection missed; on any failure, back off and
+start again. The link (`link.py`), history reads (`history.py`), shared replays
+(`replays.py`) and the function library (`library.py`) are each a module of their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Sequence
+
+import redis.asyncio as redis
+from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError, ResponseError
+
+from ..broker import BrokerUnavailable, Deliver
+from ..history import EventId, Replay, Start, begin
+from ..message import Message, unpack
+from ..metrics import Counts
+from ..publication import Publication
+from ..sequencer import Sequencer
+from .client import connect
+from .history import RedisHistory
+from .library import Library
+from .link import PubSubLink
+from .replays import SharedReplays
+
+log = logging.getLogger(__name__)
+
+# Failures that end a pub/sub session or a publish (redis-py wraps socket errors in
+# RedisError subclasses; OSError covers the rest); anything else is a bug and propagates.
+LINK_ERRORS = (RedisError, OSError)
+
+
+class RedisBroker:
+    """Subscribes this node's channels on one Redis connection and publishes through a pool.
+
+    Durable messages reach the hub in id order without gaps (see `Sequencer`); after a
+    reconnect, every channel is backfilled from the last id it delivered.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        prefix: str = "sse:",
+        history_maxlen: int = 1000,
+        history_ttl: int = 86400,
+        idempotency_window: float = 300,
+        ping_interval: float = 5.0,
+        max_backoff: float = 5.0,
+        counts: Counts | None = None,
+    ) -> None:
+        self._counts = counts or Counts()
+        self._client = client
+        self._library = Library(prefix, history_maxlen, history_ttl, idempotency_window)
+        self._history = RedisHistory(client, prefix=prefix, ttl=history_ttl)
+        self._max_backoff = max_backoff
+        self._deliver: Deliver | None = None
+        self._desired: set[str] = set()
+        self._link = PubSubLink(
+            prefix,
+            ping_interval=ping_interval,
+            on_message=self._on_message,
+            on_subscribed=self._on_subscribed,
+        )
+        self._sequencer = Sequencer(
+            self._history, self._emit, self._link.fence, retry_errors=LINK_ERRORS
+        )
+        self._replays = SharedReplays(self._read_replay)
+        self._library_refused = False
+        self._closing = False
+        self._connected = False
+        self._first_attempt: asyncio.Future[None] | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        prefix: str = "sse:",
+        history_maxlen: int = 1000,
+        history_ttl: int = 86400,
+        idempotency_window: float = 300,
+        counts: Counts | None = None,
+    ) -> RedisBroker:
+        """A broker for the Redis server at `url`."""
+        return cls(
+            connect(url),
+            prefix=prefix,
+            history_maxlen=history_maxlen,
+            history_ttl=history_ttl,
+            idempotency_window=idempotency_window,
+            counts=counts,
+        )
+
+    @property
+    def connected(self) -> bool:
+        """Whether the pub/sub connection is up and subscribed."""
+        return self._connected
+
+    async def start(self, deliver: Deliver) -> None:
+        """Start the connection loop; returns after the first attempt, successful or not."""
+        self._deliver = deliver
+        self._first_attempt = asyncio.get_running_loop().create_future()
+        self._task = asyncio.create_task(self._run(), name="redis-pubsub")
+        await asyncio.wait([self._first_attempt, self._task], return_when=asyncio.FIRST_COMPLETED)
+
+    async def close(self) -> None:
+        """Stop the loop and close every connection."""
+        self._closing = True
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        self._link.close()
+        await self._client.aclose()
+
+    def subscribe(self, channel: str) -> asyncio.Future[None]:
+        """Subscribe `channel`; resolves when Redis confirms, or at once while disconnected."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._desired.add(channel)
+        if self._link.live:
+            self._link.subscribe(channel, done)
+        else:
+            # Not connected: the channel is subscribed with all the others on reconnect.
+            done.set_result(None)
+        return done
+
+    def unsubscribe(self, channel: str) -> None:
+        """Unsubscribe `channel`."""
+        self._desired.discard(channel)
+        self._sequencer.forget(channel)
+        if self._link.live:
+            self._link.unsubscribe(channel)
+
+    async def publish(self, batch: Sequence[Publication]) -> list[str]:
+        """Publish durably (`FCALL sse_publish`, one pipeline) to every subscribed node."""
+        try:
+            return await self._library.publish(self._client, batch)
+        except LINK_ERRORS as exc:
+            raise BrokerUnavailable(f"redis unavailable: {exc}") from exc
+
+    async def replay(self, channels: Sequence[str], start: Start) -> Replay:
+        """What `channels` replay from `start`, read atomically from their streams (a read
+        shared with the clients asking the same at the same moment)."""
+        return await self._replays.replay(channels, start)
+
+    async def _read_replay(self, channels: list[str], start: Start) -> Replay:
+        try:
+            result = begin(start, await self._history.snapshot(channels, start))
+            if self._link.live:
+                # Once the PONG is back, every live message published before the read has
+                # passed the reader: none can reach the client again after its replay.
+                await self._link.fence()
+        except LINK_ERRORS as exc:
+            raise BrokerUnavailable(f"redis unavailable: {exc}") from exc
+        if result.head is not None:
+            self._sequencer.replayed([c for c in channels if c in self._desired], result.head)
+        return result
+
+    async def _run(self) -> None:
+        backoff = 0.05
+        outage_since: float | None = None
+        loop = asyncio.get_running_loop()
+        while True:
+            conn = self._client.connection_pool.make_connection()  # type: ignore[no-untyped-call]
+            conn.retry = Retry(NoBackoff(), 0)  # this loop owns retries and backoff
+            try:
+                await conn.connect()
+                await self._load_library()
+                head = await self._history.head()
+                if outage_since is not None:
+                    log.info("redis reconnected after %.1fs", loop.time() - outage_since)
+                    self._counts.redis_reconnects += 1
+                    outage_since = None
+                backoff = 0.05
+                await self._session(conn, head)
+            except LINK_ERRORS as exc:
+                self._lost()
+                if outage_since is None:
+                    outage_since = loop.time()
+                    log.warning("redis unavailable, retrying with backoff: %s", exc)
+            except Exception:
+                # A bug, not an outage: say so loudly, but never leave the node without
+                # its pub/sub connection.
+                self._lost()
+                log.exception("pub/sub session failed; reconnecting")
+                outage_since = outage_since or loop.time()
+            finally:
+                await conn.disconnect(nowait=True)
+            if self._closing:
+                raise asyncio.CancelledError
+            if self._first_attempt is not None and not self._first_attempt.done():
+                self._first_attempt.set_result(None)
+            await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
+            backoff = min(backoff * 2, self._max_backoff)
+
+    async def _session(self, conn: AbstractConnection, head: EventId | None) -> None:
+        sequencer = self._sequencer
+        if head is not None and (sequencer.seen is None or head > sequencer.seen):
+            sequencer.seen = head
+        # One synchronous step: from here on, subscribe/unsubscribe calls queue behind a
+        # SUBSCRIBE of every channel that has local clients, so none is missed; channels
+        # delivered before are held until backfilled from where they stopped.
+        self._link.open(self._desired)
+        resync = sequencer.hold(self._desired)
+        if resync:
+            # The PONG comes back once every SUBSCRIBE above is in effect.
+            resubscribed = self._link.fence()
+            resubscribed.add_done_callback(lambda _: sequencer.backfill(resync))
+        try:
+            await self._link.run(conn, self._ready)
+        finally:
+            sequencer.cancel()
+
+    def _ready(self) -> None:
+        # The resubscription is on the wire: the node is ready.
+        self._connected = True
+        if self._first_attempt is not None and not self._first_attempt.done():
+            self._first_attempt.set_result(None)
+
+    async def _load_library(self) -> None:
+        try:
+            await self._library.load(self._client, replace=True)
+        except ResponseError as exc:
+            # Redis before 7 has no FUNCTION: live delivery still works, durable publish not.
+            if not self._library_refused:
+                self._library_refused = True
+                log.error("cannot load the sse_publish function (Redis 7+ needed): %s", exc)
+
+    def _on_subscribed(self, channel: str) -> None:
+        self._sequencer.started(channel)
+
+    def _on_message(self, channel: str, payload: bytes) -> None:
+        try:
+            message = unpack(payload, self._counts.malformed)
+        except ValueError as exc:
+            self._counts.malformed["envelope"] += 1
+            log.warning("dropped a malformed message on %r: %s", channel, exc)
+            return
+        if channel in self._desired:
+            self._sequencer.receive(channel, message)
+
+    def _emit(self, channel: str, message: Message) -> None:
+        if self._deliver is not None:
+            self._deliver(channel, message)
+
+    def _lost(self) -> None:
+        self._connected = False
+        self._link.close()

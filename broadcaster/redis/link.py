@@ -1,0 +1,157 @@
+"""The pub/sub link: one Redis connection's protocol, commands and acknowledgements.
+
+One writer sends SUBSCRIBE, UNSUBSCRIBE and PING in call order; one reader hands
+messages on and resolves each SUBSCRIBE's future on its own acknowledgement, and each
+PING's on its PONG. Redis answers in order, so a PONG is a fence: every message
+published before the PING was sent has been read when it resolves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable, Iterable
+
+from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+_SUBSCRIBE, _UNSUBSCRIBE, _PING = b"SUBSCRIBE", b"UNSUBSCRIBE", b"PING"
+Command = tuple[bytes, str, asyncio.Future[None] | None]
+
+
+class PubSubLink:
+    """Subscriptions and fences over whichever connection `run` is given."""
+
+    def __init__(
+        self,
+        prefix: str,
+        *,
+        ping_interval: float,
+        on_message: Callable[[str, bytes], None],
+        on_subscribed: Callable[[str], None],
+    ) -> None:
+        self._prefix = prefix
+        self._ping_interval = ping_interval
+        self._on_message = on_message
+        self._on_subscribed = on_subscribed
+        self._commands: deque[Command] = deque()
+        self._wake = asyncio.Event()
+        # Per channel, one entry per SUBSCRIBE sent and not yet acknowledged; likewise PINGs.
+        self._acks: dict[str, deque[asyncio.Future[None] | None]] = {}
+        self._pongs: deque[asyncio.Future[None] | None] = deque()
+        self.live = False
+        """Whether commands go out now (else they wait for the next `open`)."""
+
+    def open(self, channels: Iterable[str]) -> None:
+        """Begin a connection: SUBSCRIBE `channels` before any command queued later."""
+        self._commands = deque((_SUBSCRIBE, channel, None) for channel in sorted(channels))
+        self._acks, self._pongs = {}, deque()
+        self.live = True
+        self._wake.set()
+
+    def close(self) -> None:
+        """The connection is gone: drop queued commands and release everyone waiting."""
+        self.live = False
+        for pending in self._acks.values():
+            for done in pending:
+                _resolve(done)
+        for done in self._pongs:
+            _resolve(done)
+        for _, _, done in self._commands:
+            _resolve(done)
+        self._commands.clear()
+        self._acks, self._pongs = {}, deque()
+
+    def subscribe(self, channel: str, done: asyncio.Future[None] | None = None) -> None:
+        """Queue a SUBSCRIBE; `done` resolves on its acknowledgement."""
+        self._send(_SUBSCRIBE, channel, done)
+
+    def unsubscribe(self, channel: str) -> None:
+        """Queue an UNSUBSCRIBE."""
+        self._send(_UNSUBSCRIBE, channel, None)
+
+    def fence(self) -> asyncio.Future[None]:
+        """A PING: resolves once every message published before it has been read."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._send(_PING, "", done)
+        return done
+
+    async def run(self, conn: AbstractConnection, ready: Callable[[], None]) -> None:
+        """Write and read on `conn` until either side fails; raises why. `ready` is called
+        once the first commands (the subscriptions of `open`) are on the wire."""
+        # Not a TaskGroup: it ignores a child that ends cancelled, and Python 3.11's
+        # asyncio.timeout (inside redis-py's reads) can leave a stray cancellation that
+        # ends the reader so. The session would then wait on the writer forever, with
+        # its connection closed. Here the end of either loop, however it ends, ends it.
+        loops = [
+            asyncio.create_task(self._write(conn, ready), name="pubsub-writer"),
+            asyncio.create_task(self._read(conn), name="pubsub-reader"),
+        ]
+        try:
+            done, _ = await asyncio.wait(loops, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in loops:
+                task.cancel()
+            await asyncio.wait(loops)
+            # Each loop's own error, once it was cancelled too, is the link's end: seen here.
+            failures = [None if task.cancelled() else task.exception() for task in loops]
+        ended = done.pop()
+        raise failures[loops.index(ended)] or RedisConnectionError(f"{ended.get_name()} stopped")
+
+    def _send(self, verb: bytes, channel: str, done: asyncio.Future[None] | None) -> None:
+        self._commands.append((verb, channel, done))
+        self._wake.set()
+
+    async def _write(self, conn: AbstractConnection, ready: Callable[[], None]) -> None:
+        first = True
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._commands:
+                verb, channel, done = self._commands.popleft()
+                if not conn.is_connected:
+                    raise RedisConnectionError("pub/sub connection closed")
+                if verb == _PING:
+                    self._pongs.append(done)
+                    await conn.send_command(verb, check_health=False)
+                    continue
+                if verb == _SUBSCRIBE:
+                    self._acks.setdefault(channel, deque()).append(done)
+                await conn.send_command(verb, self._prefix + channel, check_health=False)
+            if first:
+                first = False
+                ready()
+
+    async def _read(self, conn: AbstractConnection) -> None:
+        unanswered = 0
+        prefix = len(self._prefix)
+        while True:
+            try:
+                reply = await conn.read_response(timeout=self._ping_interval, push_request=True)
+            except RedisTimeoutError:
+                reply = None
+            if reply is None:
+                # Silence: prove the link is alive, or give up on it after two missed PINGs.
+                unanswered += 1
+                if unanswered > 2:
+                    raise RedisTimeoutError("redis did not answer PING")
+                self._send(_PING, "", None)
+                continue
+            unanswered = 0
+            kind = reply[0] if isinstance(reply, list) else reply
+            if kind == b"message":
+                self._on_message(reply[1][prefix:].decode("utf-8", "replace"), reply[2])
+            elif kind == b"subscribe":
+                channel = reply[1][prefix:].decode("utf-8", "replace")
+                pending = self._acks.get(channel)
+                if pending:
+                    _resolve(pending.popleft())
+                self._on_subscribed(channel)
+            elif kind in (b"pong", b"PONG") and self._pongs:
+                _resolve(self._pongs.popleft())
+
+
+def _resolve(done: asyncio.Future[None] | None) -> None:
+    if done is not None and not done.done():
+        done.set_result(None)

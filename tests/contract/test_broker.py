@@ -1,0 +1,170 @@
+"""The broker contract: the same cases on every broker (the embedded one, and Redis on a
+real redis-server), through the `Broker` interface the hub uses."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import orjson
+import pytest
+import redis.asyncio as redis
+
+from broadcaster.broker import Broker
+from broadcaster.history import EventId, Start
+from broadcaster.memory import MemoryBroker
+from broadcaster.message import Message
+from broadcaster.publication import Publication
+from broadcaster.redis import RedisBroker
+from tests.support.processes import RedisServer
+from tests.support.wait import wait_until
+
+MAXLEN = 5
+
+
+@dataclass
+class Subject:
+    """A started broker and everything it delivered."""
+
+    broker: Broker
+    delivered: list[tuple[str, Message]] = field(default_factory=list)
+    redis_url: str | None = None
+
+    def deliver(self, channel: str, message: Message) -> None:
+        self.delivered.append((channel, message))
+
+    async def publish(self, channel: str, data: str, key: str | None = None) -> str:
+        [sent] = await self.broker.publish([Publication(channel, data, None, key)])
+        return sent
+
+    async def received(self, count: int) -> list[tuple[str, str]]:
+        """(channel, data) of the first `count` deliveries, once they are in."""
+        await wait_until(lambda: len(self.delivered) >= count, 10, f"{count} deliveries")
+        return [(channel, message.data) for channel, message in self.delivered]
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def subject(
+    request: pytest.FixtureRequest, redis_server: RedisServer
+) -> AsyncIterator[Subject]:
+    if request.param == "memory":
+        subject = Subject(MemoryBroker(history_maxlen=MAXLEN))
+    else:
+        broker = RedisBroker.from_url(redis_server.url, history_maxlen=MAXLEN)
+        subject = Subject(broker, redis_url=redis_server.url)
+    await subject.broker.start(subject.deliver)
+    yield subject
+    await subject.broker.close()
+
+
+async def test_subscribed_channels_are_delivered_until_unsubscribed(subject: Subject) -> None:
+    await subject.broker.subscribe("a")
+    await subject.publish("a", "one")
+    await subject.publish("b", "not subscribed")
+    assert await subject.received(1) == [("a", "one")]
+    subject.broker.unsubscribe("a")
+    await subject.broker.subscribe("b")
+    await subject.publish("a", "after unsubscribe")
+    await subject.publish("b", "two")
+    assert await subject.received(2) == [("a", "one"), ("b", "two")]
+
+
+async def test_subscribe_and_unsubscribe_take_effect_in_call_order(subject: Subject) -> None:
+    for _ in range(20):
+        subject.broker.subscribe("flip")
+        subject.broker.unsubscribe("flip")
+    await subject.broker.subscribe("flip")
+    await subject.publish("flip", "on")
+    assert await subject.received(1) == [("flip", "on")]
+
+
+async def test_publish_answers_increasing_ids_and_delivers_them(subject: Subject) -> None:
+    await subject.broker.subscribe("a")
+    await subject.broker.subscribe("b")
+    batch = [Publication("a" if n % 2 else "b", f"m{n}", "e" if n % 3 else None) for n in range(9)]
+    ids = await subject.broker.publish(batch)
+    positions = [EventId.parse(sent) for sent in ids]
+    assert positions == sorted(positions) and len(set(ids)) == 9  # type: ignore[type-var]
+    await subject.received(9)
+    assert [m.id for _, m in subject.delivered] == ids
+    assert [(m.data, m.event) for _, m in subject.delivered] == [(p.data, p.event) for p in batch]
+    previous = [m.prev for c, m in subject.delivered if c == "a"]
+    assert previous == [None, *ids[1::2][:-1]], "each names its channel's previous id"
+
+
+async def test_a_repeated_idempotency_key_answers_the_first_id(subject: Subject) -> None:
+    first = await subject.publish("k", "x", key="once")
+    assert await subject.publish("k", "again", key="once") == first
+    assert await subject.publish("other", "x", key="once") != first
+    replay = await subject.broker.replay(["k"], Start())
+    assert [m.data for _, m in replay.messages] == ["x"]
+
+
+async def test_resume_replays_what_followed_on_every_channel_in_id_order(subject: Subject) -> None:
+    ids = [await subject.publish(c, f"{c}{n}") for n, c in enumerate("abacba")]
+    replay = await subject.broker.replay(["a", "b"], Start.resume(ids[1]))
+    assert [(c, m.data) for c, m in replay.messages] == [("a", "a2"), ("b", "b4"), ("a", "a5")]
+    assert replay.resets == {} and str(replay.head) == ids[-1]
+    nothing_new = await subject.broker.replay(["a"], Start.resume(ids[-1]))
+    assert nothing_new.messages == [] and nothing_new.resets == {}
+
+
+async def test_history_that_cannot_answer_resets_with_its_reason(subject: Subject) -> None:
+    ids = [await subject.publish("t", f"m{n}") for n in range(MAXLEN + 3)]
+    trimmed = await subject.broker.replay(["t", "u"], Start.resume(ids[0]))
+    assert trimmed.resets == {"trimmed": ["t"]} and trimmed.messages == []
+    assert (await subject.broker.replay(["t"], Start.resume("nonsense"))).resets == {
+        "malformed": ["t"]
+    }
+    ahead = str(EventId(EventId.parse(ids[-1]).ms, 10**9))  # type: ignore[union-attr]
+    assert (await subject.broker.replay(["t"], Start.resume(ahead))).resets == {"unknown": ["t"]}
+    frames = trimmed.frames().decode()
+    assert frames.startswith("event: reset\n") and f"id: {ids[-1]}\n" in frames
+    assert orjson.loads(trimmed.reset_messages()[0].data) == {
+        "channels": ["t"],
+        "reason": "trimmed",
+    }
+
+
+async def test_late_joiners_get_the_earliest_or_the_newest_retained(subject: Subject) -> None:
+    ids = [await subject.publish(c, f"{c}{n}") for n, c in enumerate("abcabcab")]
+    everything = await subject.broker.replay(["a", "b"], Start())
+    wanted = [sent for sent, channel in zip(ids, "abcabcab", strict=True) if channel != "c"]
+    assert [m.id for _, m in everything.messages] == wanted
+    newest = await subject.broker.replay(["a", "b", "c"], Start(tail=3))
+    assert [m.id for _, m in newest.messages] == ids[-3:]
+    assert (await subject.broker.replay(["a"], Start(tail=0))).messages == []
+
+
+LOSE_ONE = """
+local meta, key = KEYS[1], KEYS[2]
+local seq = redis.call('HINCRBY', meta, 'seq', 1)
+local id = redis.call('HGET', meta, 'ms') .. '-' .. seq
+local newest = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
+redis.call('XADD', key, id, 'd', ARGV[1], 'e', '', 'p', newest[1][1])
+return id
+"""
+
+
+@pytest.mark.parametrize("subject", ["redis"], indirect=True)
+async def test_gaps_are_repaired_in_order(subject: Subject) -> None:
+    # Only Redis's link can lose a message (pub/sub is at most once); the embedded broker
+    # delivers in the same call that publishes.
+    assert subject.redis_url is not None
+    await subject.broker.subscribe("g")
+    await subject.publish("g", "first")
+    await subject.received(1)
+    async with redis.Redis.from_url(subject.redis_url) as client:
+        # Stored as sse_publish does, but never published: a message pub/sub dropped.
+        await client.eval(LOSE_ONE, 2, "sse:meta", "sse:history:g", "lost")
+        await subject.publish("g", "after")
+        assert await subject.received(3) == [("g", "first"), ("g", "lost"), ("g", "after")]
+        # A dropped connection: what it missed is backfilled before anything newer.
+        assert await client.client_kill_filter(_type="pubsub") == 1
+        await subject.publish("g", "while reconnecting")
+    assert await subject.received(4) == [
+        ("g", "first"),
+        ("g", "lost"),
+        ("g", "after"),
+        ("g", "while reconnecting"),
+    ]
