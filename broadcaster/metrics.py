@@ -37,6 +37,7 @@ class Counts:
     bytes_sent: int = 0
     slow_disconnects: int = 0
     redis_reconnects: int = 0
+    redis_failovers: int = 0
     publishes: int = 0
     malformed: Counter[MalformedReason] = field(
         default_factory=lambda: Counter(dict.fromkeys(MALFORMED_REASONS, 0))
@@ -82,6 +83,11 @@ class Metrics:
             ("broadcaster_bytes_sent", "Bytes written to clients.", c.bytes_sent),
             ("broadcaster_slow_consumer_disconnects", "Slow clients cut off.", c.slow_disconnects),
             ("broadcaster_redis_reconnects", "Redis reconnects.", c.redis_reconnects),
+            (
+                "broadcaster_redis_failovers",
+                "Reconnects that found another primary (a new replication history).",
+                c.redis_failovers,
+            ),
             ("broadcaster_publish", "Publishes accepted by this node.", c.publishes),
         ):
             yield CounterMetricFamily(name, text, value=value)

@@ -12,6 +12,7 @@ from aiohttp import web
 from .app import create_app
 from .header_timeout import HeaderTimeout
 from .logs import access_log_options
+from .redis.client import redacted
 from .settings import Settings
 from .state import HUB, STATE
 
@@ -46,7 +47,7 @@ async def serve(settings: Settings) -> None:
             settings.node_id,
             settings.host,
             settings.port,
-            f"redis at {_redacted(settings.redis_url)}"
+            f"redis at {redacted(settings.redis_url)}"
             if settings.redis_url
             else "the embedded broker",
         )
@@ -67,11 +68,3 @@ async def _drain(app: web.Application, bound: float) -> None:
     hub.close_all("shutdown")
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(hub.emptied(), bound)
-
-
-def _redacted(url: str) -> str:
-    # Never log a password from the URL.
-    if "@" not in url:
-        return url
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"

@@ -10,6 +10,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .limits import parse_networks
+from .redis.client import check_url
 
 
 class Settings(BaseSettings):
@@ -90,10 +91,8 @@ class Settings(BaseSettings):
 
     @field_validator("redis_url")
     @classmethod
-    def _redis_scheme(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must start with redis://, rediss:// or unix://")
-        return value
+    def _redis_url(cls, value: str | None) -> str | None:
+        return None if value is None else check_url(value)
 
     @field_validator("log_level")
     @classmethod

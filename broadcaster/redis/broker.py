@@ -79,6 +79,7 @@ class RedisBroker:
         self._connected = False
         self._first_attempt: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._replid: str | None = None  # the primary's replication history, once known
 
     @classmethod
     def from_url(
@@ -174,6 +175,7 @@ class RedisBroker:
             conn.retry = Retry(NoBackoff(), 0)  # this loop owns retries and backoff
             try:
                 await conn.connect()
+                self._note_primary(await _replication_id(conn))
                 await self._load_library()
                 head = await self._history.head()
                 if outage_since is not None:
@@ -220,6 +222,15 @@ class RedisBroker:
         finally:
             sequencer.cancel()
 
+    def _note_primary(self, replid: str) -> None:
+        # A promoted replica, a primary restarted without its data, or another server
+        # behind the same address: a new replication history. The session that follows
+        # backfills as after any reconnect, before it delivers anything newer.
+        if self._replid is not None and replid != self._replid:
+            self._counts.redis_failovers += 1
+            log.warning("redis primary changed (replication id %s, was %s)", replid, self._replid)
+        self._replid = replid
+
     def _ready(self) -> None:
         # The resubscription is on the wire: the node is ready.
         self._connected = True
@@ -255,3 +266,18 @@ class RedisBroker:
     def _lost(self) -> None:
         self._connected = False
         self._link.close()
+
+
+async def _replication_id(conn: AbstractConnection) -> str:
+    """The replication id of the server behind `conn` (it changes on promotion); empty
+    where the server does not say (a Redis-compatible server without INFO)."""
+    await conn.send_command("INFO", "replication", check_health=False)
+    try:
+        info = await conn.read_response()
+    except ResponseError:
+        return ""
+    text = info.decode() if isinstance(info, bytes) else str(info)
+    for line in text.splitlines():
+        if line.startswith("master_replid:"):
+            return line.partition(":")[2].strip()
+    return ""

@@ -1,21 +1,137 @@
-"""The options of every Redis client the package opens, in one place."""
+"""Every Redis client the package opens, in one place: its options, and where the primary
+is: at the URL's address, or wherever Redis Sentinel says it is now.
+
+`redis+sentinel://[[user]:password@]host:port[,host:port...]/<service>[/db]` asks the
+Sentinels for the primary of `service`, on every new connection: after a failover,
+connections reconnect to the promoted replica by themselves. The URL's credentials are
+the Redis servers'. Sentinels that require a password of their own get it from the
+query: `?sentinel_password=...` (and `sentinel_username=...`).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any, cast
+from urllib.parse import parse_qs, unquote, urlsplit
+
 import redis
 import redis.asyncio as aioredis
+from redis.asyncio.sentinel import Sentinel as AsyncSentinel
+from redis.sentinel import Sentinel
 
 # RESP2, not redis-py's RESP3 default: Redis types a RESP3 subscriber as `normal`, so
 # `CLIENT KILL TYPE pubsub` and the pub/sub output-buffer limit would not apply to it.
-PROTOCOL = 2
-CONNECT_TIMEOUT = 5
+OPTIONS: dict[str, Any] = {"socket_connect_timeout": 5, "protocol": 2}
+SENTINEL_SCHEME = "redis+sentinel"
+SCHEMES = ("redis", "rediss", "unix", SENTINEL_SCHEME)
+
+
+@dataclass(frozen=True, slots=True)
+class SentinelURL:
+    """A parsed `redis+sentinel://` URL."""
+
+    sentinels: list[tuple[str, int]]
+    service: str
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+    sentinel_auth: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, url: str) -> SentinelURL:
+        """Parse `url`; raises ValueError saying what is wrong."""
+        parts = urlsplit(url)
+        if parts.scheme != SENTINEL_SCHEME:
+            raise ValueError(f"not a {SENTINEL_SCHEME}:// URL")
+        credentials, _, hosts = parts.netloc.rpartition("@")
+        sentinels = [_address(host) for host in hosts.split(",") if host]
+        if not sentinels:
+            raise ValueError("name at least one Sentinel: redis+sentinel://host:port/service")
+        path = [unquote(p) for p in parts.path.split("/") if p]
+        if not path or len(path) > 2:
+            raise ValueError("the path is /<service> or /<service>/<db>")
+        if len(path) == 2 and not path[1].isdigit():
+            raise ValueError(f"the database must be a number, not {path[1]!r}")
+        username, _, password = credentials.partition(":")
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        unknown = set(query) - {"sentinel_password", "sentinel_username"}
+        if unknown:
+            raise ValueError(f"unknown query parameter {sorted(unknown)[0]!r}")
+        sentinel_auth = {
+            name: query[f"sentinel_{name}"]
+            for name in ("username", "password")
+            if f"sentinel_{name}" in query
+        }
+        return cls(
+            sentinels,
+            path[0],
+            int(path[1]) if len(path) == 2 else 0,
+            unquote(username) or None,
+            unquote(password) or None,
+            sentinel_auth,
+        )
+
+    def server_options(self) -> dict[str, Any]:
+        """Options for connections to the Redis servers (the primary)."""
+        return {**OPTIONS, "db": self.db, "username": self.username, "password": self.password}
+
+    def sentinel_options(self) -> dict[str, Any]:
+        """Options for connections to the Sentinels."""
+        return {"socket_connect_timeout": OPTIONS["socket_connect_timeout"], **self.sentinel_auth}
+
+
+def check_url(url: str) -> str:
+    """Return `url` if a client can be made from it, else raise ValueError with the reason."""
+    scheme = url.partition("://")[0]
+    if scheme not in SCHEMES or "://" not in url:
+        raise ValueError("must start with redis://, rediss://, unix:// or redis+sentinel://")
+    if scheme == SENTINEL_SCHEME:
+        SentinelURL.parse(url)
+    return url
 
 
 def connect(url: str) -> aioredis.Redis:
-    """An asyncio client (a lazy connection pool) for the Redis server at `url`."""
-    return aioredis.Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT, protocol=PROTOCOL)
+    """An asyncio client (a lazy connection pool) for the primary at `url`."""
+    if url.startswith(SENTINEL_SCHEME + "://"):
+        parsed = SentinelURL.parse(url)
+        sentinel = AsyncSentinel(  # type: ignore[no-untyped-call]
+            parsed.sentinels, sentinel_kwargs=parsed.sentinel_options()
+        )
+        return cast(aioredis.Redis, sentinel.master_for(parsed.service, **parsed.server_options()))
+    return aioredis.Redis.from_url(url, **OPTIONS)
 
 
 def connect_sync(url: str) -> redis.Redis:
-    """A synchronous, thread-safe client (a lazy connection pool) for `url`."""
-    return redis.Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT, protocol=PROTOCOL)
+    """A synchronous, thread-safe client (a lazy connection pool) for the primary at `url`."""
+    if url.startswith(SENTINEL_SCHEME + "://"):
+        parsed = SentinelURL.parse(url)
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            parsed.sentinels, sentinel_kwargs=parsed.sentinel_options()
+        )
+        master = sentinel.master_for(  # type: ignore[no-untyped-call]
+            parsed.service, **parsed.server_options()
+        )
+        return cast(redis.Redis, master)
+    return redis.Redis.from_url(url, **OPTIONS)
+
+
+def redacted(url: str) -> str:
+    """`url` without its password (or Sentinel password), for logs."""
+    scheme, _, rest = url.partition("://")
+    netloc, slash, path = rest.partition("/")
+    if "@" in netloc:
+        netloc = "***@" + netloc.rpartition("@")[2]
+    path, question, query = path.partition("?")
+    if question:
+        query = "&".join(
+            f"{k}=***" if k.startswith("sentinel_") else f"{k}={v}"
+            for k, _, v in (pair.partition("=") for pair in query.split("&"))
+        )
+    return f"{scheme}://{netloc}{slash}{path}{question}{query}"
+
+
+def _address(host: str) -> tuple[str, int]:
+    name, colon, port = host.rpartition(":")
+    if not colon or not port.isdigit() or not name:
+        raise ValueError(f"Sentinel address {host!r} is not host:port")
+    return name.strip("[]"), int(port)

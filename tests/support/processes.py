@@ -190,3 +190,74 @@ class Prometheus:
         """Stop Prometheus."""
         self.process.terminate()
         self.process.wait(timeout=15)
+
+
+class SentinelGroup:
+    """A Redis primary, its replicas, and three Sentinels watching it as `service`."""
+
+    def __init__(self, workdir: Path, replicas: int = 2, service: str = "primary") -> None:
+        self.workdir = workdir
+        self.service = service
+        self.primary = RedisServer(workdir / "primary")
+        self.replicas = [RedisServer(workdir / f"replica{n}") for n in range(replicas)]
+        self.sentinel_ports = [free_port() for _ in range(3)]
+        self.sentinels: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def url(self) -> str:
+        """The redis+sentinel:// URL of the service."""
+        hosts = ",".join(f"127.0.0.1:{port}" for port in self.sentinel_ports)
+        return f"redis+sentinel://{hosts}/{self.service}"
+
+    def start(self) -> None:
+        """Start the primary, the replicas (in sync), then the Sentinels."""
+        for server in (self.primary, *self.replicas):
+            server.workdir.mkdir(parents=True, exist_ok=True)
+        self.primary.start()
+        for replica in self.replicas:
+            replica.extra = (*replica.extra, "--replicaof", "127.0.0.1", str(self.primary.port))
+            replica.start()
+        for port in self.sentinel_ports:
+            config = self.workdir / f"sentinel-{port}.conf"
+            config.write_text(
+                f"port {port}\nbind 127.0.0.1\ndir {self.workdir}\n"
+                f"sentinel monitor {self.service} 127.0.0.1 {self.primary.port} 2\n"
+                f"sentinel down-after-milliseconds {self.service} 1000\n"
+                f"sentinel failover-timeout {self.service} 4000\n"
+            )
+            self.sentinels.append(
+                subprocess.Popen(
+                    [self.primary.binary, str(config), "--sentinel"], stdout=subprocess.DEVNULL
+                )
+            )
+            wait_port(port)
+
+    def master_port(self) -> int | None:
+        """The primary's port as the first Sentinel sees it now."""
+        out = subprocess.run(
+            [
+                "redis-cli",
+                "-p",
+                str(self.sentinel_ports[0]),
+                "SENTINEL",
+                "get-master-addr-by-name",
+                self.service,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.split()
+        return int(out[1]) if len(out) == 2 else None
+
+    def replicas_in_sync(self) -> bool:
+        """Whether every replica is connected to the primary and caught up."""
+        info = self.primary.cli("INFO", "replication")
+        return f"connected_slaves:{len(self.replicas)}" in info
+
+    def stop(self) -> None:
+        """Kill everything."""
+        for sentinel in self.sentinels:
+            sentinel.kill()
+            sentinel.wait()
+        for server in (self.primary, *self.replicas):
+            server.kill()

@@ -55,3 +55,52 @@ class ReplyDroppingProxy:
             task.cancel()
         for writer in (client_w, server_w):
             writer.close()
+
+
+class SwitchableProxy:
+    """Forwards 127.0.0.1:`port` to a target that can change, as a DNS name moved to a
+    promoted replica does: `switch` drops every open connection and sends new ones to the
+    new target."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.port = free_port()
+        self._server: asyncio.Server | None = None
+        self._open: set[asyncio.StreamWriter] = set()
+
+    async def __aenter__(self) -> SwitchableProxy:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        self._drop()
+        await self._server.wait_closed()
+
+    def switch(self, target: int) -> None:
+        """From now on, connect to `target`; close what is open."""
+        self.target = target
+        self._drop()
+
+    def _drop(self) -> None:
+        for writer in self._open:
+            writer.close()
+        self._open.clear()
+
+    async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        try:
+            server_r, server_w = await asyncio.open_connection("127.0.0.1", self.target)
+        except OSError:
+            client_w.close()
+            return
+        self._open |= {client_w, server_w}
+
+        async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError):
+                while data := await reader.read(65536):
+                    writer.write(data)
+            writer.close()
+
+        await asyncio.gather(pump(client_r, server_w), pump(server_r, client_w))
+        self._open -= {client_w, server_w}

@@ -1,0 +1,81 @@
+"""Redis Sentinel: nodes and publishers find the primary through Sentinel and follow a
+failover (SIGKILL of the primary) by themselves."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from broadcaster import SyncRedisPublisher
+from tests.support.eventsource import EventSource
+from tests.support.processes import Node, SentinelGroup
+from tests.support.wait import eventually, wait_until
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def group(tmp_path: Path) -> Iterator[SentinelGroup]:
+    group = SentinelGroup(tmp_path)
+    group.start()
+    yield group
+    group.stop()
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+def received(client: EventSource, count: int) -> Callable[[], bool]:
+    return lambda: len(client.events) >= count
+
+
+async def test_nodes_and_publishers_follow_a_sentinel_failover(
+    group: SentinelGroup, start_node: Callable[..., Node], session: aiohttp.ClientSession
+) -> None:
+    await wait_until(group.replicas_in_sync, 20, "the replicas to sync")
+    await wait_until(lambda: group.master_port() == group.primary.port, 20, "the Sentinels")
+    nodes = [start_node(group.url, retry_ms="200") for _ in range(2)]
+    publisher = SyncRedisPublisher.from_url(group.url, retries=8)
+    async with AsyncExitStack() as stack:
+        clients = []
+        for node in nodes:
+            for _ in range(2):
+                client = EventSource(session, f"{node.url}/events?channel=fo&channel=other")
+                stack.push_async_callback(client.close)
+                clients.append(client)
+        await wait_until(lambda: all(c.connects for c in clients), 10, "the clients")
+        before = [await asyncio.to_thread(publisher.publish, "fo", f"m{n}") for n in range(10)]
+        for client in clients:
+            await wait_until(received(client, 10), 10, "ten events")
+        # Every replica holds them: nothing acknowledged is lost in this failover.
+        assert group.primary.cli("WAIT", "2", "5000").strip() == "2"
+
+        assert group.primary.process is not None
+        os.kill(group.primary.process.pid, signal.SIGKILL)
+        await wait_until(
+            lambda: group.master_port() not in (None, group.primary.port), 30, "a failover"
+        )
+        after = [await asyncio.to_thread(publisher.publish, "fo", f"n{n}") for n in range(10)]
+
+        async def ready() -> bool:
+            return all(node.ready() for node in nodes)
+
+        await eventually(ready, 30, "the nodes to follow the new primary")
+        for client in clients:
+            await wait_until(received(client, 20), 30, "every event")
+            assert [e.id for e in client.events] == before + after, "none lost, none twice"
+            assert [e.data for e in client.events] == [
+                *(f"m{n}" for n in range(10)),
+                *(f"n{n}" for n in range(10)),
+            ]
+    publisher.close()
