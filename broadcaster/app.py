@@ -47,6 +47,8 @@ def make_broker(settings: Settings, counts: Counts | None = None) -> Broker:
         history_maxlen=settings.history_maxlen,
         history_ttl=settings.history_ttl,
         idempotency_window=settings.idempotency_window,
+        publish_replicas=settings.publish_replicas,
+        publish_replica_timeout=settings.publish_replica_timeout,
         counts=counts,
     )
 

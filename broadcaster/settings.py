@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     history_maxlen: int = Field(default=1000, ge=1, le=10_000_000)
     history_ttl: int = Field(default=86400, ge=0)
     idempotency_window: float = Field(default=300, gt=0, le=86400)
+    publish_replicas: int = Field(default=0, ge=0, le=64)
+    publish_replica_timeout: float = Field(default=1.0, gt=0, le=60)
     max_connections: int = Field(default=10_000, ge=1)
     max_connections_per_ip: int = Field(default=0, ge=0)
     trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()

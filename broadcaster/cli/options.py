@@ -32,6 +32,8 @@ SERVE_FLAGS: dict[str, tuple[type, str]] = {
     "history_maxlen": (int, "messages kept per channel for resume (default 1000)"),
     "history_ttl": (int, "seconds before an idle channel's history expires, 0 never (86400)"),
     "idempotency_window": (float, "seconds a publish's idempotency key is remembered (300)"),
+    "publish_replicas": (int, "replicas that must hold a publish before it is acknowledged (0)"),
+    "publish_replica_timeout": (float, "seconds to wait for those replicas (default 1)"),
     "max_connections": (int, "open streams per node before 503 (default 10000)"),
     "max_connections_per_ip": (int, "open streams per client address before 429 (0: off)"),
     "trusted_proxies": (str, "comma-separated proxy addresses/CIDRs whose X-Forwarded-For counts"),

@@ -69,6 +69,8 @@ def _publisher(settings: Settings, url: str | None) -> SyncPublisher:
             history_maxlen=settings.history_maxlen,
             history_ttl=settings.history_ttl,
             idempotency_window=settings.idempotency_window,
+            replicas=settings.publish_replicas,
+            replica_timeout=settings.publish_replica_timeout,
         )
     token = settings.publish_token.get_secret_value() if settings.publish_token else ""
     return SyncHttpPublisher(url or DEFAULT_URL, token)

@@ -31,6 +31,8 @@ async def run_producer(settings: Settings, redis_url: str) -> None:
         history_maxlen=settings.history_maxlen,
         history_ttl=settings.history_ttl,
         idempotency_window=settings.idempotency_window,
+        replicas=settings.publish_replicas,
+        replica_timeout=settings.publish_replica_timeout,
     )
     slots = asyncio.Semaphore(settings.demo_queue_max)
     running: set[asyncio.Task[None]] = set()

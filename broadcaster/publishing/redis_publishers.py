@@ -1,7 +1,9 @@
 """Publishing through Redis (`FCALL sse_publish`), where every node listens.
 
-A batch is one pipeline of FCALLs: one round trip, published in order. The retention
-settings only matter when no node has loaded the function yet.
+A batch is one pipeline of FCALLs: one round trip, published in order. With `replicas`,
+the pipeline ends with a WAIT: a publish is acknowledged once that many replicas hold it,
+and one they do not confirm in `replica_timeout` seconds is retried under its key. The
+prefix and retention settings only matter when no node has loaded the function yet.
 """
 
 from __future__ import annotations
@@ -16,11 +18,11 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..publication import Publication
 from ..redis.client import connect, connect_sync
-from ..redis.library import Library
+from ..redis.library import Library, NotReplicated
 from .asynchronous import AsyncPublisher
 from .synchronous import SyncPublisher
 
-RETRYABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+RETRYABLE = (RedisConnectionError, RedisTimeoutError, NotReplicated, OSError)
 
 
 class RedisPublisher(AsyncPublisher):
@@ -36,11 +38,15 @@ class RedisPublisher(AsyncPublisher):
         history_maxlen: int = 1000,
         history_ttl: int = 86400,
         idempotency_window: float = 300,
+        replicas: int = 0,
+        replica_timeout: float = 1.0,
         retries: int = 3,
     ) -> None:
         super().__init__(retries=retries)
         self._client = client
-        self.library = Library(prefix, history_maxlen, history_ttl, idempotency_window)
+        self.library = Library(
+            prefix, history_maxlen, history_ttl, idempotency_window, replicas, replica_timeout
+        )
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisPublisher:
@@ -68,11 +74,15 @@ class SyncRedisPublisher(SyncPublisher):
         history_maxlen: int = 1000,
         history_ttl: int = 86400,
         idempotency_window: float = 300,
+        replicas: int = 0,
+        replica_timeout: float = 1.0,
         retries: int = 3,
     ) -> None:
         super().__init__(retries=retries)
         self._client = client
-        self.library = Library(prefix, history_maxlen, history_ttl, idempotency_window)
+        self.library = Library(
+            prefix, history_maxlen, history_ttl, idempotency_window, replicas, replica_timeout
+        )
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> SyncRedisPublisher:

@@ -27,7 +27,7 @@ from ..publication import Publication
 from ..sequencer import Sequencer
 from .client import connect
 from .history import RedisHistory
-from .library import Library
+from .library import Library, NotReplicated
 from .link import PubSubLink
 from .replays import SharedReplays
 
@@ -53,13 +53,22 @@ class RedisBroker:
         history_maxlen: int = 1000,
         history_ttl: int = 86400,
         idempotency_window: float = 300,
+        publish_replicas: int = 0,
+        publish_replica_timeout: float = 1.0,
         ping_interval: float = 5.0,
         max_backoff: float = 5.0,
         counts: Counts | None = None,
     ) -> None:
         self._counts = counts or Counts()
         self._client = client
-        self._library = Library(prefix, history_maxlen, history_ttl, idempotency_window)
+        self._library = Library(
+            prefix,
+            history_maxlen,
+            history_ttl,
+            idempotency_window,
+            publish_replicas,
+            publish_replica_timeout,
+        )
         self._history = RedisHistory(client, prefix=prefix, ttl=history_ttl)
         self._max_backoff = max_backoff
         self._deliver: Deliver | None = None
@@ -90,6 +99,8 @@ class RedisBroker:
         history_maxlen: int = 1000,
         history_ttl: int = 86400,
         idempotency_window: float = 300,
+        publish_replicas: int = 0,
+        publish_replica_timeout: float = 1.0,
         counts: Counts | None = None,
     ) -> RedisBroker:
         """A broker for the Redis server at `url`."""
@@ -99,6 +110,8 @@ class RedisBroker:
             history_maxlen=history_maxlen,
             history_ttl=history_ttl,
             idempotency_window=idempotency_window,
+            publish_replicas=publish_replicas,
+            publish_replica_timeout=publish_replica_timeout,
             counts=counts,
         )
 
@@ -145,6 +158,8 @@ class RedisBroker:
         """Publish durably (`FCALL sse_publish`, one pipeline) to every subscribed node."""
         try:
             return await self._library.publish(self._client, batch)
+        except NotReplicated as exc:
+            raise BrokerUnavailable(str(exc)) from exc
         except LINK_ERRORS as exc:
             raise BrokerUnavailable(f"redis unavailable: {exc}") from exc
 

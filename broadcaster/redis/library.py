@@ -10,7 +10,7 @@ from typing import Any
 
 import redis
 import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 from ..publication import Publication
 
@@ -26,6 +26,8 @@ class Library:
     maxlen: int = 1000
     ttl: int = 86400
     idempotency_window: float = 300
+    replicas: int = 0  # a publish is acknowledged once this many replicas hold it (WAIT)
+    replica_timeout: float = 1.0  # seconds to wait for them
 
     def code(self) -> str:
         """The Lua source to load."""
@@ -55,27 +57,48 @@ class Library:
     async def publish(self, client: aioredis.Redis, batch: Sequence[Publication]) -> list[str]:
         """Publish `batch` in order in one round trip (a pipeline of FCALLs); the ids.
 
-        Loads the library first if this Redis lacks it. An error reply is raised.
+        Loads the library first if this Redis lacks it. An error reply is raised; so is
+        NotReplicated when fewer than `replicas` replicas confirm in time.
         """
-        replies = await _fcall(client, batch)
+        replies, confirmed = await _fcall(client, batch, self._wait())
         unloaded = [n for n, reply in enumerate(replies) if _missing(reply)]
         if unloaded:
             await self.load(client, replace=False)
-            again = await _fcall(client, [batch[n] for n in unloaded])
+            again, confirmed = await _fcall(client, [batch[n] for n in unloaded], self._wait())
             for n, reply in zip(unloaded, again, strict=True):
                 replies[n] = reply
-        return _ids(replies)
+        return self._confirmed(replies, confirmed)
 
     def publish_sync(self, client: redis.Redis, batch: Sequence[Publication]) -> list[str]:
         """`publish`, for redis-py's synchronous client."""
-        replies = _fcall_sync(client, batch)
+        replies, confirmed = _fcall_sync(client, batch, self._wait())
         unloaded = [n for n, reply in enumerate(replies) if _missing(reply)]
         if unloaded:
             self.load_sync(client, replace=False)
-            again = _fcall_sync(client, [batch[n] for n in unloaded])
+            again, confirmed = _fcall_sync(client, [batch[n] for n in unloaded], self._wait())
             for n, reply in zip(unloaded, again, strict=True):
                 replies[n] = reply
-        return _ids(replies)
+        return self._confirmed(replies, confirmed)
+
+    def _wait(self) -> list[int] | None:
+        """The WAIT that closes each pipeline, when replicas must confirm."""
+        if not self.replicas:
+            return None
+        return [self.replicas, max(1, round(self.replica_timeout * 1000))]
+
+    def _confirmed(self, replies: list[Any], confirmed: Any) -> list[str]:
+        ids = _ids(replies)
+        if confirmed is not None and int(confirmed) < self.replicas:
+            raise NotReplicated(
+                f"{confirmed} of {self.replicas} replicas confirmed within "
+                f"{self.replica_timeout:g} s: the message may or may not be delivered; "
+                "retry with the same idempotency key"
+            )
+        return ids
+
+
+class NotReplicated(RedisError):
+    """Fewer replicas than required confirmed a publish in time (it may still arrive)."""
 
 
 def fcall_args(publication: Publication) -> list[str]:
@@ -88,18 +111,38 @@ def fcall_args(publication: Publication) -> list[str]:
     return args
 
 
-async def _fcall(client: aioredis.Redis, batch: Sequence[Publication]) -> list[Any]:
+Replies = tuple[list[Any], Any]  # each FCALL's reply; the WAIT's (None without one)
+
+
+async def _fcall(
+    client: aioredis.Redis, batch: Sequence[Publication], wait: list[int] | None
+) -> Replies:
     async with client.pipeline(transaction=False) as pipe:
         for publication in batch:
             pipe.fcall(FUNCTION, 1, *fcall_args(publication))
-        return list(await pipe.execute(raise_on_error=False))
+        if wait is not None:
+            pipe.execute_command("WAIT", *wait)  # the same connection: it covers them all
+        return _split(list(await pipe.execute(raise_on_error=False)), wait)
 
 
-def _fcall_sync(client: redis.Redis, batch: Sequence[Publication]) -> list[Any]:
+def _fcall_sync(
+    client: redis.Redis, batch: Sequence[Publication], wait: list[int] | None
+) -> Replies:
     with client.pipeline(transaction=False) as pipe:
         for publication in batch:
             pipe.fcall(FUNCTION, 1, *fcall_args(publication))
-        return list(pipe.execute(raise_on_error=False))
+        if wait is not None:
+            pipe.execute_command("WAIT", *wait)  # type: ignore[no-untyped-call]
+        return _split(list(pipe.execute(raise_on_error=False)), wait)
+
+
+def _split(replies: list[Any], wait: list[int] | None) -> Replies:
+    if wait is None:
+        return replies, None
+    confirmed = replies.pop()
+    if isinstance(confirmed, Exception):
+        raise confirmed
+    return replies, confirmed
 
 
 def _missing(reply: Any) -> bool:

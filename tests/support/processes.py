@@ -198,7 +198,8 @@ class SentinelGroup:
     def __init__(self, workdir: Path, replicas: int = 2, service: str = "primary") -> None:
         self.workdir = workdir
         self.service = service
-        self.primary = RedisServer(workdir / "primary")
+        # No 5 s wait before a replica's first sync.
+        self.primary = RedisServer(workdir / "primary", "--repl-diskless-sync-delay", "0")
         self.replicas = [RedisServer(workdir / f"replica{n}") for n in range(replicas)]
         self.sentinel_ports = [free_port() for _ in range(3)]
         self.sentinels: list[subprocess.Popen[bytes]] = []
@@ -252,7 +253,7 @@ class SentinelGroup:
     def replicas_in_sync(self) -> bool:
         """Whether every replica is connected to the primary and caught up."""
         info = self.primary.cli("INFO", "replication")
-        return f"connected_slaves:{len(self.replicas)}" in info
+        return info.count("state=online") == len(self.replicas)
 
     def stop(self) -> None:
         """Kill everything."""

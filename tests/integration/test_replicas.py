@@ -1,0 +1,111 @@
+"""PUBLISH_REPLICAS: a publish is acknowledged once N replicas hold it (WAIT); one they do
+not confirm in time answers 503, and its retry under the same key publishes once."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from broadcaster import RedisPublisher
+from tests.support.processes import RedisServer
+from tests.support.wait import wait_until
+
+StartApp = Callable[..., Awaitable[str]]
+AUTH = {"Authorization": "Bearer t"}
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> Iterator[tuple[RedisServer, RedisServer]]:
+    # No 5 s wait before the replica's first sync.
+    primary = RedisServer(tmp_path / "p", "--repl-diskless-sync-delay", "0")
+    replica = RedisServer(tmp_path / "r")
+    for server in (primary, replica):
+        server.workdir.mkdir()
+    primary.start()
+    replica.extra = ("--replicaof", "127.0.0.1", str(primary.port))
+    replica.start()
+    yield primary, replica
+    replica.kill()
+    primary.kill()
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+def in_sync(primary: RedisServer) -> bool:
+    return "state=online" in primary.cli("INFO", "replication")
+
+
+def blocked(primary: RedisServer) -> bool:
+    return "blocked_clients:0" not in primary.cli("INFO", "clients")
+
+
+async def post(session: aiohttp.ClientSession, base: str, data: str, key: str) -> tuple[int, str]:
+    body = {"channel": "r", "data": data}
+    headers = {**AUTH, "Idempotency-Key": key}
+    async with session.post(f"{base}/publish", json=body, headers=headers) as answer:
+        return answer.status, await answer.text()
+
+
+async def test_acknowledged_means_held_by_the_replicas(
+    pair: tuple[RedisServer, RedisServer], start_app: StartApp, session: aiohttp.ClientSession
+) -> None:
+    primary, replica = pair
+    await wait_until(lambda: in_sync(primary), 10, "the replica")
+    base = await start_app(
+        redis_url=primary.url, publish_token="t", publish_replicas=1, publish_replica_timeout=1
+    )
+    status, text = await post(session, base, "held", "k1")
+    assert status == 200, text
+    # The moment it is acknowledged, the replica has it.
+    assert "held" in replica.cli("XRANGE", "sse:history:r", "-", "+")
+
+    assert replica.process is not None
+    os.kill(replica.process.pid, signal.SIGSTOP)  # a replica that stops answering
+    try:
+        status, text = await post(session, base, "unconfirmed", "k2")
+        assert status == 503
+        assert text == (
+            "0 of 1 replicas confirmed within 1 s: the message may or may not be delivered; "
+            "retry with the same idempotency key\n"
+        )
+    finally:
+        os.kill(replica.process.pid, signal.SIGCONT)
+    await wait_until(lambda: in_sync(primary), 10, "the replica again")
+    status, _ = await post(session, base, "unconfirmed", "k2")  # the retry
+    assert status == 200
+    entries = primary.cli("XRANGE", "sse:history:r", "-", "+")
+    assert entries.count("unconfirmed") == 1, "published once"
+
+    stricter = await start_app(
+        redis_url=primary.url, publish_token="t", publish_replicas=2, publish_replica_timeout=0.2
+    )
+    status, text = await post(session, stricter, "needs two", "k3")
+    assert status == 503 and text.startswith("1 of 2 replicas confirmed within 0.2 s")
+
+
+async def test_python_publishers_retry_until_the_replicas_confirm(
+    pair: tuple[RedisServer, RedisServer],
+) -> None:
+    primary, replica = pair
+    await wait_until(lambda: in_sync(primary), 10, "the replica")
+    assert replica.process is not None
+    async with RedisPublisher.from_url(
+        primary.url, replicas=1, replica_timeout=0.5, retries=10
+    ) as publisher:
+        os.kill(replica.process.pid, signal.SIGSTOP)
+        publishing = asyncio.create_task(publisher.publish("py", "once"))
+        await wait_until(lambda: blocked(primary), 10, "the publish to wait for the replica")
+        os.kill(replica.process.pid, signal.SIGCONT)
+        sent = await publishing
+    entries = primary.cli("XRANGE", "sse:history:py", "-", "+")
+    assert entries.count("once") == 1 and sent in entries
