@@ -18,10 +18,12 @@ from pathlib import Path
 
 from .certificate import write_self_signed
 from .configs import (
+    SENTINEL_SERVICE,
     deploy_file,
     hard_file_limit,
     render_nginx,
     render_prometheus,
+    render_sentinel,
 )
 
 INSTALL = {
@@ -52,6 +54,7 @@ class Cluster:
     demo: bool = False
     tls: bool = False
     tls_port: int = 0  # 0: a free port
+    sentinel: bool = False
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="broadcaster-")))
     node_env: dict[str, str] = field(default_factory=dict)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
@@ -63,30 +66,12 @@ class Cluster:
         for binary in binaries:
             if shutil.which(binary) is None and not Path(f"/usr/sbin/{binary}").exists():
                 raise ClusterError(f"{binary} is not installed: {INSTALL[binary]}")
-        redis_port = free_port()
-        self._spawn(
-            "redis",
-            [
-                _which("redis-server"),
-                "--port",
-                str(redis_port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(self.workdir),
-                "--appendonly",
-                "yes",
-                "--save",
-                "",
-            ],
-        )
-        _wait_port(redis_port)
-        self.addresses["redis"] = f"redis://127.0.0.1:{redis_port}"
+        redis_url = self._start_redis()
         node_ports = [free_port() for _ in range(self.nodes)]
         for n, node_port in enumerate(node_ports, 1):
             env = {
                 **os.environ,
-                "BROADCASTER_REDIS_URL": self.addresses["redis"],
+                "BROADCASTER_REDIS_URL": redis_url,
                 "BROADCASTER_HOST": "127.0.0.1",
                 "BROADCASTER_PORT": str(node_port),
                 "BROADCASTER_NODE_ID": f"node{n}",
@@ -118,7 +103,7 @@ class Cluster:
             _wait_http(f"{tls_url}/healthz", self.processes["lb"], context=trust)
             self.addresses["lb-tls"] = tls_url
         if self.demo:
-            env = {**os.environ, "BROADCASTER_REDIS_URL": self.addresses["redis"], **self.node_env}
+            env = {**os.environ, "BROADCASTER_REDIS_URL": redis_url, **self.node_env}
             self._spawn("demo", [sys.executable, "-m", "broadcaster", "demo"], env)
             self.addresses["demo"] = "producer"
         if self.prometheus:
@@ -136,6 +121,38 @@ class Cluster:
             )
             _wait_http(f"http://127.0.0.1:{prom_port}/-/ready", self.processes["prometheus"])
             self.addresses["prometheus"] = f"http://127.0.0.1:{prom_port}"
+
+    def _start_redis(self) -> str:
+        """Redis (AOF), and with `sentinel` a replica and three Sentinels; the nodes' URL."""
+        port = free_port()
+        self._spawn("redis", self._redis_server(port, "--repl-diskless-sync-delay", "0"))
+        _wait_port(port)
+        self.addresses["redis"] = f"redis://127.0.0.1:{port}"
+        if not self.sentinel:
+            return self.addresses["redis"]
+        replica = free_port()
+        self._spawn("replica", self._redis_server(replica, "--replicaof", "127.0.0.1", str(port)))
+        _wait_port(replica)
+        self.addresses["replica"] = f"redis://127.0.0.1:{replica}"
+        sentinels = [free_port() for _ in range(3)]
+        for n, sentinel in enumerate(sentinels, 1):
+            config = self.workdir / f"sentinel{n}.conf"  # Sentinel rewrites it: its own file
+            config.write_text(render_sentinel(sentinel, port, self.workdir))
+            self._spawn(f"sentinel{n}", [_which("redis-server"), str(config), "--sentinel"])
+            _wait_port(sentinel)
+            self.addresses[f"sentinel{n}"] = f"127.0.0.1:{sentinel}"
+        hosts = ",".join(f"127.0.0.1:{sentinel}" for sentinel in sentinels)
+        return f"redis+sentinel://{hosts}/{SENTINEL_SERVICE}"
+
+    def _redis_server(self, port: int, *extra: str) -> list[str]:
+        data = self.workdir / f"redis-{port}"
+        data.mkdir(exist_ok=True)
+        return [
+            _which("redis-server"),
+            *("--port", str(port), "--bind", "127.0.0.1", "--dir", str(data)),
+            *("--appendonly", "yes", "--save", ""),
+            *extra,
+        ]
 
     def pid(self, name: str) -> int:
         """The pid behind an address: nginx serves both `lb` and `lb-tls`."""
@@ -159,9 +176,9 @@ class Cluster:
 
     def stop(self) -> None:
         """Stop the load balancer, then the nodes, then Redis; each within a bound."""
-        order = ["lb", "prometheus", "demo"]
+        order = ["lb", "prometheus", "demo", "sentinel1", "sentinel2", "sentinel3"]
         order += [name for name in self.processes if name.startswith("node")]
-        for name in [*order, "redis"]:
+        for name in [*order, "replica", "redis"]:
             process = self.processes.get(name)
             if process is None or process.poll() is not None:
                 continue
@@ -185,17 +202,8 @@ class Cluster:
         )
 
 
-def run(
-    nodes: int,
-    port: int,
-    prometheus: bool,
-    demo: bool = False,
-    *,
-    tls: bool = False,
-    tls_port: int = 0,
-) -> None:
-    """Run a cluster until SIGINT or SIGTERM, printing every address."""
-    cluster = Cluster(nodes, port, prometheus, demo, tls=tls, tls_port=tls_port)
+def run(cluster: Cluster) -> None:
+    """Run `cluster` until SIGINT or SIGTERM, printing every address."""
     stopping = False
 
     def stop(signum: int, frame: object) -> None:
@@ -210,7 +218,7 @@ def run(
             print(f"{name:<11} {address:<28} pid {cluster.pid(name)}", flush=True)
         redis_port = cluster.addresses["redis"].rsplit(":", 1)[1]
         print(f"try: curl -N '{cluster.addresses['lb']}/events?channel=news'", flush=True)
-        if tls:
+        if cluster.tls:
             tls_url = cluster.addresses["lb-tls"]
             print(f"try: curl -kN '{tls_url}/events?channel=news'", flush=True)
         print(f"and: redis-cli -p {redis_port} FCALL sse_publish 1 news hello", flush=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import resource
 from importlib import resources
+from pathlib import Path
 
 import yaml
 
@@ -99,3 +100,19 @@ def render_prometheus(config: str, nodes: list[int]) -> str:
         for static in job.get("static_configs", []):
             static["targets"] = [f"127.0.0.1:{port}" for port in nodes]
     return str(yaml.safe_dump(parsed, sort_keys=False))
+
+
+SENTINEL_SERVICE = "primary"
+
+
+def render_sentinel(port: int, primary: int, workdir: Path) -> str:
+    """A loopback Sentinel's config, watching the primary on `primary` as `primary`.
+
+    Quick to act, for a local cluster: down after 2 s, as docker-compose.yml's Sentinels.
+    """
+    return (
+        f"port {port}\nbind 127.0.0.1\ndir {workdir}\n"
+        f"sentinel monitor {SENTINEL_SERVICE} 127.0.0.1 {primary} 2\n"
+        f"sentinel down-after-milliseconds {SENTINEL_SERVICE} 2000\n"
+        f"sentinel failover-timeout {SENTINEL_SERVICE} 10000\n"
+    )

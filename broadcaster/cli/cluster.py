@@ -29,18 +29,26 @@ def add(commands: Any) -> None:
     parser.add_argument(
         "--tls-port", type=int, default=0, help="HTTPS port (implies --tls; default: a free one)"
     )
+    parser.add_argument(
+        "--sentinel",
+        action="store_true",
+        help="also run a replica and three Sentinels; nodes find the primary through them",
+    )
     parser.set_defaults(run=_run)
 
 
 def _run(args: argparse.Namespace) -> None:
     try:
         cluster.run(
-            args.nodes,
-            args.port,
-            args.prometheus,
-            args.demo,
-            tls=args.tls or args.tls_port != 0,
-            tls_port=args.tls_port,
+            cluster.Cluster(
+                args.nodes,
+                args.port,
+                args.prometheus,
+                args.demo,
+                tls=args.tls or args.tls_port != 0,
+                tls_port=args.tls_port,
+                sentinel=args.sentinel,
+            )
         )
     except (cluster.ClusterError, ConfigError) as exc:
         sys.exit(f"broadcaster: {exc}")

@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 
 from broadcaster import SyncRedisPublisher
+from tests.support.cluster import local_cluster
 from tests.support.eventsource import EventSource
 from tests.support.processes import Node, SentinelGroup
 from tests.support.wait import eventually, wait_until
@@ -79,3 +80,29 @@ async def test_nodes_and_publishers_follow_a_sentinel_failover(
                 *(f"n{n}" for n in range(10)),
             ]
     publisher.close()
+
+
+async def test_the_local_cluster_runs_sentinels_and_survives_its_primary(
+    session: aiohttp.ClientSession,
+) -> None:
+    with local_cluster(2, "--sentinel", retry_ms="200") as cluster:
+        assert {"redis", "replica", "sentinel1", "sentinel2", "sentinel3"} <= set(cluster)
+        hosts = ",".join(cluster[f"sentinel{n}"][0] for n in (1, 2, 3))
+        url = f"redis+sentinel://{hosts}/primary"
+        async with AsyncExitStack() as stack:
+            client = EventSource(session, f"{cluster['lb'][0]}/events?channel=ha")
+            stack.push_async_callback(client.close)
+            await wait_until(lambda: client.connects > 0, 10, "the client")
+            with SyncRedisPublisher.from_url(url, retries=10) as publisher:
+                ids = [await asyncio.to_thread(publisher.publish, "ha", f"m{n}") for n in range(5)]
+                await wait_until(received(client, 5), 10, "five events")
+                port = cluster["redis"][0].rsplit(":", 1)[1]
+                cli = await asyncio.create_subprocess_exec(
+                    *("redis-cli", "-p", port, "WAIT", "1", "5000"),
+                    stdout=asyncio.subprocess.PIPE,
+                )
+                assert (await cli.communicate())[0].strip() == b"1", "the replica holds them"
+                os.kill(cluster["redis"][1], signal.SIGKILL)
+                ids += [await asyncio.to_thread(publisher.publish, "ha", f"n{n}") for n in range(5)]
+            await wait_until(received(client, 10), 30, "every event")
+            assert [e.id for e in client.events] == ids

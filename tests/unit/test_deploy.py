@@ -31,7 +31,11 @@ def interpolate(text: str, env: dict[str, str]) -> str:
             raise AssertionError(f"compose refuses to start: {word}")
         return word if operator == ":-" else ""
 
-    return re.sub(r"\$\{(\w+)(:[-?])?([^}]*)\}", value, text)
+    # Innermost first: a default may hold another ${...}.
+    pattern = re.compile(r"\$\{(\w+)(:[-?])?([^}$]*)\}")
+    while (replaced := pattern.sub(value, text)) != text:
+        text = replaced
+    return text.replace("$$", "$")
 
 
 def compose(env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -40,9 +44,14 @@ def compose(env: dict[str, str] | None = None) -> dict[str, Any]:
     return yaml.safe_load(text)  # type: ignore[no-any-return]
 
 
-def test_compose_has_redis_three_nodes_a_balancer_prometheus_and_a_demo_profile() -> None:
+def test_compose_has_redis_three_nodes_a_balancer_prometheus_and_profiles() -> None:
     services = compose()["services"]
-    assert set(services) == {"redis", "node1", "node2", "node3", "lb", "prometheus", "demo"}
+    assert set(services) == {
+        *("redis", "node1", "node2", "node3", "lb", "prometheus", "demo"),
+        *("redis-replica", "sentinel1", "sentinel2", "sentinel3"),
+    }
+    for name in ("redis-replica", "sentinel1", "sentinel2", "sentinel3"):
+        assert services[name]["profiles"] == ["ha"]
     assert "--appendonly" in services["redis"]["command"]
     assert services["lb"]["ports"] == ["8080:8080"]
     assert services["demo"]["profiles"] == ["demo"]
@@ -174,3 +183,24 @@ def test_the_wheel_lists_every_subpackage() -> None:
         for init in (ROOT / "broadcaster").rglob("__init__.py")
     }
     assert found - listed == set(), "add them to [tool.setuptools] packages"
+
+
+def test_the_ha_profile_runs_a_replica_and_three_sentinels_on_the_password() -> None:
+    url = "redis+sentinel://:0123abcd@sentinel1:26379,sentinel2:26379,sentinel3:26379/primary"
+    services = compose({"REDIS_PASSWORD": PASSWORD, "BROADCASTER_REDIS_URL": url})["services"]
+    for name in ("redis", "redis-replica"):
+        command = services[name]["command"]
+        assert command[command.index("--masterauth") + 1] == PASSWORD
+    replica = services["redis-replica"]["command"]
+    assert replica[replica.index("--replicaof") + 1 : replica.index("--replicaof") + 3] == [
+        "redis",
+        "6379",
+    ]
+    for name in ("sentinel1", "sentinel2", "sentinel3"):
+        script = services[name]["command"][-1]
+        assert "sentinel monitor primary redis 6379 2" in script
+        assert "sentinel auth-pass primary %s" in script and '"$REDIS_PASSWORD"' in script
+        assert services[name]["environment"]["REDIS_PASSWORD"] == PASSWORD
+    node = services["node1"]["environment"]
+    assert node["BROADCASTER_REDIS_URL"] == url
+    assert Settings(redis_url=node["BROADCASTER_REDIS_URL"]).redis_url == url
