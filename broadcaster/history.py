@@ -84,6 +84,37 @@ class ChannelHistory:
 
 
 @dataclass(frozen=True, slots=True)
+class Gap:
+    """Where a failover may have lost messages: ids between `after` and `before` may have
+    been published on the old primary and never reached the new one. `seen` is the newest
+    of them a node delivered (`after` when no node reported one)."""
+
+    after: EventId
+    before: EventId
+    seen: EventId
+
+    @classmethod
+    def parse(cls, text: str) -> Gap | None:
+        """A gap as the function library stores it, `<after>|<before>|<seen>`."""
+        ids = [EventId.parse(part) for part in text.split("|")]
+        if len(ids) != 3 or None in ids:
+            return None
+        return cls(*ids)  # type: ignore[arg-type]
+
+    def hides(self, position: EventId) -> bool:
+        """Whether a client at `position` may have missed a message lost here: it holds a
+        lost id itself, or is behind and a lost message was delivered to somebody."""
+        if position >= self.before:
+            return False
+        return position > self.after or self.seen > self.after
+
+    def notice(self, channels: list[str]) -> Message:
+        """The `reset` event a client gets where the lost messages would have been."""
+        body = {"channels": channels, "reason": "failover"}
+        return Message(orjson.dumps(body).decode(), "reset")
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     """One atomic read of the history of several channels after an id."""
 
@@ -91,16 +122,28 @@ class Snapshot:
     now_ms: int
     ttl_ms: int
     channels: dict[str, ChannelHistory]
+    gaps: tuple[Gap, ...] = ()
+
+
+Item = tuple[EventId, str, Message]  # where in the publish order, on which channel, what
 
 
 @dataclass(slots=True)
 class Replay:
-    """What a resuming client gets: missed messages in publish order, and resets by reason."""
+    """What a resuming client gets: missed messages in publish order, and resets by reason.
+
+    A `failover` reset stands among the messages, where the lost ones would have been.
+    """
 
     head: EventId | None
-    messages: list[tuple[str, Message]] = field(default_factory=list)
+    items: list[Item] = field(default_factory=list)
     resets: dict[str, list[str]] = field(default_factory=dict)
     _frames: bytes | None = None
+
+    @property
+    def messages(self) -> list[tuple[str, Message]]:
+        """The replayed messages (and inline notices), with their channels, in order."""
+        return [(channel, message) for _, channel, message in self.items]
 
     @property
     def head_seq(self) -> int:
@@ -116,8 +159,9 @@ class Replay:
         """
         if self._frames is None:
             parts = [notice.frame() for notice in self.reset_messages()]
-            parts += [message.frame() for _, message in self.messages]
-            if self.resets and self.head is not None:
+            parts += [message.frame() for _, _, message in self.items]
+            notified = any(message.id is None for _, _, message in self.items)
+            if (self.resets or notified) and self.head is not None:
                 parts.append(encode_position(str(self.head)))
             self._frames = b"".join(parts)
         return self._frames
@@ -146,30 +190,45 @@ def begin(start: Start, snapshot: Snapshot) -> Replay:
     if start.tail is not None:
         merged = merged[max(0, len(merged) - start.tail) :]
     head = snapshot.head.last if snapshot.head else None
-    return Replay(head, [(channel, message) for _, channel, message in merged])
+    return Replay(head, merged)
 
 
 def replay(after: str, snapshot: Snapshot) -> Replay:
-    """Decide, channel by channel, between replaying what was missed and a reset."""
+    """Decide, channel by channel, between replaying what was missed and a reset.
+
+    Across a failover that may have lost messages after the client's id, the retained
+    ones are still replayed, with a `failover` reset where the lost ones would have been.
+    """
     result = Replay(snapshot.head.last if snapshot.head else None)
     position = EventId.parse(after)
-    merged: list[tuple[EventId, str, Message]] = []
+    hiding = [] if position is None else [gap for gap in snapshot.gaps if gap.hides(position)]
+    merged: list[tuple[EventId, int, str, Message]] = []
     for channel, history in snapshot.channels.items():
-        reason = _lost(position, snapshot, history)
+        reason = _lost(position, snapshot, history, inside_gap=bool(hiding))
         if reason is not None:
             result.resets.setdefault(reason, []).append(channel)
         else:
-            merged += [(entry.id, channel, entry.message) for entry in history.entries]
-    merged.sort(key=lambda item: item[0])
-    result.messages = [(channel, message) for _, channel, message in merged]
+            merged += [(entry.id, 0, channel, entry.message) for entry in history.entries]
+    replayed = [channel for channel in snapshot.channels if not _in(result.resets, channel)]
+    if replayed:
+        merged += [(gap.after, 1, "", gap.notice(replayed)) for gap in hiding]
+    merged.sort(key=lambda item: item[:2])
+    result.items = [(position, channel, message) for position, _, channel, message in merged]
     return result
 
 
-def _lost(position: EventId | None, snapshot: Snapshot, history: ChannelHistory) -> str | None:
+def _in(resets: dict[str, list[str]], channel: str) -> bool:
+    return any(channel in channels for channels in resets.values())
+
+
+def _lost(
+    position: EventId | None, snapshot: Snapshot, history: ChannelHistory, *, inside_gap: bool
+) -> str | None:
     if position is None:
         return "malformed"
     head = snapshot.head
-    if head is None or position > head.last or position.ms < head.epoch_ms:
+    ahead = position > head.last if head is not None else True
+    if head is None or (ahead and not inside_gap) or position.ms < head.epoch_ms:
         return "unknown"  # not an id of this sequence: Redis was wiped, or it is made up
     if history.entries:
         first = history.entries[0]

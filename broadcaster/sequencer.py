@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import replace
 from typing import Protocol
 
 from .broker import Deliver
@@ -15,12 +16,6 @@ log = logging.getLogger(__name__)
 
 
 Recovered = tuple[EventId, str, Message]
-
-
-def _position(message: Message) -> EventId:
-    position = EventId.parse(message.id)
-    assert position is not None, "history entries always have ids"
-    return position
 
 
 class HistoryReader(Protocol):
@@ -145,7 +140,7 @@ class Sequencer:
             found: list[Recovered] = []
             for channel, after in positions.items():
                 history = {channel: snapshot.channels[channel]}
-                one = Snapshot(snapshot.head, snapshot.now_ms, snapshot.ttl_ms, history)
+                one = replace(snapshot, channels=history)
                 found += self._recovered(channel, replay(after, one))
             found.sort(key=lambda item: item[0])
             self._drain(found)
@@ -156,7 +151,8 @@ class Sequencer:
             log.warning("history of %r was trimmed before the node caught up", channel)
             self._last[channel] = max(self._last[channel], missed.head)
             return [(missed.head, channel, notice) for notice in missed.reset_messages()]
-        return [(_position(m), c, m) for c, m in missed.messages]
+        # A failover notice stands where the lost messages would have been, on this channel.
+        return [(position, c or channel, m) for position, c, m in missed.items]
 
     def _drain(self, recovered: list[Recovered]) -> None:
         held, self._held = self._held or [], None

@@ -192,6 +192,8 @@ class RedisBroker:
                 await conn.connect()
                 self._note_primary(await _replication_id(conn))
                 await self._load_library()
+                if self._sequencer.seen is not None:
+                    await self._report_seen(str(self._sequencer.seen))
                 head = await self._history.head()
                 if outage_since is not None:
                     log.info("redis reconnected after %.1fs", loop.time() - outage_since)
@@ -260,6 +262,12 @@ class RedisBroker:
             if not self._library_refused:
                 self._library_refused = True
                 log.error("cannot load the sse_publish function (Redis 7+ needed): %s", exc)
+
+    async def _report_seen(self, seen: str) -> None:
+        try:
+            await self._library.report_seen(self._client, seen)
+        except ResponseError as exc:
+            log.warning("cannot report the newest id delivered: %s", exc)
 
     def _on_subscribed(self, channel: str) -> None:
         self._sequencer.started(channel)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import redis.asyncio as redis
 from redis.asyncio.client import Pipeline
 
-from ..history import ChannelHistory, Entry, EventId, Head, Snapshot, Start
+from ..history import ChannelHistory, Entry, EventId, Gap, Head, Snapshot, Start
 from ..message import Message
 
 
@@ -44,20 +44,24 @@ class RedisHistory:
         async with self._client.pipeline(transaction=True) as pipe:
             pipe.hmget(self._prefix + "meta", ["ms", "seq", "epoch"])
             pipe.time()
+            pipe.lrange(self._prefix + "gaps", 0, -1)
             for channel, wanted in ranges.items():
                 key = f"{self._prefix}history:{channel}"
                 pipe.exists(key)
                 if wanted is not None:
                     wanted.request(pipe, key)
             results = await pipe.execute()
-        (ms, seq, epoch), (seconds, micros), rest = results[0], results[1], iter(results[2:])
+        (ms, seq, epoch), (seconds, micros), gaps = results[0], results[1], results[2]
+        rest = iter(results[3:])
         head = None if seq is None else Head(EventId(int(ms), int(seq)), int(epoch))
         read = {}
         for channel, wanted in ranges.items():
             exists = bool(next(rest))
             entries = [] if wanted is None else wanted.entries(next(rest))
             read[channel] = ChannelHistory(exists, entries)
-        return Snapshot(head, seconds * 1000 + micros // 1000, self._ttl_ms, read)
+        found = (Gap.parse(raw.decode() if isinstance(raw, bytes) else raw) for raw in gaps)
+        now = seconds * 1000 + micros // 1000
+        return Snapshot(head, now, self._ttl_ms, read, tuple(gap for gap in found if gap))
 
 
 RawEntry = tuple[bytes, dict[bytes, bytes]]

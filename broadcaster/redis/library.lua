@@ -14,6 +14,59 @@ local MAXLEN = {{maxlen}}
 local TTL = {{ttl}}
 local IDEMPOTENCY_WINDOW_MS = {{idempotency_window_ms}}
 local META = PREFIX .. "meta"
+-- Failovers. The sequence is advanced by one primary at a time, which META names by its
+-- replication id. A server with another replication id (a promoted replica, a restart)
+-- may lack the tail the old primary published and never replicated: its ids jump ahead
+-- (JUMP in seq, MARGIN_MS in ms: more than any replication lag), so none can name a lost
+-- message or sort before one, and GAPS records the range ("<after>|<before>|<seen>") for
+-- resumes to tell clients what may be lost there. Reading the replication id (INFO)
+-- costs more than a publish, so it happens at most every CHECK_MS: CHECKED notes the
+-- last time, never replicated nor logged (a copy in a replica's first sync expires).
+local CHECKED = PREFIX .. "primary"
+local GAPS = PREFIX .. "gaps"
+local JUMP = 1000000
+local MARGIN_MS = 10000
+local CHECK_MS = 100
+
+local function id_of(ms, seq)
+  return string.format("%d-%d", ms, seq)
+end
+
+local function take_over(now)
+  local meta = redis.call("HMGET", META, "ms", "seq")
+  if meta[2] == false then
+    return -- a fresh sequence: nothing published before, nothing to lose
+  end
+  local last_ms, last_seq = tonumber(meta[1]), tonumber(meta[2])
+  local ms = math.max(now, last_ms + MARGIN_MS)
+  local seq = last_seq + JUMP
+  redis.call("HSET", META, "ms", string.format("%d", ms), "seq", string.format("%d", seq - 1))
+  local after = id_of(last_ms, last_seq)
+  redis.call("RPUSH", GAPS, after .. "|" .. id_of(ms, seq) .. "|" .. after)
+  redis.call("LTRIM", GAPS, -32, -1)
+end
+
+local function check_primary(now)
+  if redis.call("EXISTS", CHECKED) == 1 then
+    return
+  end
+  local replid = string.match(redis.call("INFO", "replication"), "master_replid:(%w+)")
+  local known = redis.call("HGET", META, "replid")
+  if known ~= replid then
+    if known then
+      take_over(now)
+    end
+    redis.call("HSET", META, "replid", replid)
+  end
+  redis.set_repl(redis.REPL_NONE)
+  redis.call("SET", CHECKED, "1", "PX", CHECK_MS)
+  redis.set_repl(redis.REPL_ALL)
+end
+
+local function now_ms()
+  local time = redis.call("TIME")
+  return tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+end
 
 local function sse_publish(keys, args)
   local channel, data, event, key = keys[1], args[1], args[2] or "", args[3] or ""
@@ -40,8 +93,8 @@ local function sse_publish(keys, args)
       return first
     end
   end
-  local time = redis.call("TIME")
-  local ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+  local ms = now_ms()
+  check_primary(ms)
   local meta = redis.call("HMGET", META, "ms", "epoch")
   if meta[2] == false then
     redis.call("HSET", META, "epoch", string.format("%d", ms))
@@ -52,7 +105,7 @@ local function sse_publish(keys, args)
   end
   local seq = redis.call("HINCRBY", META, "seq", 1)
   redis.call("HSET", META, "ms", string.format("%d", ms))
-  local id = string.format("%d-%d", ms, seq)
+  local id = id_of(ms, seq)
 
   local key = PREFIX .. "history:" .. channel
   local newest = redis.call("XREVRANGE", key, "+", "-", "COUNT", 1)
@@ -72,4 +125,33 @@ local function sse_publish(keys, args)
   return id
 end
 
+-- FCALL sse_seen 0 <id>: on every reconnect, a node reports the newest id it delivered.
+-- On a server that is not the sequence's primary yet, this takes over first. If the id
+-- lies in the last gap, a message there reached clients and is lost: resumes from before
+-- it must say so.
+local function sse_seen(keys, args)
+  local seen = args[1]
+  local ms, seq = string.match(seen or "", "^(%d+)-(%d+)$")
+  if ms == nil then
+    return redis.error_reply("ERR usage: FCALL sse_seen 0 <ms>-<seq>")
+  end
+  check_primary(now_ms())
+  local last = redis.call("LINDEX", GAPS, -1)
+  if not last then
+    return 0
+  end
+  local a_ms, a_seq, b_ms, b_seq, s_ms, s_seq =
+    string.match(last, "^(%d+)-(%d+)|(%d+)-(%d+)|(%d+)-(%d+)$")
+  local function after(x_ms, x_seq, y_ms, y_seq) -- is x after y?
+    x_ms, x_seq, y_ms, y_seq = tonumber(x_ms), tonumber(x_seq), tonumber(y_ms), tonumber(y_seq)
+    return x_ms > y_ms or (x_ms == y_ms and x_seq > y_seq)
+  end
+  if after(ms, seq, s_ms, s_seq) and after(b_ms, b_seq, ms, seq) then
+    redis.call("LSET", GAPS, -1, a_ms .. "-" .. a_seq .. "|" .. b_ms .. "-" .. b_seq .. "|" .. seen)
+    return 1
+  end
+  return 0
+end
+
 redis.register_function("sse_publish", sse_publish)
+redis.register_function("sse_seen", sse_seen)

@@ -15,6 +15,7 @@ from redis.exceptions import RedisError, ResponseError
 from ..publication import Publication
 
 FUNCTION = "sse_publish"
+SEEN = "sse_seen"
 _SOURCE = resources.files(__package__).joinpath("library.lua").read_text("utf-8")
 
 
@@ -46,6 +47,11 @@ class Library:
             await client.function_load(self.code(), replace=replace)
         except ResponseError as exc:
             _unless_loaded(exc, replace)
+
+    async def report_seen(self, client: aioredis.Redis, seen: str) -> None:
+        """Tell this Redis the newest id a node delivered (`sse_seen`): on a promoted
+        replica, a lost message some clients got is then told to resumes from before it."""
+        await client.fcall(SEEN, 0, seen)
 
     def load_sync(self, client: redis.Redis, *, replace: bool) -> None:
         """`load`, for redis-py's synchronous client."""

@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from tests.support.eventsource import EventSource
-from tests.support.processes import Node, RedisServer
+from tests.support.processes import Node, RedisServer, caught_up
 from tests.support.proxy import SwitchableProxy
 from tests.support.wait import eventually, wait_until
 
@@ -64,7 +64,7 @@ async def test_a_promoted_replica_behind_the_same_address(
                     return str((await r.json())["id"])
 
             ids = [await publish(f"m{n}") for n in range(10)]
-            assert old.cli("WAIT", "1", "5000").strip() == "1"
+            await wait_until(lambda: caught_up(old, new), 10, "the replica to catch up")
             new.cli("REPLICAOF", "NO", "ONE")  # promoted: a new replication history
             old.kill()
             proxy.switch(new.port)

@@ -16,7 +16,7 @@ import pytest
 from broadcaster import SyncRedisPublisher
 from tests.support.cluster import local_cluster
 from tests.support.eventsource import EventSource
-from tests.support.processes import Node, SentinelGroup
+from tests.support.processes import Node, RedisServer, SentinelGroup, caught_up
 from tests.support.wait import eventually, wait_until
 
 pytestmark = pytest.mark.slow
@@ -45,6 +45,7 @@ async def test_nodes_and_publishers_follow_a_sentinel_failover(
 ) -> None:
     await wait_until(group.replicas_in_sync, 20, "the replicas to sync")
     await wait_until(lambda: group.master_port() == group.primary.port, 20, "the Sentinels")
+    await wait_until(group.watching, 30, "the Sentinels to know each other and the replicas")
     nodes = [start_node(group.url, retry_ms="200") for _ in range(2)]
     publisher = SyncRedisPublisher.from_url(group.url, retries=8)
     async with AsyncExitStack() as stack:
@@ -59,7 +60,7 @@ async def test_nodes_and_publishers_follow_a_sentinel_failover(
         for client in clients:
             await wait_until(received(client, 10), 10, "ten events")
         # Every replica holds them: nothing acknowledged is lost in this failover.
-        assert group.primary.cli("WAIT", "2", "5000").strip() == "2"
+        await wait_until(lambda: caught_up(group.primary, *group.replicas), 10, "the replicas")
 
         assert group.primary.process is not None
         os.kill(group.primary.process.pid, signal.SIGKILL)
@@ -96,12 +97,11 @@ async def test_the_local_cluster_runs_sentinels_and_survives_its_primary(
             with SyncRedisPublisher.from_url(url, retries=10) as publisher:
                 ids = [await asyncio.to_thread(publisher.publish, "ha", f"m{n}") for n in range(5)]
                 await wait_until(received(client, 5), 10, "five events")
-                port = cluster["redis"][0].rsplit(":", 1)[1]
-                cli = await asyncio.create_subprocess_exec(
-                    *("redis-cli", "-p", port, "WAIT", "1", "5000"),
-                    stdout=asyncio.subprocess.PIPE,
+                primary, replica = (
+                    RedisServer.at(int(cluster[name][0].rsplit(":", 1)[1]))
+                    for name in ("redis", "replica")
                 )
-                assert (await cli.communicate())[0].strip() == b"1", "the replica holds them"
+                await wait_until(lambda: caught_up(primary, replica), 10, "the replica")
                 os.kill(cluster["redis"][1], signal.SIGKILL)
                 ids += [await asyncio.to_thread(publisher.publish, "ha", f"n{n}") for n in range(5)]
             await wait_until(received(client, 10), 30, "every event")

@@ -47,6 +47,13 @@ class RedisServer:
         self.extra = (*extra, *(("--requirepass", password) if password else ()))
         self.process: subprocess.Popen[bytes] | None = None
 
+    @classmethod
+    def at(cls, port: int) -> RedisServer:
+        """A handle on a server running elsewhere (for `cli`), not started here."""
+        server = cls(Path("."))
+        server.port = port
+        return server
+
     @property
     def url(self) -> str:
         """The redis:// URL of this server, with its password if it has one."""
@@ -90,6 +97,22 @@ class RedisServer:
             text=True,
             env=env,
         ).stdout
+
+
+def caught_up(primary: RedisServer, *replicas: RedisServer) -> bool:
+    """Whether every replica has applied everything the primary wrote so far.
+
+    (`WAIT` from redis-cli cannot tell: it waits only for its own connection's writes.)
+    """
+
+    def offset(server: RedisServer, field: str) -> int:
+        for line in server.cli("INFO", "replication").splitlines():
+            if line.startswith(field + ":"):
+                return int(line.partition(":")[2])
+        return -1
+
+    wrote = offset(primary, "master_repl_offset")
+    return all(offset(replica, "slave_repl_offset") >= wrote for replica in replicas)
 
 
 class Node:
@@ -195,9 +218,18 @@ class Prometheus:
 class SentinelGroup:
     """A Redis primary, its replicas, and three Sentinels watching it as `service`."""
 
-    def __init__(self, workdir: Path, replicas: int = 2, service: str = "primary") -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        replicas: int = 2,
+        service: str = "primary",
+        links: list[int] | None = None,
+    ) -> None:
+        """`links`: for each replica, a port that leads to the primary (a proxy that can
+        cut replication), instead of the primary's own."""
         self.workdir = workdir
         self.service = service
+        self.links = links
         # No 5 s wait before a replica's first sync.
         self.primary = RedisServer(workdir / "primary", "--repl-diskless-sync-delay", "0")
         self.replicas = [RedisServer(workdir / f"replica{n}") for n in range(replicas)]
@@ -215,8 +247,9 @@ class SentinelGroup:
         for server in (self.primary, *self.replicas):
             server.workdir.mkdir(parents=True, exist_ok=True)
         self.primary.start()
-        for replica in self.replicas:
-            replica.extra = (*replica.extra, "--replicaof", "127.0.0.1", str(self.primary.port))
+        links = self.links or [self.primary.port] * len(self.replicas)
+        for replica, link in zip(self.replicas, links, strict=True):
+            replica.extra = (*replica.extra, "--replicaof", "127.0.0.1", str(link))
             replica.start()
         for port in self.sentinel_ports:
             config = self.workdir / f"sentinel-{port}.conf"
@@ -249,6 +282,23 @@ class SentinelGroup:
             check=False,
         ).stdout.split()
         return int(out[1]) if len(out) == 2 else None
+
+    def watching(self) -> bool:
+        """Whether every Sentinel knows every replica and the other Sentinels: before
+        that, a failover cannot happen (no quorum, or nothing to promote)."""
+        for port in self.sentinel_ports:
+            out = subprocess.run(
+                ["redis-cli", "-p", str(port), "SENTINEL", "master", self.service],
+                capture_output=True,
+                text=True,
+                check=False,
+            ).stdout.split()
+            fields = dict(zip(out[::2], out[1::2], strict=False))
+            if fields.get("num-slaves") != str(len(self.replicas)):
+                return False
+            if fields.get("num-other-sentinels") != str(len(self.sentinel_ports) - 1):
+                return False
+        return True
 
     def replicas_in_sync(self) -> bool:
         """Whether every replica is connected to the primary and caught up."""

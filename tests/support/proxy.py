@@ -67,6 +67,7 @@ class SwitchableProxy:
         self.port = free_port()
         self._server: asyncio.Server | None = None
         self._open: set[asyncio.StreamWriter] = set()
+        self.refusing = False
 
     async def __aenter__(self) -> SwitchableProxy:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
@@ -83,12 +84,20 @@ class SwitchableProxy:
         self.target = target
         self._drop()
 
+    def cut(self) -> None:
+        """A partition: close what is open, and refuse every new connection."""
+        self.refusing = True
+        self._drop()
+
     def _drop(self) -> None:
         for writer in self._open:
             writer.close()
         self._open.clear()
 
     async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        if self.refusing:
+            client_w.close()
+            return
         try:
             server_r, server_w = await asyncio.open_connection("127.0.0.1", self.target)
         except OSError:

@@ -9,6 +9,7 @@ from broadcaster.history import (
     ChannelHistory,
     Entry,
     EventId,
+    Gap,
     Head,
     Replay,
     Snapshot,
@@ -96,3 +97,42 @@ def test_reset_events_name_channels_and_reason() -> None:
     assert [(m.event, orjson.loads(m.data)) for m in notices] == [
         ("reset", {"channels": ["a", "b"], "reason": "trimmed"})
     ]
+
+
+def gap(after: str, before: str, seen: str | None = None) -> Gap:
+    parsed = Gap.parse(f"{after}|{before}|{seen or after}")
+    assert parsed is not None
+    return parsed
+
+
+def test_a_gap_hides_lost_ids_from_clients_behind_them() -> None:
+    quiet = gap("5000-10", "15000-1000010")
+    delivered = gap("5000-10", "15000-1000010", seen="5001-12")
+    assert not quiet.hides(EventId(4000, 8)), "nothing lost was delivered: nothing missed"
+    assert delivered.hides(EventId(4000, 8)), "behind a lost message somebody got"
+    assert quiet.hides(EventId(5001, 11)), "holds a lost id: what followed it is unknown"
+    assert not delivered.hides(EventId(15000, 1000010))
+    assert Gap.parse("garbage") is None and Gap.parse("1-1|2-2") is None
+
+
+def test_across_a_failover_the_retained_are_replayed_around_a_notice() -> None:
+    before = [entry(4000, 8, None), entry(5000, 10, (4000, 8))]
+    after = [entry(15000, 1000010, (5000, 10))]
+    history = {"a": ChannelHistory(True, [*before, *after])}
+    gaps = (gap("5000-10", "15000-1000010", "5001-12"),)
+    read = Snapshot(Head(EventId(15000, 1000010), 0), 16000, 0, history, gaps)
+    result = replay("3000-7", read)
+    assert result.resets == {}
+    assert [(m.event, m.id) for _, m in result.messages] == [
+        (None, "4000-8"),
+        (None, "5000-10"),
+        ("reset", None),
+        (None, "15000-1000010"),
+    ]
+    assert orjson.loads(result.messages[2][1].data) == {"channels": ["a"], "reason": "failover"}
+    # A client holding a lost id, before anything new: the notice, then the position.
+    retained = {"a": ChannelHistory(True, [])}  # nothing retained after the lost id
+    only_old = Snapshot(Head(EventId(5000, 10), 0), 6000, 0, retained, gaps)
+    held = replay("5001-12", only_old)
+    assert held.resets == {} and [m.event for _, m in held.messages] == ["reset"]
+    assert held.frames().endswith(b"id: 5000-10\n\n")

@@ -1,0 +1,106 @@
+"""A failover that loses messages: the promoted replica never got the last ones, which
+clients already had. Ids stay unique, and every resume from before the loss, or from a
+lost id, is told (`reset`, reason `failover`) where the lost messages would have been."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+
+import aiohttp
+import orjson
+import pytest
+
+from tests.support.client import subscribe
+from tests.support.eventsource import EventSource
+from tests.support.processes import RedisServer, caught_up
+from tests.support.proxy import SwitchableProxy
+from tests.support.wait import eventually, wait_until
+
+StartApp = Callable[..., Awaitable[str]]
+AUTH = {"Authorization": "Bearer t"}
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> Iterator[tuple[RedisServer, RedisServer]]:
+    primary = RedisServer(tmp_path / "p", "--repl-diskless-sync-delay", "0")
+    replica = RedisServer(tmp_path / "r")
+    for server in (primary, replica):
+        server.workdir.mkdir()
+    primary.start()
+    replica.extra = ("--replicaof", "127.0.0.1", str(primary.port))
+    replica.start()
+    yield primary, replica
+    replica.kill()
+    primary.kill()
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+def online(primary: RedisServer) -> bool:
+    return "state=online" in primary.cli("INFO", "replication")
+
+
+async def test_lost_messages_are_told_and_ids_never_repeat(
+    pair: tuple[RedisServer, RedisServer], start_app: StartApp, session: aiohttp.ClientSession
+) -> None:
+    old, new = pair
+    await wait_until(lambda: online(old), 10, "the replica")
+    async with SwitchableProxy(old.port) as proxy:
+        base = await start_app(redis_url=f"redis://127.0.0.1:{proxy.port}", publish_token="t")
+
+        async def publish(data: str) -> str:
+            body = {"channel": "x", "data": data}
+            async with session.post(f"{base}/publish", json=body, headers=AUTH) as answer:
+                assert answer.status == 200, await answer.text()
+                return str((await answer.json())["id"])
+
+        stayed = EventSource(session, f"{base}/events?channel=x")
+        try:
+            await wait_until(lambda: stayed.connects == 1, 10, "a client")
+            kept = [await publish(f"m{n}") for n in range(3)]
+            await wait_until(lambda: caught_up(old, new), 10, "the replica to catch up")
+            # A partition: the replica is promoted while the old primary still takes
+            # publishes (that clients get live) and dies before they could replicate.
+            new.cli("REPLICAOF", "NO", "ONE")
+            lost = [await publish(f"lost{n}") for n in range(2)]
+            await wait_until(lambda: len(stayed.events) == 5, 10, "the lost ones, live")
+            old.kill()
+            proxy.switch(new.port)
+
+            # The client that stayed connected is told by its node's backfill.
+            await wait_until(lambda: len(stayed.events) == 6, 20, "the node's notice")
+            notice = stayed.events[5]
+            assert notice.event == "reset"
+            assert orjson.loads(notice.data) == {"channels": ["x"], "reason": "failover"}
+
+            async def publishes() -> bool:
+                async with session.post(
+                    f"{base}/publish", json={"channel": "x", "data": "probe"}, headers=AUTH
+                ) as answer:
+                    return answer.status == 200
+
+            await eventually(publishes, 20, "publishing on the new primary")
+            fresh = await publish("after")
+            assert fresh not in lost and all(fresh > i for i in [*kept, *lost])
+            gaps = new.cli("LRANGE", "sse:gaps", "0", "-1").split()
+            assert gaps == [f"{kept[-1]}|{gaps[0].split('|')[1]}|{lost[-1]}"], gaps
+        finally:
+            await stayed.close()
+
+        # Whoever resumes from before the loss, or from a lost id, gets the retained
+        # messages and the notice where the lost ones were.
+        for position, expected in (
+            (kept[0], ["m1", "m2", "reset", "probe", "after"]),
+            (kept[-1], ["reset", "probe", "after"]),
+            (lost[0], ["reset", "probe", "after"]),
+        ):
+            headers = {"Last-Event-ID": position}
+            async with subscribe(session, base, ["x"], headers=headers) as sub:
+                events = await sub.wait_for(len(expected))
+                shown = [e.event if e.event == "reset" else e.data for e in events]
+                assert shown == expected, position
