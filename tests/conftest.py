@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -58,3 +59,26 @@ def broker_settings(request: pytest.FixtureRequest, redis_server: RedisServer) -
     """Settings for a node on each broker in turn: the embedded one, then a real Redis
     (started first, so it outlives the node)."""
     return {} if request.param == "memory" else {"redis_url": redis_server.url}
+
+
+@pytest.fixture
+def redis_pair(tmp_path: Path) -> Iterator[tuple[RedisServer, RedisServer]]:
+    """A redis-server primary and its replica (started; not necessarily in sync yet)."""
+    # No 5 s wait before the replica's first sync.
+    primary = RedisServer(tmp_path / "primary", "--repl-diskless-sync-delay", "0")
+    replica = RedisServer(tmp_path / "replica")
+    for server in (primary, replica):
+        server.workdir.mkdir()
+    primary.start()
+    replica.extra = ("--replicaof", "127.0.0.1", str(primary.port))
+    replica.start()
+    yield primary, replica
+    replica.kill()
+    primary.kill()
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    """An HTTP client for the test, with no limit on open connections (streams stay open)."""
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        yield session

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 
 import aiohttp
@@ -21,12 +21,6 @@ TOKEN = "e2e-token"
 @pytest.fixture
 def cluster(redis_server: RedisServer, start_node: Callable[..., Node]) -> list[Node]:
     return [start_node(redis_server.url, publish_token=TOKEN) for _ in range(3)]
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 async def cli_publish(*args: str, **env: str) -> tuple[int, str, str]:

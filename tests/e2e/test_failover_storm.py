@@ -84,12 +84,6 @@ async def topology(tmp_path: Path) -> AsyncIterator[Callable[[int], Awaitable[To
                 group.stop()
 
 
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
 async def publish(session: aiohttp.ClientSession, nodes: list[Node], n: int) -> Sent:
     """Publish message `n` through a node, retrying under one key until it is acknowledged."""
     channel, data = CHANNELS[n % 3], f"m{n}"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 
 import aiohttp
@@ -17,12 +17,6 @@ from tests.support.eventsource import EventSource
 from tests.support.wait import eventually, wait_until
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-        yield session
 
 
 def connected(client: EventSource) -> Callable[[], bool]:

@@ -4,26 +4,18 @@ the new replication history, counts it, and backfills before delivering anything
 from __future__ import annotations
 
 import asyncio
-import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from contextlib import AsyncExitStack
-from pathlib import Path
 
 import aiohttp
 import pytest
 
 from tests.support.eventsource import EventSource
-from tests.support.processes import Node, RedisServer, caught_up
+from tests.support.processes import Node, RedisServer, caught_up, replicas_online
 from tests.support.proxy import SwitchableProxy
 from tests.support.wait import eventually, wait_until
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 async def metric(session: aiohttp.ClientSession, node: Node, name: str) -> float:
@@ -35,52 +27,46 @@ async def metric(session: aiohttp.ClientSession, node: Node, name: str) -> float
 
 
 async def test_a_promoted_replica_behind_the_same_address(
-    tmp_path: Path, start_node: Callable[..., Node], session: aiohttp.ClientSession
+    redis_pair: tuple[RedisServer, RedisServer],
+    start_node: Callable[..., Node],
+    session: aiohttp.ClientSession,
 ) -> None:
-    old, new = RedisServer(tmp_path / "a"), RedisServer(tmp_path / "b")
-    for server in (old, new):
-        os.makedirs(server.workdir, exist_ok=True)
-    old.start()
-    new.extra = ("--replicaof", "127.0.0.1", str(old.port))
-    new.start()
-    try:
-        async with SwitchableProxy(old.port) as proxy, AsyncExitStack() as stack:
-            # In a thread: the proxy runs on this event loop, which must keep serving.
-            node = await asyncio.to_thread(
-                start_node, f"redis://127.0.0.1:{proxy.port}", publish_token="t"
-            )
-            clients = []
-            for _ in range(3):
-                client = EventSource(session, f"{node.url}/events?channel=sw")
-                stack.push_async_callback(client.close)
-                clients.append(client)
-            await wait_until(lambda: all(c.connects for c in clients), 10, "the clients")
+    old, new = redis_pair
+    await wait_until(lambda: replicas_online(old), 10, "the replica")
+    async with SwitchableProxy(old.port) as proxy, AsyncExitStack() as stack:
+        # In a thread: the proxy runs on this event loop, which must keep serving.
+        node = await asyncio.to_thread(
+            start_node, f"redis://127.0.0.1:{proxy.port}", publish_token="t"
+        )
+        clients = []
+        for _ in range(3):
+            client = EventSource(session, f"{node.url}/events?channel=sw")
+            stack.push_async_callback(client.close)
+            clients.append(client)
+        await wait_until(lambda: all(c.connects for c in clients), 10, "the clients")
 
-            async def publish(data: str) -> str:
-                body = {"channel": "sw", "data": data}
-                headers = {"Authorization": "Bearer t"}
-                async with session.post(f"{node.url}/publish", json=body, headers=headers) as r:
-                    assert r.status == 200, await r.text()
-                    return str((await r.json())["id"])
+        async def publish(data: str) -> str:
+            body = {"channel": "sw", "data": data}
+            headers = {"Authorization": "Bearer t"}
+            async with session.post(f"{node.url}/publish", json=body, headers=headers) as r:
+                assert r.status == 200, await r.text()
+                return str((await r.json())["id"])
 
-            ids = [await publish(f"m{n}") for n in range(10)]
-            await wait_until(lambda: caught_up(old, new), 10, "the replica to catch up")
-            new.cli("REPLICAOF", "NO", "ONE")  # promoted: a new replication history
-            old.kill()
-            proxy.switch(new.port)
-
-            async def switched() -> bool:
-                return await metric(session, node, "broadcaster_redis_failovers_total") == 1
-
-            await eventually(switched, 20, "the node to notice the new primary")
-            await eventually(lambda: _ready(node), 20, "the node to be ready again")
-            ids += [await publish(f"n{n}") for n in range(10)]
-            for client in clients:
-                await wait_until(received(client, 20), 20, "every event")
-                assert [e.id for e in client.events] == ids, "none lost, none twice, in order"
-    finally:
+        ids = [await publish(f"m{n}") for n in range(10)]
+        await wait_until(lambda: caught_up(old, new), 10, "the replica to catch up")
+        new.cli("REPLICAOF", "NO", "ONE")  # promoted: a new replication history
         old.kill()
-        new.kill()
+        proxy.switch(new.port)
+
+        async def switched() -> bool:
+            return await metric(session, node, "broadcaster_redis_failovers_total") == 1
+
+        await eventually(switched, 20, "the node to notice the new primary")
+        await eventually(lambda: _ready(node), 20, "the node to be ready again")
+        ids += [await publish(f"n{n}") for n in range(10)]
+        for client in clients:
+            await wait_until(received(client, 20), 20, "every event")
+            assert [e.id for e in client.events] == ids, "none lost, none twice, in order"
 
 
 async def _ready(node: Node) -> bool:

@@ -23,12 +23,6 @@ Published = list[tuple[str, str]]  # (channel, id) in publish order
 
 
 @pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-        yield session
-
-
-@pytest.fixture
 async def client(redis_server: RedisServer) -> AsyncIterator[redis.Redis]:
     async with redis.Redis.from_url(redis_server.url) as client:
         yield client

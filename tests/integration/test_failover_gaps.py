@@ -4,16 +4,14 @@ lost id, is told (`reset`, reason `failover`) where the lost messages would have
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 import orjson
-import pytest
 
 from tests.support.client import subscribe
 from tests.support.eventsource import EventSource
-from tests.support.processes import RedisServer, caught_up
+from tests.support.processes import RedisServer, caught_up, replicas_online
 from tests.support.proxy import SwitchableProxy
 from tests.support.wait import eventually, wait_until
 
@@ -21,35 +19,11 @@ StartApp = Callable[..., Awaitable[str]]
 AUTH = {"Authorization": "Bearer t"}
 
 
-@pytest.fixture
-def pair(tmp_path: Path) -> Iterator[tuple[RedisServer, RedisServer]]:
-    primary = RedisServer(tmp_path / "p", "--repl-diskless-sync-delay", "0")
-    replica = RedisServer(tmp_path / "r")
-    for server in (primary, replica):
-        server.workdir.mkdir()
-    primary.start()
-    replica.extra = ("--replicaof", "127.0.0.1", str(primary.port))
-    replica.start()
-    yield primary, replica
-    replica.kill()
-    primary.kill()
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-def online(primary: RedisServer) -> bool:
-    return "state=online" in primary.cli("INFO", "replication")
-
-
 async def test_lost_messages_are_told_and_ids_never_repeat(
-    pair: tuple[RedisServer, RedisServer], start_app: StartApp, session: aiohttp.ClientSession
+    redis_pair: tuple[RedisServer, RedisServer], start_app: StartApp, session: aiohttp.ClientSession
 ) -> None:
-    old, new = pair
-    await wait_until(lambda: online(old), 10, "the replica")
+    old, new = redis_pair
+    await wait_until(lambda: replicas_online(old), 10, "the replica")
     async with SwitchableProxy(old.port) as proxy:
         base = await start_app(redis_url=f"redis://127.0.0.1:{proxy.port}", publish_token="t")
 

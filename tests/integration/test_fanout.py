@@ -23,12 +23,6 @@ async def nodes(redis_server: RedisServer, start_app: StartApp) -> AsyncIterator
     yield [await start_app(redis_url=redis_server.url, publish_token="t") for _ in range(2)]
 
 
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
 async def numsub(redis_server: RedisServer, channel: str) -> int:
     async with redis.Redis.from_url(redis_server.url) as client:
         return int((await client.pubsub_numsub(channel))[0][1])

@@ -6,43 +6,16 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 
 import aiohttp
-import pytest
 
 from broadcaster import RedisPublisher
-from tests.support.processes import RedisServer
+from tests.support.processes import RedisServer, replicas_online
 from tests.support.wait import wait_until
 
 StartApp = Callable[..., Awaitable[str]]
 AUTH = {"Authorization": "Bearer t"}
-
-
-@pytest.fixture
-def pair(tmp_path: Path) -> Iterator[tuple[RedisServer, RedisServer]]:
-    # No 5 s wait before the replica's first sync.
-    primary = RedisServer(tmp_path / "p", "--repl-diskless-sync-delay", "0")
-    replica = RedisServer(tmp_path / "r")
-    for server in (primary, replica):
-        server.workdir.mkdir()
-    primary.start()
-    replica.extra = ("--replicaof", "127.0.0.1", str(primary.port))
-    replica.start()
-    yield primary, replica
-    replica.kill()
-    primary.kill()
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-def in_sync(primary: RedisServer) -> bool:
-    return "state=online" in primary.cli("INFO", "replication")
 
 
 def blocked(primary: RedisServer) -> bool:
@@ -57,10 +30,10 @@ async def post(session: aiohttp.ClientSession, base: str, data: str, key: str) -
 
 
 async def test_acknowledged_means_held_by_the_replicas(
-    pair: tuple[RedisServer, RedisServer], start_app: StartApp, session: aiohttp.ClientSession
+    redis_pair: tuple[RedisServer, RedisServer], start_app: StartApp, session: aiohttp.ClientSession
 ) -> None:
-    primary, replica = pair
-    await wait_until(lambda: in_sync(primary), 10, "the replica")
+    primary, replica = redis_pair
+    await wait_until(lambda: replicas_online(primary), 10, "the replica")
     base = await start_app(
         redis_url=primary.url, publish_token="t", publish_replicas=1, publish_replica_timeout=1
     )
@@ -80,7 +53,7 @@ async def test_acknowledged_means_held_by_the_replicas(
         )
     finally:
         os.kill(replica.process.pid, signal.SIGCONT)
-    await wait_until(lambda: in_sync(primary), 10, "the replica again")
+    await wait_until(lambda: replicas_online(primary), 10, "the replica again")
     status, _ = await post(session, base, "unconfirmed", "k2")  # the retry
     assert status == 200
     entries = primary.cli("XRANGE", "sse:history:r", "-", "+")
@@ -94,10 +67,10 @@ async def test_acknowledged_means_held_by_the_replicas(
 
 
 async def test_python_publishers_retry_until_the_replicas_confirm(
-    pair: tuple[RedisServer, RedisServer],
+    redis_pair: tuple[RedisServer, RedisServer],
 ) -> None:
-    primary, replica = pair
-    await wait_until(lambda: in_sync(primary), 10, "the replica")
+    primary, replica = redis_pair
+    await wait_until(lambda: replicas_online(primary), 10, "the replica")
     assert replica.process is not None
     async with RedisPublisher.from_url(
         primary.url, replicas=1, replica_timeout=0.5, retries=10

@@ -3,7 +3,7 @@ error the stream. (The broker-level contract: tests/contract/test_broker.py.)"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -26,12 +26,6 @@ def start(broker_settings: dict[str, Any], start_app: StartApp) -> Callable[...,
         return await start_app(publish_token="t", **broker_settings, **settings)
 
     return node
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 async def publish(session: aiohttp.ClientSession, base: str, channel: str, data: str) -> str:

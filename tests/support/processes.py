@@ -99,6 +99,11 @@ class RedisServer:
         ).stdout
 
 
+def replicas_online(primary: RedisServer, count: int = 1) -> bool:
+    """Whether `count` replicas finished their first sync with `primary`."""
+    return primary.cli("INFO", "replication").count("state=online") == count
+
+
 def caught_up(primary: RedisServer, *replicas: RedisServer) -> bool:
     """Whether every replica has applied everything the primary wrote so far.
 
@@ -302,8 +307,7 @@ class SentinelGroup:
 
     def replicas_in_sync(self) -> bool:
         """Whether every replica is connected to the primary and caught up."""
-        info = self.primary.cli("INFO", "replication")
-        return info.count("state=online") == len(self.replicas)
+        return replicas_online(self.primary, len(self.replicas))
 
     def stop(self) -> None:
         """Kill everything."""
