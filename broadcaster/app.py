@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from . import demo, http_publish
+from . import demo, http_publish, probes
 from .auth import Authenticator
 from .broker import Broker
 from .cors import add_cors_headers, preflight
-from .handlers import routes
 from .hub import Hub
 from .limits import ConnectionLimiter, parse_networks
 from .memory import MemoryBroker
@@ -24,13 +22,12 @@ from .state import (
     HUB,
     LIMITER,
     METRICS,
-    OUTBOX,
     SETTINGS,
     STATE,
     TRUSTED_PROXIES,
     NodeState,
 )
-from .stream import Outbox
+from .streaming import endpoint
 
 
 def make_broker(settings: Settings, counts: Counts | None = None) -> Broker:
@@ -83,7 +80,8 @@ def create_app(settings: Settings, broker: Broker | None = None) -> web.Applicat
         settings.publish_token.get_secret_value() if settings.publish_token else None,
     )
     app[TRUSTED_PROXIES] = parse_networks(settings.trusted_proxies)
-    app.add_routes(routes)
+    app.add_routes(endpoint.routes)
+    app.add_routes(probes.routes)
     app.add_routes(http_publish.routes)
     demo.install(app)
     for path in ("/events", "/publish"):
@@ -101,7 +99,6 @@ async def _drain(app: web.Application) -> None:
 
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
-    app[OUTBOX] = Outbox(asyncio.get_running_loop(), app[METRICS].counts)
     hub, broker = app[HUB], app[BROKER]
     await broker.start(hub.deliver)
     hub.start()

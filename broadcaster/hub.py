@@ -12,11 +12,16 @@ from .history import EventId
 from .message import Message
 from .metrics import Metrics
 from .sse import encode_retry, jittered_retry
-from .stream import Stream
+from .streaming.outbox import Fanout, Outbox
+from .streaming.stream import Stream
 
 
 class Hub:
-    """Keeps this node's subscriptions and hands each message to every local subscriber."""
+    """Keeps this node's subscriptions and hands each message to every local subscriber.
+
+    Streams `join` (subscribed, frames held for the replay), `go_live` once their preamble
+    is out, and `leave`. The hub's `outbox` writes what each loop turn delivered.
+    """
 
     def __init__(
         self,
@@ -32,7 +37,8 @@ class Hub:
         self._max_age = max_age
         self._metrics = metrics or Metrics()
         self._heartbeat_interval = heartbeat_interval
-        self._channels: dict[str, set[Stream]] = {}
+        self.outbox = Outbox(self._metrics.counts)
+        self._channels: dict[str, Fanout] = {}
         # The broker subscription of each channel: resolved once messages flow.
         self._ready: dict[str, asyncio.Future[None]] = {}
         self._streams: set[Stream] = set()
@@ -67,18 +73,29 @@ class Hub:
         self._empty.clear()
         waits = []
         for channel in stream.channels:
-            subscribers = self._channels.get(channel)
-            if subscribers is None:
+            fanout = self._channels.get(channel)
+            if fanout is None:
                 # First local subscriber: the refcount change and the broker call happen
                 # in one step, so concurrent first and last subscribers cannot reorder.
-                subscribers = self._channels[channel] = set()
+                fanout = self._channels[channel] = Fanout()
                 self._ready[channel] = self._broker.subscribe(channel)
-            subscribers.add(stream)
+            fanout.individual.add(stream)
             if not self._ready[channel].done():
                 waits.append(self._ready[channel])
         if waits:
             # asyncio.wait never cancels the shared futures when this joiner is cancelled.
             await asyncio.wait(waits)
+
+    def go_live(
+        self, stream: Stream, *, chunked: bool, replayed_through: EventId | None = None
+    ) -> None:
+        """The stream's headers and replay are out: it takes live frames from now on, as
+        bytes shared with the channel's other streams when it follows only one."""
+        stream.start(chunked=chunked, replayed_through=replayed_through)
+        if len(stream.channels) == 1:
+            fanout = self._channels.get(stream.channels[0])
+            if fanout is not None:
+                self.outbox.promote(fanout, stream)
 
     def leave(self, stream: Stream) -> None:
         """Detach `stream`; a channel's last local subscriber unsubscribes it."""
@@ -86,11 +103,12 @@ class Hub:
         if not self._streams:
             self._empty.set()
         for channel in stream.channels:
-            subscribers = self._channels.get(channel)
-            if subscribers is None:
+            fanout = self._channels.get(channel)
+            if fanout is None:
                 continue
-            subscribers.discard(stream)
-            if not subscribers:
+            fanout.individual.discard(stream)
+            fanout.sharing.discard(stream)
+            if not fanout:
                 del self._channels[channel]
                 del self._ready[channel]
                 self._broker.unsubscribe(channel)
@@ -98,17 +116,21 @@ class Hub:
     def deliver(self, channel: str, message: Message) -> None:
         """Encode `message` once and queue the same bytes on every local subscriber."""
         self._metrics.counts.messages_received += 1
-        subscribers = self._channels.get(channel)
-        if not subscribers:
+        fanout = self._channels.get(channel)
+        if fanout is None:
             return
         self._metrics.observe_published(message.published_ms)
         frame = message.frame()
-        id_ = EventId.parse(message.id)
-        for stream in subscribers:
-            stream.push(frame, id_)
+        if fanout.individual:
+            id_ = EventId.parse(message.id)
+            for stream in fanout.individual:
+                stream.push(frame, id_)
+        if fanout.sharing:
+            self.outbox.share(fanout, frame)
 
     def close_all(self, reason: str) -> None:
         """End every open stream, each with its own jittered `retry:` so reconnects spread."""
+        self.outbox.flush()  # what was delivered before reaches them first
         for stream in list(self._streams):
             self._retire(stream, reason)
 
@@ -135,8 +157,11 @@ class Hub:
             await asyncio.sleep(tick)
             now = loop.time()
             due = now - interval
-            for stream in list(self._streams):
-                if stream.expires_at <= now:
-                    self._retire(stream, "max_age")  # rebalancing after a scale-out
-                elif stream.last_write <= due:
+            expired = [stream for stream in self._streams if stream.expires_at <= now]
+            if expired:
+                self.outbox.flush()  # what was delivered before reaches them first
+            for stream in expired:
+                self._retire(stream, "max_age")  # rebalancing after a scale-out
+            for stream in self._streams:
+                if stream.last_write <= due:
                     stream.beat()

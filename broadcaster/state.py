@@ -12,7 +12,6 @@ from .hub import Hub
 from .limits import ConnectionLimiter, IPNetwork
 from .metrics import Metrics
 from .settings import Settings
-from .stream import Outbox
 
 
 @dataclass(slots=True)
@@ -25,7 +24,6 @@ class NodeState:
 SETTINGS = web.AppKey("settings", Settings)
 BROKER = web.AppKey("broker", Broker)
 HUB = web.AppKey("hub", Hub)
-OUTBOX = web.AppKey("outbox", Outbox)
 STATE = web.AppKey("state", NodeState)
 METRICS = web.AppKey("metrics", Metrics)
 LIMITER = web.AppKey("limiter", ConnectionLimiter)

@@ -16,7 +16,7 @@ from broadcaster.hub import Hub
 from broadcaster.memory import MemoryBroker
 from broadcaster.message import ENVELOPE_MARK, Message, unpack
 from broadcaster.sse import encode_event
-from broadcaster.stream import Outbox, Stream
+from broadcaster.streaming.stream import Stream
 
 DATA = "x" * 100
 ENVELOPE = b"\n".join(
@@ -57,18 +57,24 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
 
 
 @pytest.mark.parametrize("per_turn", [1, 10])
+@pytest.mark.parametrize("channels", [("c",), ("c", "other")], ids=["sharing", "individual"])
 def test_fan_out_to_10k_streams(
-    benchmark: BenchmarkFixture, loop: asyncio.AbstractEventLoop, per_turn: int
+    benchmark: BenchmarkFixture,
+    loop: asyncio.AbstractEventLoop,
+    per_turn: int,
+    channels: tuple[str, ...],
 ) -> None:
-    """One loop turn: `per_turn` messages to 10,000 subscribers, coalesced into writes."""
+    """One loop turn: `per_turn` messages to 10,000 subscribers, coalesced into writes.
+
+    Streams of one channel share one framed write; streams of several take each frame.
+    """
 
     async def setup() -> Hub:
         hub = Hub(MemoryBroker(), heartbeat_interval=3600)
-        outbox = Outbox(asyncio.get_running_loop())
         for _ in range(10_000):
-            stream = Stream(NullTransport(), outbox, ["c"], max_pending_bytes=1 << 20)
-            stream.start(chunked=True)
+            stream = Stream(NullTransport(), hub.outbox, channels, max_pending_bytes=1 << 20)
             await hub.join(stream)
+            hub.go_live(stream, chunked=True)
         return hub
 
     hub = loop.run_until_complete(setup())
@@ -77,6 +83,6 @@ def test_fan_out_to_10k_streams(
     async def one_turn() -> None:
         for _ in range(per_turn):
             hub.deliver("c", message)
-        await asyncio.sleep(0)
+        hub.outbox.flush()
 
     benchmark(lambda: loop.run_until_complete(one_turn()))

@@ -10,7 +10,8 @@ from broadcaster.hub import Hub
 from broadcaster.memory import MemoryBroker
 from broadcaster.message import Message
 from broadcaster.publication import Publication
-from broadcaster.stream import Outbox, Stream
+from broadcaster.streaming.outbox import Outbox
+from broadcaster.streaming.stream import Stream
 from tests.support.fakes import FakeTransport
 from tests.support.wait import wait_until
 
@@ -51,9 +52,7 @@ class RecordingBroker:
 
 def new_stream(*channels: str) -> tuple[Stream, FakeTransport]:
     transport = FakeTransport()
-    stream = Stream(
-        transport, Outbox(asyncio.get_running_loop()), channels, max_pending_bytes=1 << 20
-    )
+    stream = Stream(transport, Outbox(), channels, max_pending_bytes=1 << 20)
     stream.start(chunked=False)
     return stream, transport
 
@@ -133,3 +132,75 @@ async def test_silent_streams_get_heartbeats_from_one_timer() -> None:
     finally:
         await hub.stop()
     assert transport.writes[:2] == [b":\n\n", b":\n\n"]
+
+
+async def live(hub: Hub, *channels: str, chunked: bool = False) -> tuple[Stream, FakeTransport]:
+    """A stream joined and handed to the hub, as a response does it."""
+    transport = FakeTransport()
+    stream = Stream(transport, hub.outbox, channels, max_pending_bytes=1 << 20)
+    await hub.join(stream)
+    hub.go_live(stream, chunked=chunked)
+    return stream, transport
+
+
+async def test_one_channel_streams_share_one_framed_write_per_turn() -> None:
+    hub = Hub(MemoryBroker(), heartbeat_interval=15)
+    pairs = [await live(hub, "c", chunked=True) for _ in range(3)]
+    hub.deliver("c", Message("1", None, "5-1"))
+    hub.deliver("c", Message("2", None, "5-2"))
+    await asyncio.sleep(0)
+    body = b"id: 5-1\ndata: 1\n\nid: 5-2\ndata: 2\n\n"
+    assert pairs[0][1].writes == [b"%x\r\n%b\r\n" % (len(body), body)]
+    assert pairs[0][1].writes[0] is pairs[1][1].writes[0] is pairs[2][1].writes[0]
+    assert hub.outbox.counts.events_sent == 6
+
+
+async def test_streams_of_several_channels_get_every_frame_in_delivery_order() -> None:
+    hub = Hub(MemoryBroker(), heartbeat_interval=15)
+    (_, both), (_, one) = await live(hub, "a", "b"), await live(hub, "a")
+    for id_, channel in (("5-1", "a"), ("5-2", "b"), ("5-3", "a")):
+        hub.deliver(channel, Message(channel, None, id_))
+    await asyncio.sleep(0)
+    assert both.writes == [b"id: 5-1\ndata: a\n\nid: 5-2\ndata: b\n\nid: 5-3\ndata: a\n\n"]
+    assert one.writes == [b"id: 5-1\ndata: a\n\nid: 5-3\ndata: a\n\n"]
+
+
+async def test_a_stream_going_live_mid_turn_gets_no_frame_twice() -> None:
+    hub = Hub(MemoryBroker(), heartbeat_interval=15)
+    _, early = await live(hub, "c")
+    late_transport = FakeTransport()
+    late = Stream(late_transport, hub.outbox, ["c"], max_pending_bytes=1 << 20)
+    await hub.join(late)
+    hub.deliver("c", Message("1", None, "5-1"))  # shared for `early`, held for `late`
+    hub.go_live(late, chunked=False)
+    hub.deliver("c", Message("2", None, "5-2"))
+    await asyncio.sleep(0)
+    await wait_until(lambda: len(early.writes) == 1, 5, "the first flush")
+    hub.deliver("c", Message("3", None, "5-3"))  # next turn: `late` shares too
+    await wait_until(lambda: len(early.writes) == 2, 5, "the second flush")
+    assert b"".join(late_transport.writes) == b"".join(early.writes)
+    assert late_transport.writes[-1] is early.writes[-1]
+
+
+async def test_retired_streams_get_what_was_delivered_before_their_retry() -> None:
+    hub = Hub(MemoryBroker(), heartbeat_interval=15)
+    stream, transport = await live(hub, "c")
+    hub.deliver("c", Message("last", None, "5-1"))
+    hub.close_all("shutdown")
+    assert stream.closed.result() == "shutdown"
+    assert transport.writes[0] == b"id: 5-1\ndata: last\n\n"
+    assert transport.writes[1].startswith(b"retry: ")
+
+
+async def test_a_slow_sharing_stream_is_cut_off_and_the_others_go_on() -> None:
+    hub = Hub(MemoryBroker(), heartbeat_interval=15)
+    (slow, slow_transport), (fine, fine_transport) = await live(hub, "c"), await live(hub, "c")
+    slow_transport.backlog = 1 << 21
+    hub.deliver("c", Message("x"))
+    await wait_until(slow.closed.done, 5, "the cut-off")
+    assert slow.closed.result() == "slow"
+    hub.deliver("c", Message("y"))
+    await wait_until(lambda: len(fine_transport.writes) == 2, 5, "the next flush")
+    assert slow_transport.writes == [b"data: x\n\n"]
+    assert fine_transport.writes == [b"data: x\n\n", b"data: y\n\n"]
+    assert not fine.closed.done()

@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 import time
 
-from broadcaster.stream import Outbox, Stream
+from broadcaster.streaming.outbox import Outbox
+from broadcaster.streaming.stream import Stream
 from tests.support.fakes import FakeTransport
 from tests.support.wait import wait_until
 
 
 async def make_stream(max_pending: int = 1000) -> tuple[Stream, FakeTransport]:
     transport = FakeTransport()
-    outbox = Outbox(asyncio.get_running_loop())
+    outbox = Outbox()
     return Stream(transport, outbox, ["c"], max_pending_bytes=max_pending), transport
 
 
@@ -82,7 +83,7 @@ async def test_after_a_slow_flush_events_of_later_turns_share_one_write() -> Non
             super().write(data)
 
     transport = SlowTransport()
-    stream = Stream(transport, Outbox(asyncio.get_running_loop()), ["c"], max_pending_bytes=1000)
+    stream = Stream(transport, Outbox(), ["c"], max_pending_bytes=1000)
     stream.start(chunked=False)
     stream.push(b"1")
     await turn()

@@ -1,4 +1,4 @@
-"""One client's event stream, and the outbox that coalesces writes per loop turn."""
+"""One client's event stream: its own queued frames, and writes straight to its socket."""
 
 from __future__ import annotations
 
@@ -6,61 +6,21 @@ import asyncio
 import math
 from collections.abc import Sequence
 
-from .history import EventId
-from .metrics import Counts
-from .sse import HEARTBEAT
-
-# Flushing may take at most about half the loop's time: when events come back sooner
-# after a flush than that flush took, the next flush waits out the difference (up to
-# this bound). Events that arrive meanwhile share one write per stream, so under
-# overload throughput grows with the load and latency stays bounded, instead of a
-# backlog queueing behind one write per event. Under light load nothing waits.
-MAX_FLUSH_DEFER = 0.05
-
-
-class Outbox:
-    """Flushes every stream written since the last flush, with one write per stream."""
-
-    __slots__ = ("_dirty", "_last_cost", "_last_end", "_scheduled", "counts", "loop")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, counts: Counts | None = None) -> None:
-        self.loop = loop
-        self.counts = counts or Counts()
-        self._dirty: list[Stream] = []
-        self._scheduled = False
-        self._last_cost = 0.0
-        self._last_end = 0.0
-
-    def mark(self, stream: Stream) -> None:
-        """Have `stream` flushed at the end of this loop turn (later when overloaded)."""
-        self._dirty.append(stream)
-        if not self._scheduled:
-            self._scheduled = True
-            wait = self._last_cost - (self.loop.time() - self._last_end)
-            if wait <= 0:
-                self.loop.call_soon(self._flush)
-            else:
-                self.loop.call_later(min(wait, MAX_FLUSH_DEFER), self._flush)
-
-    def _flush(self) -> None:
-        started = self.loop.time()
-        self._scheduled = False
-        dirty, self._dirty = self._dirty, []
-        for stream in dirty:
-            stream.flush()
-        self._last_end = self.loop.time()
-        self._last_cost = self._last_end - started
+from ..history import EventId
+from ..sse import HEARTBEAT
+from .outbox import Outbox
 
 
 class Stream:
-    """An open SSE response: frames are queued, then written straight to the transport.
+    """An open SSE response, written to its transport directly once live.
 
     Frames pushed before `start` wait, so a stream can subscribe before its headers go out
     and before its replay is read; `start` then drops the ones the replay already holds.
+    Live, it takes its own frames through `push` (written at the end of the turn), or
+    bytes shared with other streams through `send`.
     """
 
     __slots__ = (
-        "_chunked",
         "_max_pending",
         "_outbox",
         "_pending",
@@ -69,7 +29,9 @@ class Stream:
         "_started",
         "_transport",
         "channels",
+        "chunked",
         "closed",
+        "ended",
         "expires_at",
         "last_write",
     )
@@ -83,13 +45,16 @@ class Stream:
         max_pending_bytes: int,
         expires_at: float = math.inf,
     ) -> None:
+        loop = asyncio.get_running_loop()
         self.channels = tuple(channels)
         self.expires_at = expires_at
-        self.closed: asyncio.Future[str] = outbox.loop.create_future()
-        self.last_write = outbox.loop.time()
+        self.closed: asyncio.Future[str] = loop.create_future()
+        """Resolves to the reason the stream ended (`shutdown`, `slow`, `gone`, ...)."""
+        self.ended = False
+        self.chunked = False
+        self.last_write = loop.time()
         self._transport = transport
         self._outbox = outbox
-        self._chunked = False
         self._max_pending = max_pending_bytes
         self._pending: list[bytes] = []
         self._pending_ids: list[EventId | None] | None = []  # only until start
@@ -110,9 +75,9 @@ class Stream:
             self._pending_events -= len(self._pending) - len(kept)
             self._pending = kept
         self._pending_ids = None
-        self._chunked = chunked
+        self.chunked = chunked
         self._started = True
-        self.last_write = self._outbox.loop.time()
+        self.last_write = asyncio.get_running_loop().time()
         if self._pending:
             self._outbox.mark(self)
 
@@ -122,7 +87,7 @@ class Stream:
 
     def push(self, frame: bytes, id_: EventId | None = None, *, event: bool = True) -> None:
         """Queue `frame` (of message `id_`); it is written at the end of this loop turn."""
-        if self.closed.done():
+        if self.ended:
             return
         self._pending_events += event
         if self._started:
@@ -134,11 +99,7 @@ class Stream:
 
     def flush(self) -> None:
         """Write every queued frame in one write; cut the client off if it cannot keep up."""
-        if self.closed.done():
-            self._pending.clear()
-            self._pending_events = 0
-            return
-        if not self._pending:
+        if self.ended or not self._pending:
             return
         if self._transport.is_closing():
             self.close("gone")
@@ -147,18 +108,34 @@ class Stream:
         if self._transport.get_write_buffer_size() > self._max_pending:
             self.close("slow")
 
+    def send(self, data: bytes, now: float) -> bool:
+        """Write bytes shared with other streams (framed for this one); whether they went."""
+        if self.ended:
+            return False
+        transport = self._transport
+        if transport.is_closing():
+            self.close("gone")
+            return False
+        transport.write(data)
+        self.last_write = now
+        if transport.get_write_buffer_size() > self._max_pending:
+            self.close("slow")
+        return True
+
     def close(self, reason: str) -> None:
         """End the stream for `reason` (`shutdown`, `slow`, `gone`, ...); idempotent."""
-        if self.closed.done():
+        if self.ended:
             return
+        self.ended = True
         if reason == "slow":
             self._outbox.counts.slow_disconnects += 1
-        clean = reason != "slow" and self._started and not self._transport.is_closing()
-        if clean and self._pending:
+        clean = reason not in ("slow", "gone") and self._started
+        if clean and self._pending and not self._transport.is_closing():
             self._write_pending()
         self._pending.clear()
         self._pending_events = 0
-        self.closed.set_result(reason)
+        if not self.closed.done():  # cancelled when its handler was
+            self.closed.set_result(reason)
 
     def _write_pending(self) -> None:
         body = b"".join(self._pending)
@@ -167,8 +144,8 @@ class Stream:
         counts.events_sent += self._pending_events
         counts.bytes_sent += len(body)
         self._pending_events = 0
-        if self._chunked:
+        if self.chunked:
             self._transport.write(b"%x\r\n%b\r\n" % (len(body), body))
         else:
             self._transport.write(body)
-        self.last_write = self._outbox.loop.time()
+        self.last_write = asyncio.get_running_loop().time()

@@ -1,0 +1,110 @@
+"""`GET /events`: admit a subscriber (channels, start, auth, caps), or refuse it politely."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+from aiohttp import web
+
+from ..auth import AuthError, require
+from ..channels import check_channel
+from ..history import Start
+from ..limits import client_ip
+from ..metrics import RejectReason
+from ..replies import error
+from ..sse import encode_comment, encode_retry, jittered_retry
+from ..state import AUTH, LIMITER, METRICS, SETTINGS, STATE, TRUSTED_PROXIES
+from .response import STREAM_HEADERS, EventStreamResponse
+
+MAX_TAIL = 10_000
+_TAIL = re.compile(r"[0-9]{1,5}")
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/events")
+async def events(request: web.Request) -> web.StreamResponse:
+    """Stream the events of every `channel` in the query string, or say why not."""
+    settings = request.app[SETTINGS]
+    rejected = request.app[METRICS].counts.rejected
+    channels = list(dict.fromkeys(request.query.getall("channel", [])))
+    if not channels:
+        return refuse(rejected, "bad_request", 400, "missing channel: use /events?channel=<name>")
+    limit = settings.max_channels_per_connection
+    if len(channels) > limit:
+        return refuse(
+            rejected, "bad_request", 400, f"too many channels: at most {limit} per connection"
+        )
+    try:
+        for channel in channels:
+            check_channel(channel)
+        start = requested_start(request)
+    except ValueError as exc:
+        return refuse(rejected, "bad_request", 400, str(exc))
+    if request.app[STATE].draining:
+        return refuse(rejected, "draining", 503, "node is shutting down", **{"Retry-After": "1"})
+    auth = request.app[AUTH]
+    if auth.enabled:
+        try:
+            require(auth.grant(request).subscribe, channels, "subscribe")
+        except AuthError as exc:
+            reason: RejectReason = "unauthorized" if exc.status == 401 else "forbidden"
+            return refuse(rejected, reason, exc.status, exc.reason)
+    ip = client_ip(request, request.app[TRUSTED_PROXIES])
+    limiter = request.app[LIMITER]
+    refused = limiter.acquire(ip)
+    if refused is not None:
+        rejected[refused] += 1
+        return await overloaded(request, refused)
+    request.app[METRICS].counts.connections_opened += 1
+    try:
+        response = EventStreamResponse()
+        await response.serve(request, channels, start)
+        return response
+    finally:
+        limiter.release(ip)
+
+
+def requested_start(request: web.Request) -> Start | None:
+    """Where the client asks its stream to begin: after its Last-Event-ID (the header,
+    then `lastEventId`; `earliest` for all that is retained), else at the newest `tail`
+    messages; None for live only. Raises ValueError for a bad `tail`.
+
+    A browser reconnects with the same URL and a Last-Event-ID header, so the header
+    wins over `tail` and over `lastEventId=earliest`: it resumes where it stopped.
+    """
+    tail = request.query.get("tail")
+    if tail is not None and not (_TAIL.fullmatch(tail) and int(tail) <= MAX_TAIL):
+        raise ValueError(f"tail must be a whole number from 0 to {MAX_TAIL}")
+    after = request.headers.get("Last-Event-ID") or request.query.get("lastEventId")
+    if after:
+        return Start.resume(after)
+    return None if tail is None else Start(tail=int(tail))
+
+
+def refuse(
+    rejected: Counter[RejectReason], reason: RejectReason, status: int, text: str, **headers: str
+) -> web.Response:
+    """Count a refused subscription by reason, and answer it."""
+    rejected[reason] += 1
+    return error(status, text, **headers)
+
+
+async def overloaded(request: web.Request, reason: str) -> web.StreamResponse:
+    """Refuse a subscriber: 503 or 429 for load balancers, or 200 and a later retry.
+
+    A browser's EventSource gives up for good on any status but 200, so the `retry`
+    mode answers 200 with a jittered `retry:` and closes: the browser comes back later.
+    """
+    settings = request.app[SETTINGS]
+    delay_ms = jittered_retry(settings.retry_ms)
+    if settings.overload_response == "retry":
+        response = web.StreamResponse(headers=STREAM_HEADERS)
+        await response.prepare(request)
+        await response.write_eof(encode_retry(delay_ms) + encode_comment(f" {reason}"))
+        return response
+    retry_after = {"Retry-After": str(max(1, round(delay_ms / 1000)))}
+    if reason == "ip_cap":
+        return error(429, "too many connections from this address", **retry_after)
+    return error(503, "node is at its connection cap", **retry_after)

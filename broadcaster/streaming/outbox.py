@@ -1,0 +1,130 @@
+"""The coalescing writer: what a loop turn delivered goes out at its end, one write per stream."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from ..metrics import Counts
+
+if TYPE_CHECKING:
+    from .stream import Stream
+
+# Flushing may take at most about half the loop's time: when events come back sooner
+# after a flush than that flush took, the next flush waits out the difference (up to
+# this bound). Events that arrive meanwhile share one write per stream, so under
+# overload throughput grows with the load and latency stays bounded, instead of a
+# backlog queueing behind one write per event. Under light load nothing waits.
+MAX_FLUSH_DEFER = 0.05
+
+
+class Fanout:
+    """Who follows one channel, split by how frames reach them.
+
+    Live streams that follow this channel alone are `sharing`: a turn's frames of the
+    channel are joined and framed once, and the very same bytes go to each of them. The
+    others take each frame `individually`: streams still joining (their frames wait for
+    the replay) and streams of several channels (whose frames interleave in id order).
+    """
+
+    __slots__ = ("frames", "individual", "sharing")
+
+    def __init__(self) -> None:
+        self.sharing: set[Stream] = set()
+        self.individual: set[Stream] = set()
+        self.frames: list[bytes] = []
+        """This turn's frames for the sharing streams."""
+
+    def __len__(self) -> int:
+        return len(self.sharing) + len(self.individual)
+
+
+class Outbox:
+    """Flushes, once per loop turn, every stream and fan-out written since the last flush."""
+
+    __slots__ = (
+        "_fanouts",
+        "_handle",
+        "_last_cost",
+        "_last_end",
+        "_promoted",
+        "_streams",
+        "counts",
+    )
+
+    def __init__(self, counts: Counts | None = None) -> None:
+        self.counts = counts or Counts()
+        self._streams: list[Stream] = []
+        self._fanouts: list[Fanout] = []
+        self._promoted: list[tuple[Fanout, Stream]] = []
+        self._handle: asyncio.Handle | None = None
+        self._last_cost = 0.0
+        self._last_end = 0.0
+
+    def mark(self, stream: Stream) -> None:
+        """Have `stream`'s own frames flushed at the end of this turn (later if overloaded)."""
+        self._streams.append(stream)
+        if self._handle is None:
+            self._schedule()
+
+    def share(self, fanout: Fanout, frame: bytes) -> None:
+        """Queue `frame` for every sharing stream of `fanout`."""
+        if not fanout.frames:
+            self._fanouts.append(fanout)
+        fanout.frames.append(frame)
+        if self._handle is None:
+            self._schedule()
+
+    def promote(self, fanout: Fanout, stream: Stream) -> None:
+        """Move `stream` from individual frames to `fanout`'s shared bytes.
+
+        Mid-turn, the frames already queued for sharing went to it individually too: then
+        it moves once they are written, so that it gets none of them twice.
+        """
+        if fanout.frames:
+            self._promoted.append((fanout, stream))
+        else:
+            _move(fanout, stream)
+
+    def flush(self) -> None:
+        """Write everything queued: at the end of a turn, or before streams are retired."""
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        # Own frames first: a stream promoted this turn has older frames among them.
+        streams, self._streams = self._streams, []
+        for stream in streams:
+            stream.flush()
+        fanouts, self._fanouts = self._fanouts, []
+        counts = self.counts
+        for fanout in fanouts:
+            frames, fanout.frames = fanout.frames, []
+            body = b"".join(frames)
+            chunk = b"%x\r\n%b\r\n" % (len(body), body)
+            written = 0
+            for stream in fanout.sharing:
+                written += stream.send(chunk if stream.chunked else body, started)
+            counts.events_sent += len(frames) * written
+            counts.bytes_sent += len(body) * written
+        if self._promoted:
+            promoted, self._promoted = self._promoted, []
+            for fanout, stream in promoted:
+                _move(fanout, stream)
+        self._last_end = loop.time()
+        self._last_cost = self._last_end - started
+
+    def _schedule(self) -> None:
+        loop = asyncio.get_running_loop()
+        wait = self._last_cost - (loop.time() - self._last_end)
+        if wait <= 0:
+            self._handle = loop.call_soon(self.flush)
+        else:
+            self._handle = loop.call_later(min(wait, MAX_FLUSH_DEFER), self.flush)
+
+
+def _move(fanout: Fanout, stream: Stream) -> None:
+    if stream in fanout.individual:  # not if it left meanwhile
+        fanout.individual.discard(stream)
+        fanout.sharing.add(stream)
