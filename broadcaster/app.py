@@ -19,6 +19,7 @@ from .settings import Settings
 from .state import (
     AUTH,
     BROKER,
+    EXPOSITION,
     HUB,
     LIMITER,
     METRICS,
@@ -55,6 +56,11 @@ def create_app(settings: Settings, broker: Broker | None = None) -> web.Applicat
     app = web.Application(client_max_size=settings.max_message_bytes + 4096)
     app[SETTINGS] = settings
     app[METRICS] = metrics = Metrics()
+
+    async def exposition() -> bytes:
+        return metrics.exposition()
+
+    app[EXPOSITION] = exposition
     app[BROKER] = broker if broker is not None else make_broker(settings, metrics.counts)
     app[HUB] = hub = Hub(
         app[BROKER],

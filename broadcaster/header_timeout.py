@@ -30,9 +30,12 @@ class HeaderTimeout:
         # Connections whose current request has started but is not read yet, and since when.
         self._started: dict[_Watched, float] = {}
 
-    def site(self, runner: web.BaseRunner, host: str, port: int, backlog: int) -> web.BaseSite:
-        """A TCP listener for `runner` whose connections this timeout watches."""
-        return _WatchedSite(runner, host, port, self, backlog)
+    def site(
+        self, runner: web.BaseRunner, host: str, port: int, backlog: int, *, reuse_port: bool
+    ) -> web.BaseSite:
+        """A TCP listener for `runner` whose connections this timeout watches; with
+        `reuse_port`, other processes may listen on the same port (SO_REUSEPORT)."""
+        return _WatchedSite(runner, host, port, self, backlog, reuse_port=reuse_port)
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -111,15 +114,23 @@ class _Watched(asyncio.Protocol):
 class _WatchedSite(web.BaseSite):
     """aiohttp's TCP site, with each connection's protocol wrapped in `_Watched`."""
 
-    __slots__ = ("_host", "_port", "_watch")
+    __slots__ = ("_host", "_port", "_reuse_port", "_watch")
 
     def __init__(
-        self, runner: web.BaseRunner, host: str, port: int, watch: HeaderTimeout, backlog: int
+        self,
+        runner: web.BaseRunner,
+        host: str,
+        port: int,
+        watch: HeaderTimeout,
+        backlog: int,
+        *,
+        reuse_port: bool,
     ) -> None:
         super().__init__(runner, backlog=backlog)
         self._host = host
         self._port = port
         self._watch = watch
+        self._reuse_port = reuse_port
 
     @property
     def name(self) -> str:
@@ -137,5 +148,5 @@ class _WatchedSite(web.BaseSite):
 
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            protocol, self._host, self._port, backlog=self._backlog
+            protocol, self._host, self._port, backlog=self._backlog, reuse_port=self._reuse_port
         )

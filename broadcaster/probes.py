@@ -6,7 +6,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from .replies import error
-from .state import BROKER, METRICS, STATE
+from .state import BROKER, EXPOSITION, STATE
 
 routes = web.RouteTableDef()
 
@@ -14,7 +14,7 @@ routes = web.RouteTableDef()
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text format."""
-    body = request.app[METRICS].exposition()
+    body = await request.app[EXPOSITION]()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

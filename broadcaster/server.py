@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -14,14 +16,27 @@ from .header_timeout import HeaderTimeout
 from .logs import access_log_options
 from .redis.client import redacted
 from .settings import Settings
-from .state import HUB, STATE
+from .state import EXPOSITION, HUB, METRICS, STATE
+from .workers.metrics import WorkerMetrics
+from .workers.slot import WorkerSlot
 
 log = logging.getLogger(__name__)
 
 
-async def serve(settings: Settings) -> None:
-    """Serve a node until a stop signal; open streams end cleanly before exit."""
+async def serve(
+    settings: Settings,
+    slot: WorkerSlot | None = None,
+    listening: Callable[[], None] | None = None,
+) -> None:
+    """Serve a node until a stop signal; open streams end cleanly before exit.
+
+    As one of several workers (`slot`), it shares the port with its siblings and its
+    `/metrics` shows theirs too. `listening` is called once it accepts connections.
+    """
     app = create_app(settings)
+    workers = None if slot is None else WorkerMetrics(app[METRICS], slot)
+    if workers is not None:
+        app[EXPOSITION] = workers.exposition
     header_timeout = HeaderTimeout(settings.header_timeout)
     app.middlewares.append(header_timeout.middleware)
     # handler_cancellation: a client that goes away cancels its stream handler at once.
@@ -35,27 +50,36 @@ async def serve(settings: Settings) -> None:
     await runner.setup()
     assert runner.server is not None
     sweeper = asyncio.create_task(header_timeout.sweep_forever())
-    site = header_timeout.site(runner, settings.host, settings.port, backlog=4096)
+    site = header_timeout.site(
+        runner, settings.host, settings.port, backlog=4096, reuse_port=slot is not None
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
+        if workers is not None:
+            await workers.start()
         await site.start()
         log.info(
-            "node %s listening on http://%s:%d with %s",
+            "node %s (pid %d) listening on http://%s:%d with %s",
             settings.node_id,
+            os.getpid(),
             settings.host,
             settings.port,
             f"redis at {redacted(settings.redis_url)}"
             if settings.redis_url
             else "the embedded broker",
         )
+        if listening is not None:
+            listening()
         await stop.wait()
         await _drain(app, settings.shutdown_timeout / 2)
     finally:
         sweeper.cancel()
         await runner.cleanup()
+        if workers is not None:
+            await workers.close()
     log.info("stopped")
 
 

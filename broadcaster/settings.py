@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 from typing import Annotated, Literal
@@ -21,6 +22,7 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     host: str = "0.0.0.0"
     port: int = Field(default=8080, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1, le=256)
     heartbeat_interval: float = Field(default=15.0, gt=0, le=3600)
     retry_ms: int = Field(default=3000, ge=0, le=86_400_000)
     channel_prefix: str = Field(default="sse:", max_length=64, pattern=r"^[A-Za-z0-9\-_.:@/=]*$")
@@ -91,6 +93,11 @@ class Settings(BaseSettings):
         # Compose files and shells often export an empty variable to mean "unset".
         return None if value == "" else value
 
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _auto_workers(cls, value: object) -> object:
+        return cpu_count() if value == "auto" else value
+
     @field_validator("redis_url")
     @classmethod
     def _redis_url(cls, value: str | None) -> str | None:
@@ -112,11 +119,27 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    def _workers_need_redis(self) -> Settings:
+        if self.workers > 1 and self.redis_url is None:
+            raise ValueError(
+                f"{self.workers} workers need BROADCASTER_REDIS_URL: workers share nothing "
+                "but Redis (the embedded broker lives in one process)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _default_node_id(self) -> Settings:
         if not self.node_id:
             # The model is frozen; this is its own construction step.
             object.__setattr__(self, "node_id", f"{socket.gethostname()}:{self.port}")
         return self
+
+
+def cpu_count() -> int:
+    """The CPUs this process may run on (its affinity, where the system tells it)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def setting_name(field: str) -> str:

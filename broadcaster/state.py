@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from aiohttp import web
 
@@ -12,6 +13,12 @@ from .hub import Hub
 from .limits import ConnectionLimiter, IPNetwork
 from .metrics import Metrics
 from .settings import Settings
+
+
+class Exposition(Protocol):
+    """What `/metrics` answers: this node's metrics, or every worker's."""
+
+    async def __call__(self) -> bytes: ...
 
 
 @dataclass(slots=True)
@@ -26,6 +33,7 @@ BROKER = web.AppKey("broker", Broker)
 HUB = web.AppKey("hub", Hub)
 STATE = web.AppKey("state", NodeState)
 METRICS = web.AppKey("metrics", Metrics)
+EXPOSITION: web.AppKey[Exposition] = web.AppKey("exposition")
 LIMITER = web.AppKey("limiter", ConnectionLimiter)
 AUTH = web.AppKey("auth", Authenticator)
 TRUSTED_PROXIES = web.AppKey("trusted_proxies", tuple[IPNetwork, ...])

@@ -8,8 +8,10 @@ from typing import Any
 
 from .. import logs
 from ..demo.producer import run_producer
+from ..runloop import run
 from ..server import serve
-from .options import SERVE_FLAGS, load_settings, run
+from ..workers.supervisor import supervise
+from .options import SERVE_FLAGS, load_settings
 
 Commands = Any  # argparse's subparsers action
 
@@ -34,7 +36,10 @@ def add_demo(commands: Commands) -> None:
 def _serve(args: argparse.Namespace) -> None:
     settings = load_settings(**{field: getattr(args, field) for field in SERVE_FLAGS})
     logs.configure(settings)
-    run(serve(settings))
+    if settings.workers > 1:
+        supervise(settings)
+    else:
+        run(serve(settings))
 
 
 def _demo(args: argparse.Namespace) -> None:

@@ -1,27 +1,20 @@
-"""Settings from the environment and `serve` flags, and running coroutines: shared by the
-commands."""
+"""Settings from the environment and `serve` flags, shared by the commands."""
 
 from __future__ import annotations
 
-import asyncio
 import sys
-from collections.abc import Coroutine
 from typing import Any
 
 from pydantic import ValidationError
 
 from ..settings import Settings, setting_name
 
-try:
-    import uvloop
-except ImportError:  # pragma: no cover - uvloop does not build everywhere
-    uvloop = None  # type: ignore[assignment]
-
 # `serve` flags: each overrides the BROADCASTER_ variable of the same name.
 SERVE_FLAGS: dict[str, tuple[type, str]] = {
     "redis_url": (str, "Redis URL; unset runs the embedded single-node broker"),
     "host": (str, "address to listen on (default 0.0.0.0)"),
     "port": (int, "port to listen on (default 8080)"),
+    "workers": (str, "node processes sharing the port: a number or auto, one per CPU (default 1)"),
     "heartbeat_interval": (float, "seconds of silence before a heartbeat comment (default 15)"),
     "retry_ms": (int, "reconnect delay hint sent to clients as retry: (default 3000)"),
     "channel_prefix": (str, "prefix of the Redis pub/sub channels (default sse:)"),
@@ -61,15 +54,9 @@ def load_settings(**overrides: Any) -> Settings:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
         first = exc.errors()[0]
-        field = str(first["loc"][0]) if first["loc"] else "settings"
         reason = first["msg"].removeprefix("Value error, ")
+        if not first["loc"]:  # a rule across settings says which ones itself
+            sys.exit(f"broadcaster: {reason}")
+        field = str(first["loc"][0])
         flag = f" (--{field.replace('_', '-')})" if field in SERVE_FLAGS else ""
         sys.exit(f"broadcaster: invalid {setting_name(field)}{flag}: {reason}")
-
-
-def run(coro: Coroutine[Any, Any, None]) -> None:
-    """Run `coro` on uvloop where it exists."""
-    if uvloop is None:
-        asyncio.run(coro)
-    else:
-        uvloop.run(coro)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -64,3 +65,15 @@ def test_invalid_value_exits_with_one_line_naming_it(env: dict[str, str], named:
 def test_invalid_flag_value_is_named_too() -> None:
     with pytest.raises(SystemExit, match=r"invalid BROADCASTER_PORT \(--port\)"):
         load_settings(port=0)
+
+
+def test_workers_auto_is_one_per_usable_cpu() -> None:
+    settings = Settings(workers="auto", redis_url="redis://localhost:6379")
+    assert settings.workers == len(os.sched_getaffinity(0))
+    assert Settings().workers == 1
+
+
+@pytest.mark.parametrize("workers", ["0", "many"])
+def test_workers_must_be_a_positive_number_or_auto(workers: str) -> None:
+    with pytest.raises(SystemExit, match=r"invalid BROADCASTER_WORKERS \(--workers\)"):
+        load_settings(workers=workers, redis_url="redis://localhost:6379")

@@ -1,0 +1,114 @@
+"""The parent of `--workers N`: start N nodes on one port, restart the fallen, drain on stop."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import multiprocessing.connection
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from types import FrameType
+
+from .. import logs
+from ..runloop import run
+from ..server import serve
+from ..settings import Settings
+from .slot import WorkerSlot
+
+log = logging.getLogger(__name__)
+
+
+def supervise(settings: Settings) -> None:
+    """Run `settings.workers` nodes on one port until SIGTERM or SIGINT, then drain them all.
+
+    A worker that ends once it listened is started again. One that ends before (a port
+    taken by another program, Redis refusing its password...) would fail again: then all
+    stop, and the exit status is 1.
+    """
+    runtime = Path(tempfile.mkdtemp(prefix="broadcaster-workers-"))
+    slots = tuple(str(runtime / f"{i}.sock") for i in range(settings.workers))
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    context = mp.get_context("spawn")
+
+    # Each worker says once that it listens, through a pipe of its own (no semaphore: no
+    # resource tracker process).
+    listening: dict[int, Connection] = {}
+
+    def start(index: int) -> BaseProcess:
+        if index in listening:
+            listening[index].close()
+        listening[index], says = context.Pipe(duplex=False)
+        slot = WorkerSlot(index, slots)
+        worker = context.Process(target=_work, args=(settings, slot, says), name=f"worker-{index}")
+        worker.start()
+        says.close()  # the worker's end: once it is gone, a silent pipe reads as EOF
+        return worker
+
+    log.info("starting %d workers on port %d", settings.workers, settings.port)
+    workers = [start(i) for i in range(settings.workers)]
+    failed = False
+    try:
+        while not stop.is_set():
+            ended = multiprocessing.connection.wait([w.sentinel for w in workers], timeout=0.5)
+            for index, worker in enumerate(workers):
+                if worker.sentinel not in ended or stop.is_set():
+                    continue
+                worker.join()
+                if not _listened(listening[index]):
+                    log.error("worker %d could not start (exit code %s)", index, worker.exitcode)
+                    failed = True
+                    stop.set()
+                    break
+                log.warning(
+                    "worker %d ended (exit code %s); starting it again", index, worker.exitcode
+                )
+                workers[index] = start(index)
+    finally:
+        _drain(workers, settings.shutdown_timeout)
+        shutil.rmtree(runtime, ignore_errors=True)
+    log.info("all workers stopped")
+    if failed:
+        sys.exit(1)
+
+
+def _listened(pipe: Connection) -> bool:
+    try:
+        return bool(pipe.poll() and pipe.recv())
+    except EOFError:
+        return False
+
+
+def _drain(workers: list[BaseProcess], bound: float) -> None:
+    """SIGTERM every worker (each drains within `bound`), then kill what is left after it."""
+    for worker in workers:
+        if worker.is_alive() and worker.pid is not None:
+            os.kill(worker.pid, signal.SIGTERM)
+    deadline = time.monotonic() + bound + 1
+    for worker in workers:
+        worker.join(max(0.0, deadline - time.monotonic()))
+    for worker in workers:
+        if worker.is_alive():
+            log.error("%s did not stop within the shutdown bound; killing it", worker.name)
+            worker.kill()
+            worker.join()
+
+
+def _work(settings: Settings, slot: WorkerSlot, listening: Connection) -> None:
+    """One worker process: a full node named `<node id>/<index>`."""
+    mine = settings.model_copy(update={"node_id": f"{settings.node_id}/{slot.index}"})
+    logs.configure(mine)
+    run(serve(mine, slot, lambda: listening.send(True)))
