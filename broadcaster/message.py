@@ -13,6 +13,7 @@ from .sse import check_field, encode_event
 # sends it. No real text starts with NUL.
 ENVELOPE_MARK = b"\x00bc1"
 _FIELDS = 6
+_MARK = ENVELOPE_MARK.decode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,12 +48,13 @@ def unpack(payload: bytes, repairs: Counter[MalformedReason] | None = None) -> M
     Invalid UTF-8 is replaced (and counted in `repairs["utf8"]`), never fatal.
     Raises ValueError for a broken envelope.
     """
-    if not payload.startswith(ENVELOPE_MARK):
-        return Message(_text(payload, repairs))
-    parts = payload.split(b"\n", _FIELDS - 1)
-    if len(parts) != _FIELDS or parts[0] != ENVELOPE_MARK:
+    text = _text(payload, repairs)  # one decode for every field: this is the hot path
+    if not text.startswith(_MARK):
+        return Message(text)
+    parts = text.split("\n", _FIELDS - 1)
+    if len(parts) != _FIELDS or parts[0] != _MARK:
         raise ValueError("bad envelope: too few fields")
-    _, id_, prev, event, ms, data = (_text(part, repairs) for part in parts)
+    _, id_, prev, event, ms, data = parts
     if not ms.isdigit():
         raise ValueError("bad envelope: publish time is not a number")
     return Message(data, event or None, id_ or None, prev or None, int(ms))

@@ -12,11 +12,13 @@ import asyncio
 from collections import deque
 from collections.abc import Callable, Iterable
 
+import hiredis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 _SUBSCRIBE, _UNSUBSCRIBE, _PING = b"SUBSCRIBE", b"UNSUBSCRIBE", b"PING"
+READ_SIZE = 1 << 16
 Command = tuple[bytes, str, asyncio.Future[None] | None]
 
 
@@ -42,6 +44,7 @@ class PubSubLink:
         self._pongs: deque[asyncio.Future[None] | None] = deque()
         self.live = False
         """Whether commands go out now (else they wait for the next `open`)."""
+        self._last_read = 0.0
 
     def open(self, channels: Iterable[str]) -> None:
         """Begin a connection: SUBSCRIBE `channels` before any command queued later."""
@@ -81,12 +84,14 @@ class PubSubLink:
         """Write and read on `conn` until either side fails; raises why. `ready` is called
         once the first commands (the subscriptions of `open`) are on the wire."""
         # Not a TaskGroup: it ignores a child that ends cancelled, and Python 3.11's
-        # asyncio.timeout (inside redis-py's reads) can leave a stray cancellation that
-        # ends the reader so. The session would then wait on the writer forever, with
-        # its connection closed. Here the end of either loop, however it ends, ends it.
+        # asyncio.timeout can leave a stray cancellation that ends a loop so. The session
+        # would then wait on the others forever. Here the end of any loop, however it
+        # ends, ends it.
+        self._last_read = asyncio.get_running_loop().time()
         loops = [
             asyncio.create_task(self._write(conn, ready), name="pubsub-writer"),
             asyncio.create_task(self._read(conn), name="pubsub-reader"),
+            asyncio.create_task(self._watch(), name="pubsub-watchdog"),
         ]
         try:
             done, _ = await asyncio.wait(loops, return_when=asyncio.FIRST_COMPLETED)
@@ -124,32 +129,59 @@ class PubSubLink:
                 ready()
 
     async def _read(self, conn: AbstractConnection) -> None:
-        unanswered = 0
+        # The link owns this connection's protocol, so it reads the socket itself and
+        # parses with hiredis: a read of many messages is handled in one go, where
+        # redis-py's read_response costs an await chain and a timeout per message.
+        stream = conn._reader  # redis-py's reader, idle once the handshake is done
+        if stream is None:
+            raise RedisConnectionError("pub/sub connection closed")
+        parser = hiredis.Reader()
+        loop = asyncio.get_running_loop()
         prefix = len(self._prefix)
+        on_message = self._on_message
         while True:
+            data = await stream.read(READ_SIZE)
+            if not data:
+                raise RedisConnectionError("connection closed by redis")
+            self._last_read = loop.time()
             try:
-                reply = await conn.read_response(timeout=self._ping_interval, push_request=True)
-            except RedisTimeoutError:
-                reply = None
-            if reply is None:
-                # Silence: prove the link is alive, or give up on it after two missed PINGs.
-                unanswered += 1
-                if unanswered > 2:
-                    raise RedisTimeoutError("redis did not answer PING")
-                self._send(_PING, "", None)
+                parser.feed(data)
+                while (reply := parser.gets()) is not False:
+                    if type(reply) is list and reply[0] == b"message":
+                        on_message(reply[1][prefix:].decode("utf-8", "replace"), reply[2])
+                    else:
+                        self._answer(reply, prefix)
+            except hiredis.ProtocolError as exc:
+                raise RedisConnectionError(f"pub/sub protocol error: {exc}") from exc
+
+    def _answer(self, reply: object, prefix: int) -> None:
+        """A reply that is not a message: an acknowledgement, or a PONG."""
+        if isinstance(reply, hiredis.ReplyError):
+            raise RedisConnectionError(f"pub/sub command refused: {reply}")
+        kind = reply[0] if isinstance(reply, list) else reply
+        if kind == b"subscribe" and isinstance(reply, list):
+            channel = reply[1][prefix:].decode("utf-8", "replace")
+            pending = self._acks.get(channel)
+            if pending:
+                _resolve(pending.popleft())
+            self._on_subscribed(channel)
+        elif kind in (b"pong", b"PONG") and self._pongs:
+            _resolve(self._pongs.popleft())
+
+    async def _watch(self) -> None:
+        # Silence: prove the link is alive with a PING, or give up on it after two more
+        # intervals without a byte.
+        loop = asyncio.get_running_loop()
+        unanswered = 0
+        while True:
+            await asyncio.sleep(self._ping_interval)
+            if loop.time() - self._last_read < self._ping_interval:
+                unanswered = 0
                 continue
-            unanswered = 0
-            kind = reply[0] if isinstance(reply, list) else reply
-            if kind == b"message":
-                self._on_message(reply[1][prefix:].decode("utf-8", "replace"), reply[2])
-            elif kind == b"subscribe":
-                channel = reply[1][prefix:].decode("utf-8", "replace")
-                pending = self._acks.get(channel)
-                if pending:
-                    _resolve(pending.popleft())
-                self._on_subscribed(channel)
-            elif kind in (b"pong", b"PONG") and self._pongs:
-                _resolve(self._pongs.popleft())
+            unanswered += 1
+            if unanswered > 2:
+                raise RedisTimeoutError("redis did not answer PING")
+            self._send(_PING, "", None)
 
 
 def _resolve(done: asyncio.Future[None] | None) -> None:
