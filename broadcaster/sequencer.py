@@ -53,6 +53,9 @@ class Sequencer:
         self.seen: EventId | None = None
         """The newest durable id delivered on any channel."""
         self._last: dict[str, EventId] = {}
+        # The id of the last message emitted per channel: `_last` only grows, so a `prev`
+        # equal to it is not newer than `_last`.
+        self._emitted: dict[str, str] = {}
         # Subscribed, no message yet: the first one's `prev` may predate the subscription.
         self._fresh: set[str] = set()
         self._held: list[tuple[str, Message]] | None = None
@@ -67,7 +70,9 @@ class Sequencer:
         last = self._last.get(channel)
         if channel in self._fresh:
             self._fresh.discard(channel)
-        elif last is not None:
+        elif last is not None and message.prev != self._emitted.get(channel):
+            # (A `prev` this channel emitted is not newer than `last`: no parse needed,
+            # and that is the common case.)
             prev = EventId.parse(message.prev)
             if prev is not None and prev > last:
                 self._held = [(channel, message)]
@@ -84,6 +89,7 @@ class Sequencer:
     def forget(self, channel: str) -> None:
         """The channel has no local subscriber anymore."""
         self._last.pop(channel, None)
+        self._emitted.pop(channel, None)
         self._fresh.discard(channel)
 
     def hold(self, channels: Iterable[str]) -> set[str]:
@@ -121,12 +127,14 @@ class Sequencer:
         self._gaps.clear()
 
     def _emit(self, channel: str, message: Message) -> None:
-        position = EventId.parse(message.id)
-        if position is not None:
+        id_ = message.id
+        position = EventId.parse(id_)
+        if position is not None and id_ is not None:
             last = self._last.get(channel)
             if last is not None and position <= last:
                 return  # delivered already
             self._last[channel] = position
+            self._emitted[channel] = id_
             if self.seen is None or position > self.seen:
                 self.seen = position
         self._deliver(channel, message)
