@@ -14,6 +14,7 @@ from typing import Any
 import uvloop
 
 from . import report
+from .csub import default_client
 from .measure import Recorder
 from .pool import WorkerPool
 from .scenarios import SCENARIOS, Run
@@ -31,6 +32,12 @@ def parser() -> argparse.ArgumentParser:
     def add(name: str, help: str, clients: int, publish: str = "http") -> argparse.ArgumentParser:
         s = sub.add_parser(name, help=help)
         s.add_argument("--target", help="SSE URL to measure (default: start our own node)")
+        s.add_argument(
+            "--server",
+            choices=("broadcaster", "nchan"),
+            default="broadcaster",
+            help="server to start and measure; nchan: nginx+Nchan+Redis, publishes to its /pub",
+        )
         s.add_argument("--node-pid", type=int, help="pid of the --target node, for RSS")
         s.add_argument("--redis", action="store_true", help="own node: start redis-server too")
         s.add_argument("--redis-url", help="Redis of the --target node (for --publish redis|raw)")
@@ -44,6 +51,11 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument("--drain", type=float, default=10.0, help="max s to wait for stragglers")
         s.add_argument("--no-pin", action="store_true", help="do not pin the node to core 0")
         s.add_argument("--out", type=Path, help="result JSON (a .png plot is written beside)")
+        s.add_argument(
+            "--client",
+            choices=("c", "python"),
+            help="subscriber core: c (epoll, built with cc; the default when cc exists) or python",
+        )
         return s
 
     b = add("broadcast", "many subscribers on one channel, sweeping the publish rate", 10_000)
@@ -67,10 +79,13 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    args.client = args.client or default_client()
     if args.scenario == "streams":
         args.clients = args.channels
     if args.scenario == "reconnect" and args.restart:
         args.redis = True
+    if args.server == "nchan":
+        args.publish = "nchan"  # Nchan takes publishes only on its HTTP publisher location
     own_redis = args.target is None and (args.redis or args.publish in ("redis", "raw"))
     started = time.time()
     with target_for(
@@ -80,10 +95,11 @@ def main(argv: list[str] | None = None) -> int:
         redis_url=args.redis_url,
         node_pid=args.node_pid,
         pin=not args.no_pin,
+        server=args.server,
     ) as target:
         if target.generator_cores:
             os.sched_setaffinity(0, target.generator_cores)
-        pool = WorkerPool(args.workers, target.generator_cores)
+        pool = WorkerPool(args.workers, target.generator_cores, client=args.client)
         try:
             run = Run(args, target, pool, Recorder(pool, target.node_pid))
             scenario = SCENARIOS["broadcast" if args.scenario == "smoke" else args.scenario]
@@ -92,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             pool.close()
     result: dict[str, Any] = {
         "scenario": args.scenario,
-        "title": f"{args.clients} clients, publish via {args.publish}",
+        "title": f"{args.server}: {args.clients} clients, publish via {args.publish}",
         "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "target": target.url,

@@ -36,8 +36,8 @@ class Recorder:
 
     def cpu(self) -> tuple[float, float, float]:
         """(wall time, node CPU s, generator CPU s: workers + this process)."""
-        workers = [p.pid for p in self.pool.procs]
-        return time.time(), cpu_seconds([self.node_pid]), cpu_seconds([*workers, os.getpid()])
+        workers: list[int | None] = [*self.pool.pids(), os.getpid()]
+        return time.time(), cpu_seconds([self.node_pid]), cpu_seconds(workers)
 
     async def sample(
         self, expected: dict[str, int] | None = None

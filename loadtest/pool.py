@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing as mp
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+from . import csub
 from .worker import Spec, run_worker
 
 PER_SOURCE = 10_000  # connections per source address, well inside the ephemeral port range
@@ -23,19 +26,33 @@ def source_address(index: int) -> str:
 
 
 class WorkerPool:
-    """Worker processes, started in the constructor and stopped by `close`."""
+    """Worker processes, started in the constructor and stopped by `close`.
 
-    def __init__(self, count: int, cores: list[int] | None = None) -> None:
+    `client` "c" runs each worker's subscribers in a csub process (built here, once),
+    "python" in the worker's own event loop.
+    """
+
+    def __init__(self, count: int, cores: list[int] | None = None, client: str = "python") -> None:
         ctx = mp.get_context("spawn")
+        binary = str(csub.build()) if client == "c" else None
         self.conns: list[Connection] = []
         self.procs: list[mp.process.BaseProcess] = []
         for _ in range(count):
             mine, theirs = ctx.Pipe()
-            proc = ctx.Process(target=run_worker, args=(theirs, cores), daemon=True)
+            proc = ctx.Process(target=run_worker, args=(theirs, cores, binary), daemon=True)
             proc.start()
             self.conns.append(mine)
             self.procs.append(proc)
         self.executor = ThreadPoolExecutor(max_workers=count)
+
+    def pids(self) -> list[int]:
+        """The workers and their children (the csub processes), for CPU accounting."""
+        pids = [p.pid for p in self.procs if p.pid is not None]
+        for pid in list(pids):
+            for task in Path(f"/proc/{pid}/task").glob("*/children"):
+                with contextlib.suppress(OSError):  # the worker may be gone
+                    pids += [int(c) for c in task.read_text().split()]
+        return pids
 
     async def call(self, command: str, args: list[dict[str, Any]] | dict[str, Any]) -> list[Any]:
         """Send `command` to every worker (same args, or one dict each) and await all replies."""

@@ -1,4 +1,5 @@
-"""Publishing at a steady rate through HTTP, Redis FCALL or raw Redis PUBLISH.
+"""Publishing at a steady rate through HTTP, Redis FCALL or raw Redis PUBLISH, or to
+Nchan's publisher location (`nchan`: POST /pub?channel=<name>, the data as the body).
 
 Data is "<seq> <time.time_ns()> <channel>", padded with 'x' to `size` bytes; the sequence
 counts per channel from 1 and carries on across calls to `run`, so subscribers can check
@@ -19,6 +20,9 @@ import hiredis
 TICK = 0.005  # seconds between bursts
 MAX_BURST = 5000  # messages per Redis pipeline
 HTTP_IN_FLIGHT = 128
+HTTP_PATHS = ("http", "nchan")
+# Nchan answers 201 when the message reached subscribers and 202 when it was only stored.
+ACCEPTED = {"http": (200,), "nchan": (201, 202)}
 
 
 class Publisher:
@@ -27,8 +31,8 @@ class Publisher:
     def __init__(
         self, path: str, *, http_url: str | None, token: str, redis_url: str | None, size: int
     ) -> None:
-        if path == "http" and not http_url:
-            raise ValueError("--publish http needs a node URL")
+        if path in HTTP_PATHS and not http_url:
+            raise ValueError(f"--publish {path} needs a node URL")
         if path in ("redis", "raw") and not redis_url:
             raise ValueError(f"--publish {path} needs --redis or --redis-url")
         self.path, self.http_url, self.token, self.redis_url, self.size = (
@@ -49,7 +53,7 @@ class Publisher:
         return text if len(text) >= self.size else text + " " + "x" * (self.size - len(text) - 1)
 
     async def __aenter__(self) -> Publisher:
-        if self.path == "http":
+        if self.path in HTTP_PATHS:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=HTTP_IN_FLIGHT),
                 headers={"Authorization": f"Bearer {self.token}"},
@@ -102,14 +106,19 @@ class Publisher:
         before = self._chain.get(channel)  # the previous publish to this channel goes first
         data = self.data(channel, seq)
         assert self._session is not None and self.http_url is not None
-        session, url = self._session, self.http_url
+        session, url, accepted = self._session, self.http_url, ACCEPTED[self.path]
+        request: dict[str, Any] = (
+            {"params": {"channel": channel}, "data": data.encode()}
+            if self.path == "nchan"
+            else {"json": {"channel": channel, "data": data}}
+        )
 
         async def post() -> None:
             try:
                 if before is not None:
                     await asyncio.gather(before, return_exceptions=True)
-                async with session.post(url, json={"channel": channel, "data": data}) as answer:
-                    if answer.status != 200:
+                async with session.post(url, **request) as answer:
+                    if answer.status not in accepted:
                         self.errors += 1
                     await answer.read()
             except aiohttp.ClientError:

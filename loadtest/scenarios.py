@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .measure import Recorder, run_step
-from .node import gauge, rss_kb
+from .node import rss_kb
 from .pool import WorkerPool, merge
 from .publisher import Publisher
 from .target import Target
@@ -25,7 +25,7 @@ class Run:
     def publisher(self, path: str | None = None) -> Publisher:
         return Publisher(
             path or self.args.publish,
-            http_url=self.target.base + "/publish",
+            http_url=self.target.publish_url,
             token=self.target.token,
             redis_url=self.target.redis_url,
             size=self.args.size,
@@ -50,7 +50,7 @@ class Run:
             "held": held,
             "failed": opened["failed"],
             "connect_seconds": round(time.time() - started - 1.0, 2),
-            "node_connections_gauge": gauge(self.target.base, "broadcaster_connections"),
+            "node_connections_gauge": self.target.connections(),
             "node_rss_kb_before": before,
             "node_rss_kb_after": after,
             "rss_kb_per_connection": round((after - before) / held, 2)
@@ -123,7 +123,7 @@ async def idle(run: Run) -> dict[str, Any]:
         "held_at_end": snap["held"],
         "dropped": snap["dropped"],
         "node_rss_kb_at_end": rss_kb(run.target.node_pid),
-        "node_connections_gauge_at_end": gauge(run.target.base, "broadcaster_connections"),
+        "node_connections_gauge_at_end": run.target.connections(),
     }
 
 
@@ -133,7 +133,11 @@ async def reconnect(run: Run) -> dict[str, Any]:
     channel = run.target.channel
     channels_of = [[channel]] * args.clients
     connect = await run.open(channels_of)
-    path = "redis" if args.restart else args.publish  # the node is down while we publish
+    # Our node takes the missed events through Redis while it is down. Nchan takes
+    # publishes only through nginx, so it comes back first and gets them over HTTP;
+    # either way they are stored in Redis before the subscribers return.
+    publish_while_down = args.restart and run.target.server != "nchan"
+    path = "redis" if publish_while_down else args.publish
     async with run.publisher(path) as publisher:
         rec.mark("warm-up")
         warm = await run_step(
@@ -145,8 +149,10 @@ async def reconnect(run: Run) -> dict[str, Any]:
             run.target.node.stop()
             await asyncio.sleep(0.5)
         held_after_drop = sum(await pool.call("disconnect", {}))
+        if args.restart and not publish_while_down:
+            await asyncio.to_thread(run.target.restart_node)
         missed = await publisher.run([channel], args.missed_rate, args.events / args.missed_rate)
-        if args.restart:
+        if publish_while_down:
             await asyncio.to_thread(run.target.restart_node)
         expected = {channel: publisher.published[channel]}
         await rec.sample()  # clean counters before the storm

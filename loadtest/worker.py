@@ -1,7 +1,8 @@
 """A worker process: holds a share of the subscribers in its own event loop.
 
 It obeys commands from the orchestrator over a pipe, one at a time, while its
-subscribers keep receiving. Every command gets exactly one reply.
+subscribers keep receiving. Every command gets exactly one reply. With the C client the
+subscribers live in a csub child process instead, and `csub.CWorker` relays the commands.
 """
 
 from __future__ import annotations
@@ -16,19 +17,23 @@ from typing import Any
 
 import uvloop
 
+from .csub import CWorker
 from .sse_client import Subscriber
 from .stats import WorkerStats
 
 Spec = tuple[str, str, list[str]]  # (source address, path with query, channels)
 
 
-def run_worker(conn: Connection, cores: list[int] | None) -> None:
-    """Process entry point."""
+def run_worker(conn: Connection, cores: list[int] | None, csub: str | None = None) -> None:
+    """Process entry point; `csub` is the compiled C client to run the subscribers in."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the orchestrator decides when to stop
     if cores:
         os.sched_setaffinity(0, cores)
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if csub is not None:
+        CWorker(conn, csub).serve()
+        return
     uvloop.install()
     asyncio.run(Worker(conn).serve())
 

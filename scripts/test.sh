@@ -10,6 +10,7 @@ command -v redis-cli >/dev/null || missing+=(redis-tools)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 command -v prometheus >/dev/null || missing+=(prometheus)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v cc >/dev/null || missing+=(gcc libc6-dev)  # the load generator's C client
 if ((${#missing[@]})); then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo=sudo
