@@ -10,11 +10,14 @@ from ..metrics import Counts
 if TYPE_CHECKING:
     from .stream import Stream
 
-# Flushing may take at most about half the loop's time: when events come back sooner
-# after a flush than that flush took, the next flush waits out the difference (up to
-# this bound). Events that arrive meanwhile share one write per stream, so under
-# overload throughput grows with the load and latency stays bounded, instead of a
-# backlog queueing behind one write per event. Under light load nothing waits.
+# Flushing may take at most about four fifths of the loop's time: when events come back
+# sooner after a flush than a quarter of what that flush took, the next flush waits out
+# the difference (up to MAX_FLUSH_DEFER). Events that arrive meanwhile share one write
+# per stream, so under overload throughput grows with the load and latency stays
+# bounded, instead of a backlog queueing behind one write per event. Under light load
+# nothing waits. (Half the flush's time instead of a quarter cost 35 ms of median
+# latency at 5 and 10 msg/s to 10k streams, for the same throughput at 50 msg/s.)
+FLUSH_WAIT_SHARE = 0.25
 MAX_FLUSH_DEFER = 0.05
 
 
@@ -117,7 +120,7 @@ class Outbox:
 
     def _schedule(self) -> None:
         loop = asyncio.get_running_loop()
-        wait = self._last_cost - (loop.time() - self._last_end)
+        wait = self._last_cost * FLUSH_WAIT_SHARE - (loop.time() - self._last_end)
         if wait <= 0:
             self._handle = loop.call_soon(self.flush)
         else:
