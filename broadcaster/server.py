@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -21,6 +22,8 @@ from .workers.metrics import WorkerMetrics
 from .workers.slot import WorkerSlot
 
 log = logging.getLogger(__name__)
+
+GC_YOUNG_THRESHOLD = 10_000
 
 
 async def serve(
@@ -61,6 +64,7 @@ async def serve(
         if workers is not None:
             await workers.start()
         await site.start()
+        _settle_memory()
         log.info(
             "node %s (pid %d) listening on http://%s:%d with %s",
             settings.node_id,
@@ -81,6 +85,18 @@ async def serve(
         if workers is not None:
             await workers.close()
     log.info("stopped")
+
+
+def _settle_memory() -> None:
+    """Leave what startup made out of the cyclic garbage collector's work, and collect the
+    young generation less often.
+
+    Every connection makes dozens of objects; at the default threshold (700) a reconnect
+    storm of 10k clients spent 12 % of the node's time in collections that found little.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD)
 
 
 async def _drain(app: web.Application, bound: float) -> None:

@@ -50,6 +50,7 @@ class Outbox:
         "_handle",
         "_last_cost",
         "_last_end",
+        "_loop",
         "_promoted",
         "_streams",
         "counts",
@@ -63,6 +64,15 @@ class Outbox:
         self._handle: asyncio.Handle | None = None
         self._last_cost = 0.0
         self._last_end = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The running loop, looked up once (Python 3.11 asks the kernel for the process
+        id at every `get_running_loop`)."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
 
     def mark(self, stream: Stream) -> None:
         """Have `stream`'s own frames flushed at the end of this turn (later if overloaded)."""
@@ -94,7 +104,7 @@ class Outbox:
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         started = loop.time()
         # Own frames first: a stream promoted this turn has older frames among them.
         streams, self._streams = self._streams, []
@@ -119,7 +129,7 @@ class Outbox:
         self._last_cost = self._last_end - started
 
     def _schedule(self) -> None:
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         wait = self._last_cost * FLUSH_WAIT_SHARE - (loop.time() - self._last_end)
         if wait <= 0:
             self._handle = loop.call_soon(self.flush)

@@ -45,7 +45,7 @@ class Stream:
         max_pending_bytes: int,
         expires_at: float = math.inf,
     ) -> None:
-        loop = asyncio.get_running_loop()
+        loop = outbox.loop
         self.channels = tuple(channels)
         self.expires_at = expires_at
         self.closed: asyncio.Future[str] = loop.create_future()
@@ -77,7 +77,7 @@ class Stream:
         self._pending_ids = None
         self.chunked = chunked
         self._started = True
-        self.last_write = asyncio.get_running_loop().time()
+        self.last_write = self._outbox.loop.time()
         if self._pending:
             self._outbox.mark(self)
 
@@ -148,4 +148,4 @@ class Stream:
             self._transport.write(b"%x\r\n%b\r\n" % (len(body), body))
         else:
             self._transport.write(body)
-        self.last_write = asyncio.get_running_loop().time()
+        self.last_write = self._outbox.loop.time()
