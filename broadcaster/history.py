@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import orjson
 
@@ -16,9 +17,12 @@ from .message import Message
 from .sse import encode_position
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class EventId:
-    """A position in the global publish order."""
+class EventId(NamedTuple):
+    """A position in the global publish order.
+
+    A named tuple, not a dataclass: ids are compared and made on every message's way and
+    in every replay's merge, and tuples do both in C.
+    """
 
     ms: int
     seq: int
@@ -35,7 +39,7 @@ class EventId:
             return None
         return cls(int(ms), int(seq)) if ms.isdigit() and seq.isdigit() else None
 
-    def __str__(self) -> str:
+    def __str__(self) -> str:  # the wire form, `<ms>-<seq>`
         return f"{self.ms}-{self.seq}"
 
 

@@ -12,6 +12,9 @@ from .history import ChannelHistory, Entry, EventId, Head, Replay, Snapshot, Sta
 from .message import Message
 from .publication import Publication
 
+SHARED_REPLAY_MS = 100
+MAX_SHARED_REPLAYS = 1024
+
 
 class MemoryBroker:
     """Delivers to this process's subscribers and keeps each channel's recent history."""
@@ -35,6 +38,11 @@ class MemoryBroker:
         # (channel, idempotency key) -> the first publish's id, and until when it counts.
         self._keys: OrderedDict[tuple[str, str], tuple[str, int]] = OrderedDict()
         self._window_ms = round(idempotency_window * 1000)
+        # Replays computed since the last publish, shared by clients asking the same (a
+        # reconnect storm): the snapshot, merge and encoding are done once. Kept at most
+        # SHARED_REPLAY_MS, since an old id's fate (expired or unknown) depends on the time.
+        self._replays: dict[tuple[tuple[str, ...], Start], Replay] = {}
+        self._replays_of: tuple[EventId, int] = (self._last, 0)
 
     @property
     def connected(self) -> bool:
@@ -91,6 +99,19 @@ class MemoryBroker:
         """What `channels` replay from `start`: missed messages (or resets), or retained ones."""
         now = _now_ms()
         self._expire(now)
+        last, since = self._replays_of
+        if last != self._last or now - since > SHARED_REPLAY_MS:
+            self._replays.clear()
+            self._replays_of = (self._last, now)
+        key = (tuple(channels), start)
+        shared = self._replays.get(key)
+        if shared is None:
+            if len(self._replays) >= MAX_SHARED_REPLAYS:
+                self._replays.clear()
+            shared = self._replays[key] = self._read(channels, start, now)
+        return shared
+
+    def _read(self, channels: Sequence[str], start: Start, now: int) -> Replay:
         position = EventId.parse(start.after) if start.after is not None else None
         read = {}
         for channel in channels:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .metrics import MalformedReason
 from .sse import check_field, encode_event
@@ -30,6 +30,7 @@ class Message:
     id: str | None = None
     prev: str | None = None
     published_ms: int | None = None
+    _frame: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.event is not None:
@@ -38,8 +39,13 @@ class Message:
             check_field("id", self.id)
 
     def frame(self) -> bytes:
-        """The event-stream bytes for this message, built once and shared by all subscribers."""
-        return encode_event(self.data, self.event, self.id)
+        """The event-stream bytes for this message, built once and shared by all subscribers
+        (and by every replay of a message kept in memory)."""
+        frame = self._frame
+        if frame is None:
+            frame = encode_event(self.data, self.event, self.id)
+            object.__setattr__(self, "_frame", frame)  # a cache, not a change of value
+        return frame
 
 
 def unpack(payload: bytes, repairs: Counter[MalformedReason] | None = None) -> Message:
