@@ -90,5 +90,5 @@ class EventStreamResponse(web.StreamResponse):
             # it may have missed some.
             replayed = Replay(None, resets={"unavailable": list(channels)})
         parts.append(replayed.frames())
-        app[METRICS].counts.events_replayed += len(replayed.messages)
+        app[METRICS].counts.events_replayed += len(replayed.items)
         return b"".join(parts), replayed
