@@ -58,6 +58,11 @@ class EventStreamResponse(web.StreamResponse):
                 chunked=self.headers.get("Transfer-Encoding") == "chunked",
                 replayed_through=replayed.head if replayed else None,
             )
+            # This frame lives as long as the stream: it keeps nothing it no longer needs
+            # (a replay's bytes are kilobytes per client). And a stream's connection is
+            # never reused: aiohttp's keep-alive timer goes now, not when it first fires.
+            del preamble, replayed
+            request.protocol.keep_alive(False)
             reason = await stream.closed
         except ConnectionResetError:
             reason = "gone"
