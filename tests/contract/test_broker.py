@@ -109,6 +109,15 @@ async def test_resume_replays_what_followed_on_every_channel_in_id_order(subject
     assert nothing_new.messages == [] and nothing_new.resets == {}
 
 
+async def test_a_replay_asked_again_after_a_publish_includes_it(subject: Subject) -> None:
+    first = await subject.publish("a", "1")
+    before = await subject.broker.replay(["a"], Start.resume(first))
+    assert before.messages == []
+    await subject.publish("a", "2")  # at once: a replay shared between askers must not stale
+    after = await subject.broker.replay(["a"], Start.resume(first))
+    assert [m.data for _, m in after.messages] == ["2"]
+
+
 async def test_history_that_cannot_answer_resets_with_its_reason(subject: Subject) -> None:
     ids = [await subject.publish("t", f"m{n}") for n in range(MAXLEN + 3)]
     trimmed = await subject.broker.replay(["t", "u"], Start.resume(ids[0]))

@@ -13,9 +13,12 @@ from broadcaster.history import (
     Head,
     Replay,
     Snapshot,
+    Start,
     replay,
 )
+from broadcaster.memory import MemoryBroker
 from broadcaster.message import Message
+from broadcaster.publication import Publication
 
 HEAD = Head(EventId(5000, 50), epoch_ms=1000)
 
@@ -136,3 +139,14 @@ def test_across_a_failover_the_retained_are_replayed_around_a_notice() -> None:
     held = replay("5001-12", only_old)
     assert held.resets == {} and [m.event for _, m in held.messages] == ["reset"]
     assert held.frames().endswith(b"id: 5000-10\n\n")
+
+
+async def test_the_embedded_broker_shares_a_replay_until_the_next_publish() -> None:
+    broker = MemoryBroker()
+    [first] = await broker.publish([Publication("a", "1")])
+    await broker.publish([Publication("a", "2")])
+    one = await broker.replay(["a"], Start.resume(first))
+    assert await broker.replay(["a"], Start.resume(first)) is one  # encoded once, shared
+    await broker.publish([Publication("a", "3")])
+    fresh = await broker.replay(["a"], Start.resume(first))
+    assert fresh is not one and [m.data for _, m in fresh.messages] == ["2", "3"]
