@@ -15,6 +15,7 @@ from .limits import ConnectionLimiter, parse_networks
 from .memory import MemoryBroker
 from .metrics import Counts, Metrics
 from .redis import RedisBroker
+from .redis.library import library_options
 from .settings import Settings
 from .state import (
     AUTH,
@@ -39,16 +40,7 @@ def make_broker(settings: Settings, counts: Counts | None = None) -> Broker:
             history_ttl=settings.history_ttl,
             idempotency_window=settings.idempotency_window,
         )
-    return RedisBroker.from_url(
-        settings.redis_url,
-        prefix=settings.channel_prefix,
-        history_maxlen=settings.history_maxlen,
-        history_ttl=settings.history_ttl,
-        idempotency_window=settings.idempotency_window,
-        publish_replicas=settings.publish_replicas,
-        publish_replica_timeout=settings.publish_replica_timeout,
-        counts=counts,
-    )
+    return RedisBroker.from_url(settings.redis_url, counts=counts, **library_options(settings))
 
 
 def create_app(settings: Settings, broker: Broker | None = None) -> web.Application:

@@ -13,6 +13,7 @@ from redis.exceptions import RedisError
 
 from ..publishing import PublishError, SyncHttpPublisher, SyncPublisher, SyncRedisPublisher
 from ..redis.client import connect_sync
+from ..redis.library import library_options
 from ..settings import Settings
 from .options import load_settings
 
@@ -63,15 +64,7 @@ def _run(args: argparse.Namespace) -> None:
 def _publisher(settings: Settings, url: str | None) -> SyncPublisher:
     """Straight to Redis with a Redis URL (and no --url), else through a node."""
     if url is None and settings.redis_url is not None:
-        return SyncRedisPublisher(
-            connect_sync(settings.redis_url),
-            prefix=settings.channel_prefix,
-            history_maxlen=settings.history_maxlen,
-            history_ttl=settings.history_ttl,
-            idempotency_window=settings.idempotency_window,
-            replicas=settings.publish_replicas,
-            replica_timeout=settings.publish_replica_timeout,
-        )
+        return SyncRedisPublisher(connect_sync(settings.redis_url), **library_options(settings))
     token = settings.publish_token.get_secret_value() if settings.publish_token else ""
     return SyncHttpPublisher(url or DEFAULT_URL, token)
 

@@ -12,6 +12,7 @@ from redis.exceptions import RedisError
 
 from ..publishing import RedisPublisher
 from ..redis.client import connect
+from ..redis.library import library_options
 from ..settings import Settings
 from .answer import stream_answer
 from .queue import Job, JobQueue
@@ -25,15 +26,7 @@ async def run_producer(settings: Settings, redis_url: str) -> None:
     queue = JobQueue(
         client, settings.channel_prefix, settings.demo_queue_max, settings.demo_job_ttl
     )
-    publisher = RedisPublisher(
-        client,
-        prefix=settings.channel_prefix,
-        history_maxlen=settings.history_maxlen,
-        history_ttl=settings.history_ttl,
-        idempotency_window=settings.idempotency_window,
-        replicas=settings.publish_replicas,
-        replica_timeout=settings.publish_replica_timeout,
-    )
+    publisher = RedisPublisher(client, **library_options(settings))
     slots = asyncio.Semaphore(settings.demo_queue_max)
     running: set[asyncio.Task[None]] = set()
 

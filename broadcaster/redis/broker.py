@@ -12,6 +12,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Sequence
+from typing import Any
 
 import redis.asyncio as redis
 from redis.asyncio.connection import AbstractConnection
@@ -53,8 +54,8 @@ class RedisBroker:
         history_maxlen: int = 1000,
         history_ttl: int = 86400,
         idempotency_window: float = 300,
-        publish_replicas: int = 0,
-        publish_replica_timeout: float = 1.0,
+        replicas: int = 0,
+        replica_timeout: float = 1.0,
         ping_interval: float = 5.0,
         max_backoff: float = 5.0,
         counts: Counts | None = None,
@@ -62,12 +63,7 @@ class RedisBroker:
         self._counts = counts or Counts()
         self._client = client
         self._library = Library(
-            prefix,
-            history_maxlen,
-            history_ttl,
-            idempotency_window,
-            publish_replicas,
-            publish_replica_timeout,
+            prefix, history_maxlen, history_ttl, idempotency_window, replicas, replica_timeout
         )
         self._history = RedisHistory(client, prefix=prefix, ttl=history_ttl)
         self._max_backoff = max_backoff
@@ -91,29 +87,9 @@ class RedisBroker:
         self._replid: str | None = None  # the primary's replication history, once known
 
     @classmethod
-    def from_url(
-        cls,
-        url: str,
-        *,
-        prefix: str = "sse:",
-        history_maxlen: int = 1000,
-        history_ttl: int = 86400,
-        idempotency_window: float = 300,
-        publish_replicas: int = 0,
-        publish_replica_timeout: float = 1.0,
-        counts: Counts | None = None,
-    ) -> RedisBroker:
-        """A broker for the Redis server at `url`."""
-        return cls(
-            connect(url),
-            prefix=prefix,
-            history_maxlen=history_maxlen,
-            history_ttl=history_ttl,
-            idempotency_window=idempotency_window,
-            publish_replicas=publish_replicas,
-            publish_replica_timeout=publish_replica_timeout,
-            counts=counts,
-        )
+    def from_url(cls, url: str, **options: Any) -> RedisBroker:
+        """A broker for the Redis server at `url` (options as for the constructor)."""
+        return cls(connect(url), **options)
 
     @property
     def connected(self) -> bool:

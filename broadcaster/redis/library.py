@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 import redis.asyncio as aioredis
@@ -14,9 +14,25 @@ from redis.exceptions import RedisError, ResponseError
 
 from ..publication import Publication
 
+if TYPE_CHECKING:
+    from ..settings import Settings
+
 FUNCTION = "sse_publish"
 SEEN = "sse_seen"
 _SOURCE = resources.files(__package__).joinpath("library.lua").read_text("utf-8")
+
+
+def library_options(settings: Settings) -> dict[str, Any]:
+    """The settings of the function library, as `RedisBroker` and the Redis publishers
+    take them: one place for the node, `broadcaster publish` and the demo producer."""
+    return {
+        "prefix": settings.channel_prefix,
+        "history_maxlen": settings.history_maxlen,
+        "history_ttl": settings.history_ttl,
+        "idempotency_window": settings.idempotency_window,
+        "replicas": settings.publish_replicas,
+        "replica_timeout": settings.publish_replica_timeout,
+    }
 
 
 @dataclass(frozen=True, slots=True)
