@@ -152,11 +152,6 @@ class Replay:
         """The replayed messages (and inline notices), with their channels, in order."""
         return [(channel, message) for _, channel, message in self.items]
 
-    @property
-    def head_seq(self) -> int:
-        """Live messages at or below this sequence were read from history already."""
-        return 0 if self.head is None else self.head.seq
-
     def frames(self) -> bytes:
         """Resets first, then the missed messages in publish order, then the position.
 
