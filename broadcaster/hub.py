@@ -13,7 +13,7 @@ from .message import Message
 from .metrics import Metrics
 from .sse import encode_retry, jittered_retry
 from .streaming.outbox import Fanout, Outbox
-from .streaming.stream import Stream
+from .streaming.stream import Reason, Stream
 
 
 class Hub:
@@ -128,7 +128,7 @@ class Hub:
         if fanout.sharing:
             self.outbox.share(fanout, frame)
 
-    def close_all(self, reason: str) -> None:
+    def close_all(self, reason: Reason) -> None:
         """End every open stream, each with its own jittered `retry:` so reconnects spread."""
         self.outbox.flush()  # what was delivered before reaches them first
         for stream in list(self._streams):
@@ -140,7 +140,7 @@ class Hub:
             return math.inf
         return asyncio.get_running_loop().time() + self._max_age * random.uniform(0.9, 1.1)
 
-    def _retire(self, stream: Stream, reason: str) -> None:
+    def _retire(self, stream: Stream, reason: Reason) -> None:
         stream.push(encode_retry(jittered_retry(self._retry_ms)), event=False)
         stream.close(reason)
 

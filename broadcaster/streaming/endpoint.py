@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from functools import partial
 
 from aiohttp import web
 
@@ -58,12 +59,9 @@ async def events(request: web.Request) -> web.StreamResponse:
         rejected[refused] += 1
         return await overloaded(request, refused)
     request.app[METRICS].counts.connections_opened += 1
-    try:
-        response = EventStreamResponse()
-        await response.serve(request, channels, start)
-        return response
-    finally:
-        limiter.release(ip)
+    response = EventStreamResponse()
+    await response.serve(request, channels, start, release=partial(limiter.release, ip))
+    return response
 
 
 def requested_start(request: web.Request) -> Start | None:

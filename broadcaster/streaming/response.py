@@ -1,8 +1,8 @@
-"""The event-stream response: handshake, preamble, then the socket handed to the hub."""
+"""The event-stream response: handshake, preamble, then the connection handed to the stream."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import orjson
 from aiohttp import web
@@ -11,6 +11,7 @@ from ..broker import BrokerUnavailable
 from ..history import Replay, Start
 from ..sse import encode_event, encode_retry
 from ..state import BROKER, HUB, METRICS, SETTINGS
+from .handoff import StreamSocket, hand_off
 from .stream import Stream
 
 STREAM_HEADERS = {
@@ -24,22 +25,31 @@ class EventStreamResponse(web.StreamResponse):
     """One client's SSE response.
 
     `serve` subscribes first, then sends the headers and a preamble (`retry:`, the opt-in
-    `hello`, the replay `start` asks for), and hands the socket to the hub: live frames are
-    written to the transport directly, not through this object, until the stream ends.
+    `hello`, the replay `start` asks for), and hands the connection to the stream: live
+    frames are written to the transport directly, and the stream ends the body.
     """
 
     def __init__(self) -> None:
         super().__init__(headers=STREAM_HEADERS)
+        self._handed_off = False
 
     async def serve(
-        self, request: web.Request, channels: Sequence[str], start: Start | None
+        self,
+        request: web.Request,
+        channels: Sequence[str],
+        start: Start | None,
+        release: Callable[[], None],
     ) -> None:
-        """Stream `channels` to the client until the stream ends, for whatever reason."""
+        """Start streaming `channels` to the client; `release` is called once it ends.
+
+        Returns when the stream is live (it goes on without this handler), or has ended.
+        """
         app = request.app
         transport = request.transport
-        if transport is None:
-            raise web.HTTPBadRequest(text="connection closed\n")
         hub = app[HUB]
+        if transport is None:
+            release()
+            raise web.HTTPBadRequest(text="connection closed\n")
         stream = Stream(
             transport,
             hub.outbox,
@@ -47,34 +57,37 @@ class EventStreamResponse(web.StreamResponse):
             max_pending_bytes=app[SETTINGS].max_pending_bytes,
             expires_at=hub.expiry(),
         )
+
+        def lost(stream: Stream) -> None:
+            hub.leave(stream)
+            release()
+
         try:
             # Subscribed before the history read and the headers: nothing falls in between.
             await hub.join(stream)
             preamble, replayed = await self._preamble(request, channels, start)
             await self.prepare(request)
             await self.write(preamble)
-            hub.go_live(
-                stream,
-                chunked=self.headers.get("Transfer-Encoding") == "chunked",
-                replayed_through=replayed.head if replayed else None,
-            )
-            # This frame lives as long as the stream: it keeps nothing it no longer needs
-            # (a replay's bytes are kilobytes per client). And a stream's connection is
-            # never reused: aiohttp's keep-alive timer goes now, not when it first fires.
-            del preamble, replayed
-            request.protocol.keep_alive(False)
-            reason = await stream.closed
+            if not stream.ended:  # (the node may have begun to shut down meanwhile)
+                self.force_close()
+                hand_off(request, StreamSocket(stream, lost))
+                self._handed_off = True
+                hub.go_live(
+                    stream,
+                    chunked=self.headers.get("Transfer-Encoding") == "chunked",
+                    replayed_through=replayed.head if replayed else None,
+                )
         except ConnectionResetError:
-            reason = "gone"
-        finally:
-            stream.close("gone")  # if it has not ended: its handler was cancelled
-            hub.leave(stream)
-        if reason in ("slow", "gone") or transport.is_closing():
-            # Nothing more can or should reach this client; drop what it has not read.
             transport.abort()
-        else:
-            self.force_close()
-            await self.write_eof()
+        finally:
+            if not self._handed_off:
+                stream.close("gone")  # if it has not ended: its handler was cancelled
+                lost(stream)
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        """End the body, unless the stream owns the connection (it ends the body itself)."""
+        if not self._handed_off:
+            await super().write_eof(data)
 
     async def _preamble(
         self, request: web.Request, channels: Sequence[str], start: Start | None

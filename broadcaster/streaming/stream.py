@@ -5,10 +5,17 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Sequence
+from typing import Literal
 
 from ..history import EventId
 from ..sse import HEARTBEAT
 from .outbox import Outbox
+
+Reason = Literal["shutdown", "max_age", "slow", "gone"]
+"""Why a stream ended: the node is stopping, the stream reached its age, its client could
+not keep up, or its client went away."""
+# How long a stream that ended cleanly waits for its client to read its last bytes.
+CLOSE_LINGER = 10.0
 
 
 class Stream:
@@ -17,7 +24,8 @@ class Stream:
     Frames pushed before `start` wait, so a stream can subscribe before its headers go out
     and before its replay is read; `start` then drops the ones the replay already holds.
     Live, it takes its own frames through `push` (written at the end of the turn), or
-    bytes shared with other streams through `send`.
+    bytes shared with other streams through `send`, and owns its connection: ending the
+    stream ends the response body and closes the connection.
     """
 
     __slots__ = (
@@ -30,10 +38,10 @@ class Stream:
         "_transport",
         "channels",
         "chunked",
-        "closed",
         "ended",
         "expires_at",
         "last_write",
+        "reason",
     )
 
     def __init__(
@@ -48,9 +56,9 @@ class Stream:
         loop = outbox.loop
         self.channels = tuple(channels)
         self.expires_at = expires_at
-        self.closed: asyncio.Future[str] = loop.create_future()
-        """Resolves to the reason the stream ended (`shutdown`, `slow`, `gone`, ...)."""
         self.ended = False
+        self.reason: Reason | None = None
+        """Why the stream ended, once it has."""
         self.chunked = False
         self.last_write = loop.time()
         self._transport = transport
@@ -122,20 +130,37 @@ class Stream:
             self.close("slow")
         return True
 
-    def close(self, reason: str) -> None:
-        """End the stream for `reason` (`shutdown`, `slow`, `gone`, ...); idempotent."""
+    def close(self, reason: Reason) -> None:
+        """End the stream for `reason`; idempotent.
+
+        A live stream's connection closes: cleanly (what is queued, then the end of the
+        body) unless its client is slow or gone, when it is cut off. Before `start`, the
+        response that is still sending the headers and preamble ends the connection.
+        """
         if self.ended:
             return
         self.ended = True
+        self.reason = reason
         if reason == "slow":
             self._outbox.counts.slow_disconnects += 1
-        clean = reason not in ("slow", "gone") and self._started
-        if clean and self._pending and not self._transport.is_closing():
-            self._write_pending()
+        if self._started:
+            self._end_connection(clean=reason not in ("slow", "gone"))
         self._pending.clear()
         self._pending_events = 0
-        if not self.closed.done():  # cancelled when its handler was
-            self.closed.set_result(reason)
+
+    def _end_connection(self, *, clean: bool) -> None:
+        transport = self._transport
+        if not clean or transport.is_closing():
+            transport.abort()  # nothing more can or should reach this client
+            return
+        if self._pending:
+            self._write_pending()
+        if self.chunked:
+            transport.write(b"0\r\n\r\n")
+        transport.close()
+        if transport.get_write_buffer_size():
+            # A client that stops reading would keep the connection open for good.
+            self._outbox.loop.call_later(CLOSE_LINGER, transport.abort)
 
     def _write_pending(self) -> None:
         body = b"".join(self._pending)

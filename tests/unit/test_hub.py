@@ -187,9 +187,10 @@ async def test_retired_streams_get_what_was_delivered_before_their_retry() -> No
     stream, transport = await live(hub, "c")
     hub.deliver("c", Message("last", None, "5-1"))
     hub.close_all("shutdown")
-    assert stream.closed.result() == "shutdown"
+    assert stream.reason == "shutdown"
     assert transport.writes[0] == b"id: 5-1\ndata: last\n\n"
     assert transport.writes[1].startswith(b"retry: ")
+    assert transport.ended == "close"
 
 
 async def test_a_slow_sharing_stream_is_cut_off_and_the_others_go_on() -> None:
@@ -197,10 +198,10 @@ async def test_a_slow_sharing_stream_is_cut_off_and_the_others_go_on() -> None:
     (slow, slow_transport), (fine, fine_transport) = await live(hub, "c"), await live(hub, "c")
     slow_transport.backlog = 1 << 21
     hub.deliver("c", Message("x"))
-    await wait_until(slow.closed.done, 5, "the cut-off")
-    assert slow.closed.result() == "slow"
+    await wait_until(lambda: slow.ended, 5, "the cut-off")
+    assert slow.reason == "slow" and slow_transport.ended == "abort"
     hub.deliver("c", Message("y"))
     await wait_until(lambda: len(fine_transport.writes) == 2, 5, "the next flush")
     assert slow_transport.writes == [b"data: x\n\n"]
     assert fine_transport.writes == [b"data: x\n\n", b"data: y\n\n"]
-    assert not fine.closed.done()
+    assert not fine.ended

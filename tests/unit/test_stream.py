@@ -49,7 +49,8 @@ async def test_a_backed_up_client_is_cut_off_as_slow() -> None:
     transport.backlog = 11
     stream.push(b"x")
     await turn()
-    assert stream.closed.result() == "slow"
+    assert stream.reason == "slow"
+    assert transport.ended == "abort"
     stream.push(b"y")
     await turn()
     assert transport.writes == [b"x"]
@@ -61,19 +62,28 @@ async def test_a_gone_client_is_noticed_on_the_next_write() -> None:
     transport.closing = True
     stream.push(b"x")
     await turn()
-    assert stream.closed.result() == "gone"
+    assert stream.reason == "gone"
     assert transport.writes == []
 
 
-async def test_a_clean_close_flushes_what_is_queued() -> None:
+async def test_a_clean_close_flushes_what_is_queued_then_ends_the_body() -> None:
     stream, transport = await make_stream()
-    stream.start(chunked=False)
+    stream.start(chunked=True)
     stream.push(b"last")
     stream.close("shutdown")
-    assert transport.writes == [b"last"]
-    assert stream.closed.result() == "shutdown"
+    assert transport.writes == [b"4\r\nlast\r\n", b"0\r\n\r\n"]
+    assert transport.ended == "close"
+    assert stream.reason == "shutdown"
     stream.close("slow")
-    assert stream.closed.result() == "shutdown"
+    assert stream.reason == "shutdown"
+
+
+async def test_a_stream_ended_before_it_starts_leaves_its_connection_alone() -> None:
+    stream, transport = await make_stream()
+    stream.push(b"held")
+    stream.close("shutdown")
+    assert stream.ended and stream.reason == "shutdown"
+    assert transport.writes == [] and transport.ended is None
 
 
 async def test_after_a_slow_flush_events_of_later_turns_share_one_write() -> None:

@@ -1,0 +1,139 @@
+"""A live stream's connection leaves aiohttp: its request state is freed, the stream goes on.
+
+`broadcaster/streaming/handoff.py` takes the connection over from aiohttp once the
+headers and preamble are out. These tests hold the node to what that promises, on real
+sockets: aiohttp's objects for the connection are freed (by reference counting, at
+once), live events still arrive, what the client sends is ignored, and the client's
+leaving ends the stream and frees its connection slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import weakref
+from collections.abc import Awaitable, Callable
+
+import aiohttp
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from aiohttp.web_protocol import RequestHandler
+
+from broadcaster.app import create_app
+from broadcaster.settings import Settings
+from broadcaster.state import HUB
+from tests.support.wait import wait_until
+
+PUBLISH = {"Authorization": "Bearer s3cret"}
+REQUEST = b"GET /events?channel=c&hello HTTP/1.1\r\nHost: node\r\n\r\n"
+
+MakeServer = Callable[[web.Application], Awaitable[TestServer]]
+
+
+async def start(
+    aiohttp_server: MakeServer, refs: list[weakref.ref[object]]
+) -> tuple[web.Application, TestServer]:
+    app = create_app(Settings(publish_token="s3cret", max_connections=1))
+
+    @web.middleware
+    async def watch(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if request.path == "/events":
+            refs.append(weakref.ref(request))
+        response = await handler(request)
+        if request.path == "/events":
+            refs.append(weakref.ref(response))
+        return response
+
+    app.middlewares.append(watch)
+    return app, await aiohttp_server(app)
+
+
+def handlers() -> list[RequestHandler]:
+    """aiohttp's protocol objects alive in this process (they take no weak references)."""
+    return [o for o in gc.get_objects() if isinstance(o, RequestHandler)]
+
+
+async def read_until(reader: asyncio.StreamReader, marker: bytes) -> bytes:
+    data = b""
+    while marker not in data:
+        chunk = await asyncio.wait_for(reader.read(4096), 10)
+        assert chunk, f"connection closed before {marker!r}; got {data!r}"
+        data += chunk
+    return data
+
+
+async def publish(server: TestServer, data: str) -> None:
+    async with aiohttp.ClientSession() as session:
+        body = {"channel": "c", "data": data}
+        async with session.post(
+            server.make_url("/publish"), json=body, headers=PUBLISH
+        ) as response:
+            assert response.status == 200, await response.text()
+
+
+async def test_a_live_stream_keeps_nothing_of_aiohttp_and_still_streams(
+    aiohttp_server: MakeServer,
+) -> None:
+    refs: list[weakref.ref[object]] = []
+    app, server = await start(aiohttp_server, refs)
+    assert server.port is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    try:
+        writer.write(REQUEST)
+        head = await read_until(reader, b"event: hello")
+        assert head.startswith(b"HTTP/1.1 200 OK")
+        assert len(refs) == 2  # the request, the response
+        await wait_until(
+            lambda: all(ref() is None for ref in refs) and not handlers(),
+            5,
+            "aiohttp's objects to be freed",
+        )
+        assert app[HUB].stream_count == 1
+
+        writer.write(b"whatever the client says now is ignored\r\n\r\n")
+        await publish(server, "still here")
+        assert b"data: still here" in await read_until(reader, b"still here")
+    finally:
+        writer.close()
+
+
+async def test_a_client_that_leaves_ends_its_stream_and_frees_its_slot(
+    aiohttp_server: MakeServer,
+) -> None:
+    app, server = await start(aiohttp_server, [])
+    assert server.port is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(REQUEST)
+    await read_until(reader, b"event: hello")
+    writer.write_eof()  # half-closed: the client is done
+    await wait_until(lambda: app[HUB].stream_count == 0, 5, "the stream to end")
+    assert await reader.read() == b""  # the node closed its side too
+    writer.close()
+
+    # max_connections=1: the slot is free again.
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    try:
+        writer.write(REQUEST)
+        assert (await read_until(reader, b"event: hello")).startswith(b"HTTP/1.1 200 OK")
+    finally:
+        writer.close()
+
+
+async def test_shutdown_ends_a_live_stream_with_a_retry_and_the_end_of_the_body(
+    aiohttp_server: MakeServer,
+) -> None:
+    app, server = await start(aiohttp_server, [])
+    assert server.port is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    try:
+        writer.write(REQUEST)
+        await read_until(reader, b"event: hello")
+        app[HUB].close_all("shutdown")
+        rest = await asyncio.wait_for(reader.read(), 10)  # until the node closes
+        assert b"retry: " in rest
+        assert rest.endswith(b"0\r\n\r\n")
+        await wait_until(lambda: app[HUB].stream_count == 0, 5, "the stream to end")
+    finally:
+        writer.close()
