@@ -29,6 +29,10 @@ class EventStreamResponse(web.StreamResponse):
     frames are written to the transport directly, and the stream ends the body.
     """
 
+    # The headers wait for the preamble, which always follows at once: one write instead
+    # of two per connection (a reconnect storm is thousands of connections at once).
+    _send_headers_immediately = False
+
     def __init__(self) -> None:
         super().__init__(headers=STREAM_HEADERS)
         self._handed_off = False
