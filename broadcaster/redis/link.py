@@ -109,21 +109,29 @@ class PubSubLink:
         self._wake.set()
 
     async def _write(self, conn: AbstractConnection, ready: Callable[[], None]) -> None:
+        # Written to the socket directly, as `_read` reads it: redis-py's send_command
+        # wraps each write in asyncio.wait_for, which in Python 3.11 swallows a
+        # cancellation that lands as the write completes. The writer then waited forever
+        # and so did the node's shutdown (a stream's last UNSUBSCRIBE racing the close).
+        stream = conn._writer
+        if stream is None:
+            raise RedisConnectionError("pub/sub connection closed")
         first = True
         while True:
             await self._wake.wait()
             self._wake.clear()
+            if not conn.is_connected:
+                raise RedisConnectionError("pub/sub connection closed")
             while self._commands:
                 verb, channel, done = self._commands.popleft()
-                if not conn.is_connected:
-                    raise RedisConnectionError("pub/sub connection closed")
                 if verb == _PING:
                     self._pongs.append(done)
-                    await conn.send_command(verb, check_health=False)
+                    stream.writelines(conn.pack_command(verb))
                     continue
                 if verb == _SUBSCRIBE:
                     self._acks.setdefault(channel, deque()).append(done)
-                await conn.send_command(verb, self._prefix + channel, check_health=False)
+                stream.writelines(conn.pack_command(verb, self._prefix + channel))
+            await stream.drain()
             if first:
                 first = False
                 ready()

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.support.processes import Node
+from tests.support.processes import Node, RedisServer
 from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.slow
@@ -54,4 +54,28 @@ async def test_sigterm_ends_every_stream_cleanly(start_node: Callable[..., Node]
     assert min(delays) >= 3000 and max(delays) <= 9000
     assert len(delays) > 1000, "reconnects are spread, not all at once"
     for _, writer in streams:
+        writer.close()
+
+
+async def test_a_redis_backed_node_stops_with_streams_of_many_channels_open(
+    redis_server: RedisServer, start_node: Callable[..., Node]
+) -> None:
+    # Each stream's end unsubscribes its channel while the node closes its Redis link:
+    # a write to Redis that swallowed the link's cancellation once hung the shutdown.
+    node = start_node(redis_server.url, shutdown_timeout=str(SHUTDOWN_TIMEOUT))
+    streams = []
+    for n in range(200):
+        reader, writer = await asyncio.open_connection("127.0.0.1", node.port)
+        writer.write(f"GET /events?channel=many-{n} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        await reader.readuntil(b"retry: 3000\n\n\r\n")
+        streams.append((reader, writer))
+    node.signal(signal.SIGTERM)
+    assert node.process is not None
+    try:
+        code = await asyncio.to_thread(node.process.wait, SHUTDOWN_TIMEOUT + 2)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"node still running {SHUTDOWN_TIMEOUT + 2}s after SIGTERM") from None
+    assert code == 0 and "stopped" in node.log.read_text(), node.log.read_text()
+    for reader, writer in streams:
+        assert (await reader.read()).endswith(b"0\r\n\r\n")
         writer.close()
