@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import re
 import weakref
 from collections.abc import Awaitable, Callable
 
@@ -135,5 +136,24 @@ async def test_shutdown_ends_a_live_stream_with_a_retry_and_the_end_of_the_body(
         assert b"retry: " in rest
         assert rest.endswith(b"0\r\n\r\n")
         await wait_until(lambda: app[HUB].stream_count == 0, 5, "the stream to end")
+    finally:
+        writer.close()
+
+
+async def test_an_http10_stream_is_unframed_and_ends_when_the_node_closes_it(
+    aiohttp_server: MakeServer,
+) -> None:
+    app, server = await start(aiohttp_server, [])
+    assert server.port is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    try:
+        writer.write(REQUEST.replace(b"HTTP/1.1", b"HTTP/1.0"))
+        head = await read_until(reader, b"event: hello")
+        assert head.startswith(b"HTTP/1.0 200 OK") and b"chunked" not in head.lower()
+        await publish(server, "plain")
+        assert (await read_until(reader, b"plain\n\n")).endswith(b"data: plain\n\n")
+        app[HUB].close_all("shutdown")
+        rest = await asyncio.wait_for(reader.read(), 10)  # the end of the body is the close
+        assert re.fullmatch(rb"retry: \d+\n\n", rest), rest
     finally:
         writer.close()
