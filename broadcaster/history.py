@@ -145,6 +145,9 @@ class Replay:
     head: EventId | None
     items: list[Item] = field(default_factory=list)
     resets: dict[str, list[str]] = field(default_factory=dict)
+    caught_up: bool = True
+    """Whether every live message up to `head` had reached the node when the replay was
+    read. If not, some may still be delivered: the stream drops them itself."""
     _frames: bytes | None = None
 
     @property

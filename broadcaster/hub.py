@@ -87,12 +87,18 @@ class Hub:
             await asyncio.wait(waits)
 
     def go_live(
-        self, stream: Stream, *, chunked: bool, replayed_through: EventId | None = None
+        self,
+        stream: Stream,
+        *,
+        chunked: bool,
+        replayed_through: EventId | None = None,
+        caught_up: bool = True,
     ) -> None:
         """The stream's headers and replay are out: it takes live frames from now on, as
-        bytes shared with the channel's other streams when it follows only one."""
-        stream.start(chunked=chunked, replayed_through=replayed_through)
-        if len(stream.channels) == 1:
+        bytes shared with the channel's other streams when it follows only one (and its
+        replay was `caught_up`: else it drops, by id, frames its replay already had)."""
+        stream.start(chunked=chunked, replayed_through=replayed_through, caught_up=caught_up)
+        if len(stream.channels) == 1 and caught_up:
             fanout = self._channels.get(stream.channels[0])
             if fanout is not None:
                 self.outbox.promote(fanout, stream)

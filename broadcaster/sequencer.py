@@ -40,7 +40,7 @@ class Sequencer:
         self,
         history: HistoryReader,
         deliver: Deliver,
-        barrier: Callable[[], Awaitable[None]],
+        barrier: Callable[[], Awaitable[object]],
         *,
         retry_errors: tuple[type[Exception], ...],
         max_backoff: float = 5.0,
@@ -110,13 +110,18 @@ class Sequencer:
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._catch_up(), name="backfill")
 
-    def replayed(self, channels: Iterable[str], head: EventId) -> None:
-        """A client read history up to `head`: a later backfill need not go back further."""
+    def replayed(self, channels: Iterable[str], head: EventId, *, caught_up: bool) -> None:
+        """A client read history up to `head`: a later backfill need not go back further.
+
+        Unless the read was not `caught_up` with the link (it was down): then a channel
+        this node delivered before keeps its position, for its other clients may miss
+        what was published meanwhile; the next backfill goes back that far.
+        """
         if self._held is not None:
             return
         for channel in channels:
             last = self._last.get(channel)
-            if last is None or last < head:
+            if last is None or (caught_up and last < head):
                 self._last[channel] = head
                 self._fresh.discard(channel)
 

@@ -147,14 +147,16 @@ class RedisBroker:
     async def _read_replay(self, channels: list[str], start: Start) -> Replay:
         try:
             result = begin(start, await self._history.snapshot(channels, start))
-            if self._link.live:
-                # Once the PONG is back, every live message published before the read has
-                # passed the reader: none can reach the client again after its replay.
-                await self._link.fence()
+            # Once the PONG is back, every live message published before the read has
+            # passed the reader: none can reach the client again after its replay. With
+            # the link down (a failover: history answers before pub/sub is back), they
+            # may still come, from the next session's backfill.
+            result.caught_up = self._link.live and await self._link.fence()
         except LINK_ERRORS as exc:
             raise BrokerUnavailable(f"redis unavailable: {exc}") from exc
         if result.head is not None:
-            self._sequencer.replayed([c for c in channels if c in self._desired], result.head)
+            local = [c for c in channels if c in self._desired]
+            self._sequencer.replayed(local, result.head, caught_up=result.caught_up)
         return result
 
     async def _run(self) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable, Iterable
+from typing import cast
 
 import hiredis
 from redis.asyncio.connection import AbstractConnection
@@ -19,7 +20,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 _SUBSCRIBE, _UNSUBSCRIBE, _PING = b"SUBSCRIBE", b"UNSUBSCRIBE", b"PING"
 READ_SIZE = 1 << 16
-Command = tuple[bytes, str, asyncio.Future[None] | None]
+Ack = asyncio.Future[None]  # resolves on a SUBSCRIBE's acknowledgement
+Pong = asyncio.Future[bool]  # a fence: True on its PONG, False if the connection went first
+Command = tuple[bytes, str, Ack | Pong | None]
 
 
 class PubSubLink:
@@ -40,8 +43,8 @@ class PubSubLink:
         self._commands: deque[Command] = deque()
         self._wake = asyncio.Event()
         # Per channel, one entry per SUBSCRIBE sent and not yet acknowledged; likewise PINGs.
-        self._acks: dict[str, deque[asyncio.Future[None] | None]] = {}
-        self._pongs: deque[asyncio.Future[None] | None] = deque()
+        self._acks: dict[str, deque[Ack | None]] = {}
+        self._pongs: deque[Pong | None] = deque()
         self.live = False
         """Whether commands go out now (else they wait for the next `open`)."""
         self._last_read = 0.0
@@ -57,16 +60,19 @@ class PubSubLink:
         """The connection is gone: drop queued commands and release everyone waiting."""
         self.live = False
         for pending in self._acks.values():
-            for done in pending:
-                _resolve(done)
-        for done in self._pongs:
-            _resolve(done)
-        for _, _, done in self._commands:
-            _resolve(done)
+            for ack in pending:
+                _resolve(ack)
+        for pong in self._pongs:
+            _answer_pong(pong, answered=False)
+        for verb, _, waiter in self._commands:
+            if verb == _PING:
+                _answer_pong(cast(Pong | None, waiter), answered=False)
+            else:
+                _resolve(cast(Ack | None, waiter))
         self._commands.clear()
         self._acks, self._pongs = {}, deque()
 
-    def subscribe(self, channel: str, done: asyncio.Future[None] | None = None) -> None:
+    def subscribe(self, channel: str, done: Ack | None = None) -> None:
         """Queue a SUBSCRIBE; `done` resolves on its acknowledgement."""
         self._send(_SUBSCRIBE, channel, done)
 
@@ -74,9 +80,10 @@ class PubSubLink:
         """Queue an UNSUBSCRIBE."""
         self._send(_UNSUBSCRIBE, channel, None)
 
-    def fence(self) -> asyncio.Future[None]:
-        """A PING: resolves once every message published before it has been read."""
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    def fence(self) -> Pong:
+        """A PING: resolves to True once every message published before it has been read,
+        or to False if the connection went first (which proves nothing)."""
+        done: Pong = asyncio.get_running_loop().create_future()
         self._send(_PING, "", done)
         return done
 
@@ -104,7 +111,7 @@ class PubSubLink:
         ended = done.pop()
         raise failures[loops.index(ended)] or RedisConnectionError(f"{ended.get_name()} stopped")
 
-    def _send(self, verb: bytes, channel: str, done: asyncio.Future[None] | None) -> None:
+    def _send(self, verb: bytes, channel: str, done: Ack | Pong | None) -> None:
         self._commands.append((verb, channel, done))
         self._wake.set()
 
@@ -125,11 +132,11 @@ class PubSubLink:
             while self._commands:
                 verb, channel, done = self._commands.popleft()
                 if verb == _PING:
-                    self._pongs.append(done)
+                    self._pongs.append(cast(Pong | None, done))
                     stream.writelines(conn.pack_command(verb))
                     continue
                 if verb == _SUBSCRIBE:
-                    self._acks.setdefault(channel, deque()).append(done)
+                    self._acks.setdefault(channel, deque()).append(cast(Ack | None, done))
                 stream.writelines(conn.pack_command(verb, self._prefix + channel))
             await stream.drain()
             if first:
@@ -174,7 +181,7 @@ class PubSubLink:
                 _resolve(pending.popleft())
             self._on_subscribed(channel)
         elif kind in (b"pong", b"PONG") and self._pongs:
-            _resolve(self._pongs.popleft())
+            _answer_pong(self._pongs.popleft(), answered=True)
 
     async def _watch(self) -> None:
         # Silence: prove the link is alive with a PING, or give up on it after two more
@@ -192,6 +199,11 @@ class PubSubLink:
             self._send(_PING, "", None)
 
 
-def _resolve(done: asyncio.Future[None] | None) -> None:
+def _resolve(done: Ack | None) -> None:
     if done is not None and not done.done():
         done.set_result(None)
+
+
+def _answer_pong(done: Pong | None, *, answered: bool) -> None:
+    if done is not None and not done.done():
+        done.set_result(answered)

@@ -80,6 +80,7 @@ class EventStreamResponse(web.StreamResponse):
                     stream,
                     chunked=self.headers.get("Transfer-Encoding") == "chunked",
                     replayed_through=replayed.head if replayed else None,
+                    caught_up=replayed.caught_up if replayed else True,
                 )
         except ConnectionResetError:
             transport.abort()

@@ -29,6 +29,7 @@ class Stream:
     """
 
     __slots__ = (
+        "_after",
         "_max_pending",
         "_outbox",
         "_pending",
@@ -68,12 +69,19 @@ class Stream:
         self._pending_ids: list[EventId | None] | None = []  # only until start
         self._pending_events = 0
         self._started = False
+        self._after: EventId | None = None  # frames up to this id were in the replay
 
-    def start(self, *, chunked: bool, replayed_through: EventId | None = None) -> None:
+    def start(
+        self, *, chunked: bool, replayed_through: EventId | None = None, caught_up: bool = True
+    ) -> None:
         """Headers (and any replay) are out: from now on frames go straight to the transport.
 
-        Frames that waited and are not newer than `replayed_through` are dropped.
+        Frames that waited and are not newer than `replayed_through` are dropped. If the
+        replay was not `caught_up` with live delivery, later ones are dropped too, until
+        one is newer.
         """
+        if not caught_up:
+            self._after = replayed_through
         if replayed_through is not None and self._pending_ids is not None:
             kept = [
                 frame
@@ -97,6 +105,10 @@ class Stream:
         """Queue `frame` (of message `id_`); it is written at the end of this loop turn."""
         if self.ended:
             return
+        if self._after is not None and id_ is not None:
+            if id_ <= self._after:
+                return  # the replay had it
+            self._after = None  # ids only grow: the rest is new
         self._pending_events += event
         if self._started:
             if not self._pending:

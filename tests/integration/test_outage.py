@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
+from redis.asyncio import Redis
 
 from broadcaster.app import create_app
 from broadcaster.settings import Settings
@@ -96,3 +97,48 @@ async def test_a_pubsub_loop_ending_cancelled_reconnects(
         )
         redis_server.cli("PUBLISH", "sse:news", "after")
         assert await sub.wait_for(1) == [Event("after")]
+
+
+async def test_a_resume_while_the_link_is_down_costs_the_other_clients_nothing(
+    redis_server: RedisServer, start_app: StartApp
+) -> None:
+    # As in a failover, history answers while the pub/sub link cannot come back (here:
+    # Redis takes no new connection). A client resumes meanwhile. The node's other
+    # client of the channel must still get what was published during the outage, from
+    # the backfill once the link is back, and the resumed one must not get it twice.
+    base = await start_app(redis_url=redis_server.url, publish_token="t")
+    admin = Redis.from_url(redis_server.url, single_connection_client=True)
+    headers = {"Authorization": "Bearer t"}
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            subscribe(session, base, ["news"]) as stayed,
+        ):
+            body = {"channel": "news", "data": "m1"}
+            async with session.post(f"{base}/publish", json=body, headers=headers) as sent:
+                first = (await sent.json())["id"]
+            await stayed.wait_for(1)
+
+            clients = int((await admin.info("clients"))["connected_clients"])
+            await admin.config_set("maxclients", clients)  # these stay; no new one
+            await admin.client_kill_filter(_type="pubsub")
+            for data in ("m2", "m3"):
+                await admin.fcall("sse_publish", 1, "news", data)
+
+            resume = {"Last-Event-ID": first}
+            async with subscribe(session, base, ["news"], headers=resume) as resumed:
+                assert [e.data for e in await resumed.wait_for(2)] == ["m2", "m3"]
+                await admin.config_set("maxclients", 10_000)
+
+                async def relinked() -> bool:
+                    numsub = await admin.pubsub_numsub("sse:news")
+                    return bool(numsub and numsub[0][1] == 1)
+
+                await eventually(relinked, 20, "the link to come back")
+                await admin.fcall("sse_publish", 1, "news", "m4")
+                await stayed.wait_for(4)
+                await resumed.wait_for(3)
+                assert [e.data for e in stayed.events] == ["m1", "m2", "m3", "m4"]
+                assert [e.data for e in resumed.events] == ["m2", "m3", "m4"]
+    finally:
+        await admin.aclose()

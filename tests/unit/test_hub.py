@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from broadcaster.history import Replay, Start
+from broadcaster.history import EventId, Replay, Start
 from broadcaster.hub import Hub
 from broadcaster.memory import MemoryBroker
 from broadcaster.message import Message
@@ -205,3 +205,20 @@ async def test_a_slow_sharing_stream_is_cut_off_and_the_others_go_on() -> None:
     assert slow_transport.writes == [b"data: x\n\n"]
     assert fine_transport.writes == [b"data: x\n\n", b"data: y\n\n"]
     assert not fine.ended
+
+
+async def test_after_a_replay_not_caught_up_a_stream_drops_what_it_replayed() -> None:
+    # Its replay went up to 5-2 while the link was down: the link's backfill delivers
+    # 5-1 and 5-2 again for the node's other streams; this one must not get them twice.
+    hub = Hub(MemoryBroker(), heartbeat_interval=15)
+    transport = FakeTransport()
+    stream = Stream(transport, hub.outbox, ["c"], max_pending_bytes=1 << 20)
+    await hub.join(stream)
+    hub.go_live(stream, chunked=False, replayed_through=EventId(5, 2), caught_up=False)
+    for id_ in ("5-1", "5-2", "5-3"):
+        hub.deliver("c", Message(id_, None, id_))
+    await wait_until(lambda: len(transport.writes) == 1, 5, "the flush")
+    assert transport.writes == [b"id: 5-3\ndata: 5-3\n\n"]
+    hub.deliver("c", Message("5-4", None, "5-4"))
+    await wait_until(lambda: len(transport.writes) == 2, 5, "the next flush")
+    assert transport.writes[1] == b"id: 5-4\ndata: 5-4\n\n"

@@ -83,3 +83,29 @@ async def test_after_a_reconnect_held_channels_resume_from_their_last_id() -> No
     await wait_until(lambda: len(delivered) == 4, 5, "the backfill")
     assert delivered == ["m1", "m2", "m3", "m4"]
     assert history.reads == 1
+
+
+async def test_a_replay_read_while_the_link_was_down_moves_no_delivered_channel() -> None:
+    # A client resumed (history up to 3) while the link was down: this node's other
+    # clients of `c` stopped at 1 and must get 2 and 3 from the next backfill.
+    history = History(*(message(n, n - 1 if n > 1 else None) for n in range(1, 5)))
+    seq, delivered = sequencer(history)
+    seq.receive("c", message(1, None))
+    seq.replayed(["c", "new"], EventId(1, 3), caught_up=False)
+    assert seq.hold(["c", "new"]) == {"c", "new"}  # `new` resumes from the replay's head
+    seq.receive("c", message(4, 3))
+    seq.backfill(["c"])
+    await wait_until(lambda: len(delivered) == 4, 5, "the backfill")
+    assert delivered == ["m1", "m2", "m3", "m4"]
+
+
+async def test_a_replay_read_while_the_link_was_up_is_where_a_backfill_starts() -> None:
+    history = History(*(message(n, n - 1 if n > 1 else None) for n in range(1, 5)))
+    seq, delivered = sequencer(history)
+    seq.receive("c", message(1, None))
+    seq.replayed(["c"], EventId(1, 3), caught_up=True)  # 2 and 3 went past the reader
+    seq.hold(["c"])
+    seq.receive("c", message(4, 3))
+    seq.backfill(["c"])
+    await wait_until(lambda: len(delivered) == 2, 5, "the backfill")
+    assert delivered == ["m1", "m4"]
