@@ -48,7 +48,8 @@ def hand_off(request: web.Request, socket: StreamSocket) -> None:
     The response must not end its body either: the stream does that when it ends.
     """
     transport = request.transport
-    assert transport is not None
+    if transport is None:  # aiohttp saw the connection go
+        raise ConnectionResetError("the client went away before its stream went live")
     handler = request.protocol  # aiohttp's request handler for this connection
     task = request.task  # the handler's request loop
     transport.set_protocol(socket)
