@@ -19,12 +19,24 @@ STREAMS = 10_000
 SHUTDOWN_TIMEOUT = 10
 
 
-async def open_stream(port: int, source: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+async def open_stream(
+    port: int, channel: str, source: str = "127.0.0.1"
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
-    writer.write(f"GET /events?channel=c{port % 7} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    writer.write(f"GET /events?channel={channel} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
     head = await reader.readuntil(b"retry: 3000\n\n\r\n")
     assert head.startswith(b"HTTP/1.1 200 OK\r\n")
     return reader, writer
+
+
+async def stop_with_sigterm(node: Node) -> int:
+    """SIGTERM `node`; its exit status, which must come within the shutdown bound."""
+    node.signal(signal.SIGTERM)
+    assert node.process is not None
+    try:
+        return await asyncio.to_thread(node.process.wait, SHUTDOWN_TIMEOUT + 2)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"node still running {SHUTDOWN_TIMEOUT + 2}s after SIGTERM") from None
 
 
 async def read_to_end(reader: asyncio.StreamReader) -> bytes:
@@ -37,14 +49,12 @@ async def test_sigterm_ends_every_stream_cleanly(start_node: Callable[..., Node]
     for batch in range(0, STREAMS, 500):
         # Spread over source addresses so ephemeral ports never run short.
         source = f"127.0.0.{2 + batch // 2500}"
-        streams += await asyncio.gather(*(open_stream(node.port, source) for _ in range(500)))
+        channel = f"c{node.port % 7}"
+        streams += await asyncio.gather(
+            *(open_stream(node.port, channel, source) for _ in range(500))
+        )
     readers = [asyncio.create_task(read_to_end(reader)) for reader, _ in streams]
-    node.signal(signal.SIGTERM)
-    assert node.process is not None
-    try:
-        code = await asyncio.to_thread(node.process.wait, SHUTDOWN_TIMEOUT + 2)
-    except subprocess.TimeoutExpired:
-        raise AssertionError(f"node still running {SHUTDOWN_TIMEOUT + 2}s after SIGTERM") from None
+    code = await stop_with_sigterm(node)
     assert code == 0, node.log.read_text()
     await wait_until(lambda: all(task.done() for task in readers), 10, "every stream to end")
     tails = [task.result() for task in readers]
@@ -63,18 +73,8 @@ async def test_a_redis_backed_node_stops_with_streams_of_many_channels_open(
     # Each stream's end unsubscribes its channel while the node closes its Redis link:
     # a write to Redis that swallowed the link's cancellation once hung the shutdown.
     node = start_node(redis_server.url, shutdown_timeout=str(SHUTDOWN_TIMEOUT))
-    streams = []
-    for n in range(200):
-        reader, writer = await asyncio.open_connection("127.0.0.1", node.port)
-        writer.write(f"GET /events?channel=many-{n} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-        await reader.readuntil(b"retry: 3000\n\n\r\n")
-        streams.append((reader, writer))
-    node.signal(signal.SIGTERM)
-    assert node.process is not None
-    try:
-        code = await asyncio.to_thread(node.process.wait, SHUTDOWN_TIMEOUT + 2)
-    except subprocess.TimeoutExpired:
-        raise AssertionError(f"node still running {SHUTDOWN_TIMEOUT + 2}s after SIGTERM") from None
+    streams = [await open_stream(node.port, f"many-{n}") for n in range(200)]
+    code = await stop_with_sigterm(node)
     assert code == 0 and "stopped" in node.log.read_text(), node.log.read_text()
     for reader, writer in streams:
         assert (await reader.read()).endswith(b"0\r\n\r\n")

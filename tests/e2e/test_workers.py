@@ -142,16 +142,23 @@ async def test_a_fallen_worker_is_replaced_and_the_other_keeps_streaming(
         stream.writer.close()
 
 
-def test_more_than_one_worker_needs_redis() -> None:
+def serve_workers(*args: str, **settings: str) -> subprocess.CompletedProcess[str]:
+    """Run `broadcaster serve --workers 2 <args>` with only these BROADCASTER_ settings,
+    until it exits."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("BROADCASTER_")}
-    done = subprocess.run(
-        [sys.executable, "-m", "broadcaster", "serve", "--workers", "2"],
+    env.update({f"BROADCASTER_{name.upper()}": value for name, value in settings.items()})
+    return subprocess.run(
+        [sys.executable, "-m", "broadcaster", "serve", "--workers", "2", *args],
         env=env,
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=60,
         check=False,
     )
+
+
+def test_more_than_one_worker_needs_redis() -> None:
+    done = serve_workers()
     assert done.returncode == 1
     assert done.stderr.strip() == (
         "broadcaster: 2 workers need BROADCASTER_REDIS_URL: workers share nothing but Redis "
@@ -163,17 +170,8 @@ def test_workers_that_cannot_listen_stop_everything(redis_server: RedisServer) -
     with socket.socket() as taken:  # another program holds the port, without SO_REUSEPORT
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("BROADCASTER_")}
-        env.update(BROADCASTER_REDIS_URL=redis_server.url, BROADCASTER_HOST="127.0.0.1")
         port = str(taken.getsockname()[1])
-        done = subprocess.run(
-            [sys.executable, "-m", "broadcaster", "serve", "--workers", "2", "--port", port],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        done = serve_workers("--port", port, redis_url=redis_server.url, host="127.0.0.1")
     assert done.returncode == 1
     assert "could not start" in done.stderr
     assert "address already in use" in done.stderr.lower()

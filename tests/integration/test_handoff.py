@@ -10,10 +10,11 @@ leaving ends the stream and frees its connection slot.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import re
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 from aiohttp import web
@@ -65,6 +66,21 @@ async def read_until(reader: asyncio.StreamReader, marker: bytes) -> bytes:
     return data
 
 
+@contextlib.asynccontextmanager
+async def live_stream(
+    server: TestServer, request: bytes = REQUEST
+) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes]]:
+    """A raw connection to `server` that sent `request` and read up to the `hello` event:
+    the reader, the writer and what was read; closed at the end."""
+    assert server.port is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    try:
+        writer.write(request)
+        yield reader, writer, await read_until(reader, b"event: hello")
+    finally:
+        writer.close()
+
+
 async def publish(server: TestServer, data: str) -> None:
     async with aiohttp.ClientSession() as session:
         body = {"channel": "c", "data": data}
@@ -79,11 +95,7 @@ async def test_a_live_stream_keeps_nothing_of_aiohttp_and_still_streams(
 ) -> None:
     refs: list[weakref.ref[object]] = []
     app, server = await start(aiohttp_server, refs)
-    assert server.port is not None
-    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-    try:
-        writer.write(REQUEST)
-        head = await read_until(reader, b"event: hello")
+    async with live_stream(server) as (reader, writer, head):
         assert head.startswith(b"HTTP/1.1 200 OK")
         assert len(refs) == 2  # the request, the response
         await wait_until(
@@ -96,64 +108,43 @@ async def test_a_live_stream_keeps_nothing_of_aiohttp_and_still_streams(
         writer.write(b"whatever the client says now is ignored\r\n\r\n")
         await publish(server, "still here")
         assert b"data: still here" in await read_until(reader, b"still here")
-    finally:
-        writer.close()
 
 
 async def test_a_client_that_leaves_ends_its_stream_and_frees_its_slot(
     aiohttp_server: MakeServer,
 ) -> None:
     app, server = await start(aiohttp_server, [])
-    assert server.port is not None
-    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-    writer.write(REQUEST)
-    await read_until(reader, b"event: hello")
-    writer.write_eof()  # half-closed: the client is done
-    await wait_until(lambda: app[HUB].stream_count == 0, 5, "the stream to end")
-    assert await reader.read() == b""  # the node closed its side too
-    writer.close()
+    async with live_stream(server) as (reader, writer, _):
+        writer.write_eof()  # half-closed: the client is done
+        await wait_until(lambda: app[HUB].stream_count == 0, 5, "the stream to end")
+        assert await reader.read() == b""  # the node closed its side too
 
     # max_connections=1: the slot is free again.
-    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-    try:
-        writer.write(REQUEST)
-        assert (await read_until(reader, b"event: hello")).startswith(b"HTTP/1.1 200 OK")
-    finally:
-        writer.close()
+    async with live_stream(server) as (_, _, head):
+        assert head.startswith(b"HTTP/1.1 200 OK")
 
 
 async def test_shutdown_ends_a_live_stream_with_a_retry_and_the_end_of_the_body(
     aiohttp_server: MakeServer,
 ) -> None:
     app, server = await start(aiohttp_server, [])
-    assert server.port is not None
-    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-    try:
-        writer.write(REQUEST)
-        await read_until(reader, b"event: hello")
+    async with live_stream(server) as (reader, _, _):
         app[HUB].close_all("shutdown")
         rest = await asyncio.wait_for(reader.read(), 10)  # until the node closes
         assert b"retry: " in rest
         assert rest.endswith(b"0\r\n\r\n")
         await wait_until(lambda: app[HUB].stream_count == 0, 5, "the stream to end")
-    finally:
-        writer.close()
 
 
 async def test_an_http10_stream_is_unframed_and_ends_when_the_node_closes_it(
     aiohttp_server: MakeServer,
 ) -> None:
     app, server = await start(aiohttp_server, [])
-    assert server.port is not None
-    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-    try:
-        writer.write(REQUEST.replace(b"HTTP/1.1", b"HTTP/1.0"))
-        head = await read_until(reader, b"event: hello")
+    http10 = REQUEST.replace(b"HTTP/1.1", b"HTTP/1.0")
+    async with live_stream(server, http10) as (reader, _, head):
         assert head.startswith(b"HTTP/1.0 200 OK") and b"chunked" not in head.lower()
         await publish(server, "plain")
         assert (await read_until(reader, b"plain\n\n")).endswith(b"data: plain\n\n")
         app[HUB].close_all("shutdown")
         rest = await asyncio.wait_for(reader.read(), 10)  # the end of the body is the close
         assert re.fullmatch(rb"retry: \d+\n\n", rest), rest
-    finally:
-        writer.close()
