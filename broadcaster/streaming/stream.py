@@ -39,7 +39,6 @@ class Stream:
         "_transport",
         "channels",
         "chunked",
-        "ended",
         "expires_at",
         "last_write",
         "reason",
@@ -57,7 +56,6 @@ class Stream:
         loop = outbox.loop
         self.channels = tuple(channels)
         self.expires_at = expires_at
-        self.ended = False
         self.reason: Reason | None = None
         """Why the stream ended, once it has."""
         self.chunked = False
@@ -70,6 +68,11 @@ class Stream:
         self._pending_events = 0
         self._started = False
         self._after: EventId | None = None  # frames up to this id were in the replay
+
+    @property
+    def ended(self) -> bool:
+        """Whether the stream has ended (its `reason` says why)."""
+        return self.reason is not None
 
     def start(
         self, *, chunked: bool, replayed_through: EventId | None = None, caught_up: bool = True
@@ -103,7 +106,7 @@ class Stream:
 
     def push(self, frame: bytes, id_: EventId | None = None, *, event: bool = True) -> None:
         """Queue `frame` (of message `id_`); it is written at the end of this loop turn."""
-        if self.ended:
+        if self.reason is not None:
             return
         if self._after is not None and id_ is not None:
             if id_ <= self._after:
@@ -119,7 +122,7 @@ class Stream:
 
     def flush(self) -> None:
         """Write every queued frame in one write; cut the client off if it cannot keep up."""
-        if self.ended or not self._pending:
+        if self.reason is not None or not self._pending:
             return
         if self._transport.is_closing():
             self.close("gone")
@@ -130,7 +133,7 @@ class Stream:
 
     def send(self, data: bytes, now: float) -> bool:
         """Write bytes shared with other streams (framed for this one); whether they went."""
-        if self.ended:
+        if self.reason is not None:
             return False
         transport = self._transport
         if transport.is_closing():
@@ -149,9 +152,8 @@ class Stream:
         body) unless its client is slow or gone, when it is cut off. Before `start`, the
         response that is still sending the headers and preamble ends the connection.
         """
-        if self.ended:
+        if self.reason is not None:
             return
-        self.ended = True
         self.reason = reason
         if reason == "slow":
             self._outbox.counts.slow_disconnects += 1
