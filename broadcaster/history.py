@@ -1,47 +1,21 @@
-"""Event ids and the resume decision shared by both brokers.
+"""The resume decision shared by both brokers: replay what a client missed, or say why not.
 
-An id is `<ms>-<seq>`: `seq` is one sequence for every channel, assigned in the atomic
-publish step, and `ms` a publish clock that never goes back. Ids therefore never tie or
-cross between channels, and the same string is the entry id in the channel's history.
+Ids (`ids.py`) are `<ms>-<seq>`: `seq` is one sequence for every channel, assigned in the
+atomic publish step, and `ms` a publish clock that never goes back. Ids therefore never
+tie or cross between channels, and the same string is the entry id in the channel's
+history.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
 import orjson
 
+from .ids import EventId
 from .message import Message
 from .sse import encode_position
-
-
-class EventId(NamedTuple):
-    """A position in the global publish order.
-
-    A named tuple, not a dataclass: ids are compared and made on every message's way and
-    in every replay's merge, and tuples do both in C.
-    """
-
-    ms: int
-    seq: int
-
-    @classmethod
-    def parse(cls, text: str | None) -> EventId | None:
-        """The id in `text`, or None when it is missing or malformed."""
-        if not text:
-            return None
-        # `<1-15 ASCII digits>-<1-18 ASCII digits>`, checked without a regex: the hot path
-        # parses every live message's id.
-        ms, _, seq = text.partition("-")
-        if not (0 < len(ms) <= 15 and 0 < len(seq) <= 18 and text.isascii()):
-            return None
-        return cls(int(ms), int(seq)) if ms.isdigit() and seq.isdigit() else None
-
-    def __str__(self) -> str:  # the wire form, `<ms>-<seq>`
-        return f"{self.ms}-{self.seq}"
-
 
 EARLIEST = "earliest"
 """The Last-Event-ID (or `lastEventId`) that asks for everything still retained."""

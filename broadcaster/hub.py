@@ -8,7 +8,7 @@ import math
 import random
 
 from .broker import Broker
-from .history import EventId
+from .ids import EventId
 from .message import Message
 from .metrics import Metrics
 from .sse import encode_retry, jittered_retry
@@ -128,7 +128,7 @@ class Hub:
         self._metrics.observe_published(message.published_ms)
         frame = message.frame()
         if fanout.individual:
-            id_ = EventId.parse(message.id)
+            id_ = message.position()
             for stream in fanout.individual:
                 stream.push(frame, id_)
         if fanout.sharing:

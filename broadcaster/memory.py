@@ -8,7 +8,8 @@ from collections import OrderedDict, deque
 from collections.abc import Sequence
 
 from .broker import Deliver
-from .history import ChannelHistory, Entry, EventId, Head, Replay, Snapshot, Start, begin
+from .history import ChannelHistory, Entry, Head, Replay, Snapshot, Start, begin
+from .ids import EventId
 from .message import Message
 from .publication import Publication
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from .ids import EventId
 from .metrics import MalformedReason
 from .sse import check_field, encode_event
 
@@ -31,6 +32,7 @@ class Message:
     prev: str | None = None
     published_ms: int | None = None
     _frame: bytes | None = field(default=None, init=False, repr=False, compare=False)
+    _position: EventId | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.event is not None:
@@ -46,6 +48,15 @@ class Message:
             frame = encode_event(self.data, self.event, self.id)
             object.__setattr__(self, "_frame", frame)  # a cache, not a change of value
         return frame
+
+    def position(self) -> EventId | None:
+        """The id, parsed once for the sequencer and the hub alike; None without a valid
+        one."""
+        position = self._position
+        if position is None and self.id is not None:
+            position = EventId.parse(self.id)
+            object.__setattr__(self, "_position", position)  # a cache, not a change of value
+        return position
 
 
 def unpack(payload: bytes, repairs: Counter[MalformedReason] | None = None) -> Message:

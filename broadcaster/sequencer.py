@@ -9,7 +9,8 @@ from dataclasses import replace
 from typing import Protocol
 
 from .broker import Deliver
-from .history import EventId, Replay, Snapshot, replay
+from .history import Replay, Snapshot, replay
+from .ids import EventId
 from .message import Message
 
 log = logging.getLogger(__name__)
@@ -133,7 +134,7 @@ class Sequencer:
 
     def _emit(self, channel: str, message: Message) -> None:
         id_ = message.id
-        position = EventId.parse(id_)
+        position = message.position()
         if position is not None and id_ is not None:
             last = self._last.get(channel)
             if last is not None and position <= last:
@@ -173,7 +174,7 @@ class Sequencer:
         older = iter(recovered)
         pending = next(older, None)
         for channel, message in held:
-            position = EventId.parse(message.id)
+            position = message.position()
             while pending is not None and position is not None and pending[0] < position:
                 self._emit(pending[1], pending[2])
                 pending = next(older, None)

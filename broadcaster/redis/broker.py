@@ -21,7 +21,8 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
 
 from ..broker import BrokerUnavailable, Deliver
-from ..history import EventId, Replay, Start, begin
+from ..history import Replay, Start, begin
+from ..ids import EventId
 from ..message import Message, unpack
 from ..metrics import Counts
 from ..publication import Publication

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import redis.asyncio as redis
 from redis.asyncio.client import Pipeline
 
-from ..history import ChannelHistory, Entry, EventId, Gap, Head, Snapshot, Start
+from ..history import ChannelHistory, Entry, Gap, Head, Snapshot, Start
+from ..ids import EventId
 from ..message import Message
 
 

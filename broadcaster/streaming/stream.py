@@ -7,7 +7,7 @@ import math
 from collections.abc import Sequence
 from typing import Literal
 
-from ..history import EventId
+from ..ids import EventId
 from ..sse import HEARTBEAT
 from .outbox import Outbox
 

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from broadcaster.history import EventId
 from broadcaster.hub import Hub
+from broadcaster.ids import EventId
 from broadcaster.memory import MemoryBroker
 from broadcaster.message import ENVELOPE_MARK, Message, unpack
 from broadcaster.sse import encode_event

@@ -11,7 +11,8 @@ import pytest
 import redis.asyncio as redis
 
 from broadcaster.broker import Broker
-from broadcaster.history import EventId, Start
+from broadcaster.history import Start
+from broadcaster.ids import EventId
 from broadcaster.memory import MemoryBroker
 from broadcaster.message import Message
 from broadcaster.publication import Publication

@@ -11,7 +11,8 @@ import aiohttp
 import pytest
 import redis.asyncio as redis
 
-from broadcaster.history import EventId, Start
+from broadcaster.history import Start
+from broadcaster.ids import EventId
 from broadcaster.redis import RedisBroker
 from tests.support.client import Subscriber, subscribe
 from tests.support.processes import RedisServer

@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 import redis.asyncio as redis
 
-from broadcaster.history import EventId
+from broadcaster.ids import EventId
 from broadcaster.publishing import RedisPublisher
 from tests.support.client import subscribe
 from tests.support.processes import RedisServer

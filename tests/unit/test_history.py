@@ -8,7 +8,6 @@ import pytest
 from broadcaster.history import (
     ChannelHistory,
     Entry,
-    EventId,
     Gap,
     Head,
     Replay,
@@ -16,6 +15,7 @@ from broadcaster.history import (
     Start,
     replay,
 )
+from broadcaster.ids import EventId
 from broadcaster.memory import MemoryBroker
 from broadcaster.message import Message
 from broadcaster.publication import Publication

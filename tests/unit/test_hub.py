@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from broadcaster.history import EventId, Replay, Start
+from broadcaster.history import Replay, Start
 from broadcaster.hub import Hub
+from broadcaster.ids import EventId
 from broadcaster.memory import MemoryBroker
 from broadcaster.message import Message
 from broadcaster.publication import Publication

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 
-from broadcaster.history import ChannelHistory, Entry, EventId, Head, Snapshot
+from broadcaster.history import ChannelHistory, Entry, Head, Snapshot
+from broadcaster.ids import EventId
 from broadcaster.message import Message
 from broadcaster.sequencer import Sequencer
 from tests.support.wait import wait_until
