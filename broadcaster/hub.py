@@ -136,9 +136,7 @@ class Hub:
 
     def close_all(self, reason: Reason) -> None:
         """End every open stream, each with its own jittered `retry:` so reconnects spread."""
-        self.outbox.flush()  # what was delivered before reaches them first
-        for stream in list(self._streams):
-            self._retire(stream, reason)
+        self._retire(list(self._streams), reason)
 
     def expiry(self) -> float:
         """When a stream opened now should end (jittered), or infinity without a max age."""
@@ -146,9 +144,14 @@ class Hub:
             return math.inf
         return asyncio.get_running_loop().time() + self._max_age * random.uniform(0.9, 1.1)
 
-    def _retire(self, stream: Stream, reason: Reason) -> None:
-        stream.push(encode_retry(jittered_retry(self._retry_ms)), event=False)
-        stream.close(reason)
+    def _retire(self, streams: list[Stream], reason: Reason) -> None:
+        # (An ended stream stays listed until its connection is gone: it is left alone.)
+        live = [stream for stream in streams if not stream.ended]
+        if live:
+            self.outbox.flush()  # what was delivered before reaches them first
+        for stream in live:
+            stream.push(encode_retry(jittered_retry(self._retry_ms)), event=False)
+            stream.close(reason)
 
     async def emptied(self) -> None:
         """Return once no stream is open."""
@@ -163,11 +166,10 @@ class Hub:
             await asyncio.sleep(tick)
             now = loop.time()
             due = now - interval
-            expired = [stream for stream in self._streams if stream.expires_at <= now]
-            if expired:
-                self.outbox.flush()  # what was delivered before reaches them first
-            for stream in expired:
-                self._retire(stream, "max_age")  # rebalancing after a scale-out
+            # Rebalancing after a scale-out.
+            self._retire(
+                [stream for stream in self._streams if stream.expires_at <= now], "max_age"
+            )
             for stream in self._streams:
                 if stream.last_write <= due:
                     stream.beat()
