@@ -94,9 +94,7 @@ def connect(url: str) -> aioredis.Redis:
     """An asyncio client (a lazy connection pool) for the primary at `url`."""
     if url.startswith(SENTINEL_SCHEME + "://"):
         parsed = SentinelURL.parse(url)
-        sentinel = AsyncSentinel(  # type: ignore[no-untyped-call]
-            parsed.sentinels, sentinel_kwargs=parsed.sentinel_options()
-        )
+        sentinel = AsyncSentinel(parsed.sentinels, sentinel_kwargs=parsed.sentinel_options())
         return cast(aioredis.Redis, sentinel.master_for(parsed.service, **parsed.server_options()))
     return aioredis.Redis.from_url(url, **OPTIONS)
 
@@ -105,13 +103,8 @@ def connect_sync(url: str) -> redis.Redis:
     """A synchronous, thread-safe client (a lazy connection pool) for the primary at `url`."""
     if url.startswith(SENTINEL_SCHEME + "://"):
         parsed = SentinelURL.parse(url)
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
-            parsed.sentinels, sentinel_kwargs=parsed.sentinel_options()
-        )
-        master = sentinel.master_for(  # type: ignore[no-untyped-call]
-            parsed.service, **parsed.server_options()
-        )
-        return cast(redis.Redis, master)
+        sentinel = Sentinel(parsed.sentinels, sentinel_kwargs=parsed.sentinel_options())
+        return cast(redis.Redis, sentinel.master_for(parsed.service, **parsed.server_options()))
     return redis.Redis.from_url(url, **OPTIONS)
 
 

@@ -20,6 +20,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 _SUBSCRIBE, _UNSUBSCRIBE, _PING = b"SUBSCRIBE", b"UNSUBSCRIBE", b"PING"
 READ_SIZE = 1 << 16
+SILENT_CHECKS = 3  # PING intervals without a byte before the link is given up
 Ack = asyncio.Future[None]  # resolves on a SUBSCRIBE's acknowledgement
 Pong = asyncio.Future[bool]  # a fence: True on its PONG, False if the connection went first
 Command = tuple[bytes, str, Ack | Pong | None]
@@ -184,19 +185,25 @@ class PubSubLink:
             _answer_pong(self._pongs.popleft(), answered=True)
 
     async def _watch(self) -> None:
-        # Silence: prove the link is alive with a PING, or give up on it after two more
-        # intervals without a byte.
+        # Each interval asks: did any byte arrive since the last check? A quiet link gets
+        # a PING at each check, so a live Redis always answers before the next one. The
+        # question is never a race between the PONG and the clock (comparing the last
+        # read's age with the interval was: three lost ties made a false outage).
         loop = asyncio.get_running_loop()
-        unanswered = 0
+        silent = 0
         while True:
+            checked = loop.time()
+            if checked - self._last_read >= self._ping_interval / 2:
+                self._send(_PING, "", None)
             await asyncio.sleep(self._ping_interval)
-            if loop.time() - self._last_read < self._ping_interval:
-                unanswered = 0
+            if self._last_read >= checked:
+                silent = 0
                 continue
-            unanswered += 1
-            if unanswered > 2:
-                raise RedisTimeoutError("redis did not answer PING")
-            self._send(_PING, "", None)
+            silent += 1
+            if silent >= SILENT_CHECKS:
+                raise RedisTimeoutError(
+                    f"redis sent nothing for {silent} PING intervals of {self._ping_interval:g} s"
+                )
 
 
 def _resolve(done: Ack | None) -> None:

@@ -11,9 +11,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from broadcaster.message import ENVELOPE_MARK, Message
+from broadcaster.metrics import Counts
 from broadcaster.redis import RedisBroker
 from broadcaster.redis.client import connect
-from broadcaster.redis.link import READ_SIZE
+from broadcaster.redis.link import READ_SIZE, SILENT_CHECKS
 from tests.support.processes import RedisServer
 from tests.support.wait import wait_until
 from tests.unit.test_message import envelope
@@ -76,8 +77,41 @@ async def test_many_messages_in_one_read_and_one_message_over_many_reads(setup: 
     assert received[2001] == ("b", Message("last"))
 
 
+def pings(redis_server: RedisServer) -> int:
+    """PINGs the server has answered so far."""
+    for line in redis_server.cli("INFO", "commandstats").splitlines():
+        if line.startswith("cmdstat_ping:"):
+            return int(line.split("calls=")[1].split(",")[0])
+    return 0
+
+
+def pubsub_client_id(redis_server: RedisServer) -> str:
+    """The `id=` of the one pub/sub connection on the server."""
+    [link] = redis_server.cli("CLIENT", "LIST", "TYPE", "pubsub").splitlines()
+    return link.split()[0]
+
+
+async def test_an_idle_link_on_a_live_redis_is_never_given_up(redis_server: RedisServer) -> None:
+    # Every quiet interval ends with a PING whose PONG comes back at once; the watchdog
+    # must take that as life however the loop's timers jitter. Comparing the last read's
+    # age with the interval made a near-tie of it, and tiny intervals lost it often.
+    counts = Counts()
+    broker = RedisBroker(connect(redis_server.url), prefix="p:", ping_interval=0.01, counts=counts)
+    await broker.start(lambda channel, message: None)
+    try:
+        await broker.subscribe("news")
+        link = pubsub_client_id(redis_server)
+        await wait_until(lambda: pings(redis_server) >= 300, 60, "300 PING intervals")
+        assert broker.connected
+        assert counts.redis_reconnects == 0
+        assert pubsub_client_id(redis_server) == link
+    finally:
+        await broker.close()
+
+
 async def test_a_silent_link_is_given_up_then_reconnected(redis_server: RedisServer) -> None:
-    broker = RedisBroker(connect(redis_server.url), prefix="p:", ping_interval=0.2)
+    interval = 0.5
+    broker = RedisBroker(connect(redis_server.url), prefix="p:", ping_interval=interval)
     received: Received = []
     await broker.start(lambda channel, message: received.append((channel, message)))
     probe = aioredis.Redis.from_url(redis_server.url)
@@ -86,7 +120,10 @@ async def test_a_silent_link_is_given_up_then_reconnected(redis_server: RedisSer
         assert redis_server.process is not None
         os.kill(redis_server.process.pid, signal.SIGSTOP)  # up, but answering nothing
         try:
-            await wait_until(lambda: not broker.connected, 10, "the silent link given up")
+            # Given up after SILENT_CHECKS quiet intervals, so within one more of its last
+            # byte (the README's bound); the margin is for a loaded machine.
+            bound = (SILENT_CHECKS + 1) * interval
+            await wait_until(lambda: not broker.connected, bound + 2, "the silent link given up")
         finally:
             os.kill(redis_server.process.pid, signal.SIGCONT)
         await wait_until(lambda: broker.connected, 15, "the reconnect")
