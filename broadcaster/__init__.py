@@ -1,5 +1,7 @@
 """broadcaster: horizontally scaled Server-Sent Events over Redis pub/sub."""
 
+from importlib.metadata import PackageNotFoundError, version
+
 from .app import create_app
 from .message import Message
 from .publication import Publication
@@ -15,6 +17,11 @@ from .publishing import (
 )
 from .settings import Settings
 
+try:
+    __version__ = version("sse-broadcaster")
+except PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "0+unknown"
+
 __all__ = [
     "AsyncPublisher",
     "HttpPublisher",
@@ -27,5 +34,6 @@ __all__ = [
     "SyncHttpPublisher",
     "SyncPublisher",
     "SyncRedisPublisher",
+    "__version__",
     "create_app",
 ]

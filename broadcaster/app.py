@@ -45,7 +45,7 @@ def make_broker(settings: Settings, counts: Counts | None = None) -> Broker:
 
 def create_app(settings: Settings, broker: Broker | None = None) -> web.Application:
     """Build a node's application; `broker` overrides the one the settings choose."""
-    app = web.Application(client_max_size=settings.max_message_bytes + 4096)
+    app = web.Application(client_max_size=settings.max_message_bytes)
     app[SETTINGS] = settings
     app[METRICS] = metrics = Metrics()
 

@@ -14,7 +14,7 @@ from .channels import check_channel
 from .publication import Publication, check_key, encode_data
 from .replies import error, invalid
 from .sse import check_field
-from .state import AUTH, BROKER, METRICS
+from .state import AUTH, BROKER, METRICS, SETTINGS
 
 MAX_BATCH = 1000
 routes = web.RouteTableDef()
@@ -71,10 +71,18 @@ async def publish(request: web.Request) -> web.Response:
         allowed = auth.publish_patterns(request)
     except AuthError as exc:
         return error(exc.status, exc.reason, **{"WWW-Authenticate": "Bearer"})
+    limit = request.app[SETTINGS].max_message_bytes
+    too_large = error(413, f"body is over BROADCASTER_MAX_MESSAGE_BYTES ({limit} bytes)")
+    if (request.content_length or 0) > limit:
+        return too_large
     try:
         body = orjson.loads(await request.read())
+    except web.HTTPRequestEntityTooLarge:  # chunked: no Content-Length to tell
+        return too_large
     except orjson.JSONDecodeError as exc:
         return error(400, f"body is not valid JSON: {exc}")
+    if not isinstance(body, dict | list):
+        return error(400, 'body must be a JSON object {"channel": ..., "data": ...} or an array')
     many = isinstance(body, list)
     if many and not 0 < len(body) <= MAX_BATCH:
         return error(400, f"an array body holds 1 to {MAX_BATCH} messages")

@@ -23,7 +23,9 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2
 
 # Every label value a labelled counter can take. Each series is exposed at 0 from the
 # first scrape, so rate() queries and alerts see it before the first event.
-RejectReason = Literal["cap", "ip_cap", "unauthorized", "forbidden", "bad_request", "draining"]
+RejectReason = Literal[
+    "cap", "ip_cap", "unauthorized", "forbidden", "bad_request", "draining", "unavailable"
+]
 MalformedReason = Literal["utf8", "envelope"]
 
 REJECT_REASONS: tuple[RejectReason, ...] = get_args(RejectReason)

@@ -5,6 +5,9 @@ from __future__ import annotations
 from aiohttp import web
 from pydantic import ValidationError
 
+# pydantic's words for "not an object", which name our model classes.
+_NOT_AN_OBJECT = frozenset({"model_type", "model_attributes_type", "dict_type"})
+
 
 def error(status: int, reason: str, **headers: str) -> web.Response:
     """A plain-text error answer: the status and a one-line reason."""
@@ -12,7 +15,13 @@ def error(status: int, reason: str, **headers: str) -> web.Response:
 
 
 def invalid(exc: ValidationError) -> web.Response:
-    """400 naming the first invalid field of a request body and what is wrong with it."""
+    """400 naming the first invalid part of a JSON body (`body`, `channel`, `body[1].data`)
+    and what is wrong with it."""
     first = exc.errors()[0]
-    where = ".".join(str(part) for part in first["loc"]) or "body"
-    return error(400, f"{where}: {first['msg'].removeprefix('Value error, ')}")
+    where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in first["loc"])
+    where = "body" + where if not where or where.startswith("[") else where[1:]
+    if first["type"] in _NOT_AN_OBJECT:
+        what = "must be a JSON object"
+    else:
+        what = first["msg"].removeprefix("Value error, ")
+    return error(400, f"{where}: {what}")

@@ -15,6 +15,7 @@ from aiohttp import web
 from .app import create_app
 from .header_timeout import HeaderTimeout
 from .logs import access_log_options
+from .ports import cannot_listen
 from .redis.client import redacted
 from .settings import Settings
 from .state import EXPOSITION, HUB, METRICS, STATE
@@ -31,7 +32,8 @@ async def serve(
     slot: WorkerSlot | None = None,
     listening: Callable[[], None] | None = None,
 ) -> None:
-    """Serve a node until a stop signal; open streams end cleanly before exit.
+    """Serve a node until a stop signal; open streams end cleanly before exit. Raises
+    `ListenError` when it cannot listen.
 
     As one of several workers (`slot`), it shares the port with its siblings and its
     `/metrics` shows theirs too. `listening` is called once it accepts connections.
@@ -66,7 +68,10 @@ async def serve(
     try:
         if workers is not None:
             await workers.start()
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            raise cannot_listen(settings.host, settings.port, exc) from None
         _settle_memory()
         log.info(
             "node %s (pid %d) listening on http://%s:%d with %s",

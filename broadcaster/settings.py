@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import socket
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -145,3 +147,23 @@ def cpu_count() -> int:
 def setting_name(field: str) -> str:
     """The environment variable that sets `field`."""
     return f"BROADCASTER_{field.upper()}"
+
+
+# BROADCASTER_ variables that are not node settings: `broadcaster subscribe`'s token, and
+# where examples/fastapi_chat publishes and where its page subscribes.
+OTHER_VARIABLES = frozenset({"BROADCASTER_TOKEN", "BROADCASTER_URL", "BROADCASTER_PUBLIC_URL"})
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """A warning for each BROADCASTER_ variable in `environ` that sets nothing (a typo is
+    otherwise silently ignored), naming the closest setting."""
+    fields = [field.upper() for field in Settings.model_fields]
+    warnings = []
+    for name in sorted(environ):
+        prefix, _, field = name.partition("_")
+        if prefix != "BROADCASTER" or field in fields or name in OTHER_VARIABLES:
+            continue
+        closest = difflib.get_close_matches(field, fields, n=1)  # the prefix would flatter
+        hint = f" (did you mean BROADCASTER_{closest[0]}?)" if closest else ""
+        warnings.append(f"{name} is not a setting{hint}; it is ignored")
+    return warnings

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
+from .. import __version__
 from . import cluster, node, publish, subscribe
 from .options import load_settings
 
@@ -16,6 +17,7 @@ def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(
         prog="broadcaster", description="Horizontally scaled Server-Sent Events."
     )
+    root.add_argument("--version", action="version", version=f"broadcaster {__version__}")
     commands = root.add_subparsers(dest="command", required=True)
     node.add_serve(commands)
     publish.add(commands)

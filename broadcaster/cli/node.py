@@ -8,10 +8,11 @@ from typing import Any
 
 from .. import logs
 from ..demo.producer import run_producer
+from ..ports import ListenError
 from ..runloop import run
 from ..server import serve
 from ..workers.supervisor import supervise
-from .options import SERVE_FLAGS, load_settings
+from .options import SERVE_FLAGS, load_settings, warn_unknown_variables
 
 Commands = Any  # argparse's subparsers action
 
@@ -36,15 +37,20 @@ def add_demo(commands: Commands) -> None:
 def _serve(args: argparse.Namespace) -> None:
     settings = load_settings(**{field: getattr(args, field) for field in SERVE_FLAGS})
     logs.configure(settings)
-    if settings.workers > 1:
-        supervise(settings)
-    else:
-        run(serve(settings))
+    warn_unknown_variables()
+    try:
+        if settings.workers > 1:
+            supervise(settings)
+        else:
+            run(serve(settings))
+    except ListenError as exc:
+        sys.exit(f"broadcaster: {exc}")
 
 
 def _demo(args: argparse.Namespace) -> None:
     settings = load_settings(redis_url=args.redis_url)
     logs.configure(settings)
+    warn_unknown_variables()
     if settings.redis_url is None:
         sys.exit("broadcaster: the demo producer needs BROADCASTER_REDIS_URL or --redis-url")
     run(run_producer(settings, settings.redis_url))

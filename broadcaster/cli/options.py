@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 from typing import Any
 
 from pydantic import ValidationError
 
-from ..settings import Settings, setting_name
+from ..settings import Settings, setting_name, unknown_variables
+
+log = logging.getLogger("broadcaster.settings")
 
 # `serve` flags: each overrides the BROADCASTER_ variable of the same name.
 SERVE_FLAGS: dict[str, tuple[type, str]] = {
@@ -60,3 +64,9 @@ def load_settings(**overrides: Any) -> Settings:
         field = str(first["loc"][0])
         flag = f" (--{field.replace('_', '-')})" if field in SERVE_FLAGS else ""
         sys.exit(f"broadcaster: invalid {setting_name(field)}{flag}: {reason}")
+
+
+def warn_unknown_variables() -> None:
+    """Log a warning for each BROADCASTER_ variable that sets nothing (a likely typo)."""
+    for warning in unknown_variables(os.environ):
+        log.warning(warning)

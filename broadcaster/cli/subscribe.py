@@ -41,6 +41,11 @@ def add(commands: Any) -> None:
     parser.set_defaults(run=_run)
 
 
+def one_line(data: str) -> str:
+    """`data` with its line breaks shown as \\n and \\r (--json has the exact text)."""
+    return data.replace("\r", "\\r").replace("\n", "\\n")
+
+
 def _run(args: argparse.Namespace) -> None:
     """Print events to stdout as they arrive, and what happens to the connection to stderr."""
 
@@ -63,7 +68,7 @@ def _run(args: argparse.Namespace) -> None:
             if args.json:
                 line = json.dumps({"id": event.id, "event": event.event, "data": event.data})
             else:
-                line = f"[{event.id or ''}] {event.event}: {event.data}"
+                line = f"[{event.id or ''}] {event.event}: {one_line(event.data)}"
             print(line, flush=True)
             notice = subscriber.reset_notice(event)
             if notice is not None:

@@ -15,7 +15,7 @@ from ..limits import client_ip
 from ..metrics import RejectReason
 from ..replies import error
 from ..sse import encode_comment, encode_retry, jittered_retry
-from ..state import AUTH, LIMITER, METRICS, SETTINGS, STATE, TRUSTED_PROXIES
+from ..state import AUTH, BROKER, LIMITER, METRICS, SETTINGS, STATE, TRUSTED_PROXIES
 from .response import STREAM_HEADERS, EventStreamResponse
 
 MAX_TAIL = 10_000
@@ -52,6 +52,11 @@ async def events(request: web.Request) -> web.StreamResponse:
         except AuthError as exc:
             reason: RejectReason = "unauthorized" if exc.status == 401 else "forbidden"
             return refuse(rejected, reason, exc.status, exc.reason)
+    if not request.app[BROKER].connected:
+        # Without its broker a node can confirm no subscription, and the headers mean one
+        # is confirmed: refuse as /readyz does, politely (load balancers move on).
+        rejected["unavailable"] += 1
+        return await overloaded(request, "unavailable")
     ip = client_ip(request, request.app[TRUSTED_PROXIES])
     limiter = request.app[LIMITER]
     refused = limiter.acquire(ip)
@@ -89,8 +94,15 @@ def refuse(
     return error(status, text, **headers)
 
 
-async def overloaded(request: web.Request, reason: str) -> web.StreamResponse:
-    """Refuse a subscriber: 503 or 429 for load balancers, or 200 and a later retry.
+REFUSALS: dict[RejectReason, tuple[int, str]] = {
+    "cap": (503, "node is at its connection cap"),
+    "ip_cap": (429, "too many connections from this address"),
+    "unavailable": (503, "broker unavailable: this node cannot reach Redis right now"),
+}
+
+
+async def overloaded(request: web.Request, reason: RejectReason) -> web.StreamResponse:
+    """Refuse a subscriber for now: 503 or 429 for load balancers, or 200 and a later retry.
 
     A browser's EventSource gives up for good on any status but 200, so the `retry`
     mode answers 200 with a jittered `retry:` and closes: the browser comes back later.
@@ -102,7 +114,5 @@ async def overloaded(request: web.Request, reason: str) -> web.StreamResponse:
         await response.prepare(request)
         await response.write_eof(encode_retry(delay_ms) + encode_comment(f" {reason}"))
         return response
-    retry_after = {"Retry-After": str(max(1, round(delay_ms / 1000)))}
-    if reason == "ip_cap":
-        return error(429, "too many connections from this address", **retry_after)
-    return error(503, "node is at its connection cap", **retry_after)
+    status, text = REFUSALS[reason]
+    return error(status, text, **{"Retry-After": str(max(1, round(delay_ms / 1000)))})

@@ -18,6 +18,7 @@ from pathlib import Path
 from types import FrameType
 
 from .. import logs
+from ..ports import ListenError
 from ..runloop import run
 from ..server import serve
 from ..settings import Settings
@@ -31,7 +32,7 @@ def supervise(settings: Settings) -> None:
 
     A worker that ends once it listened is started again. One that ends before (a port
     taken by another program, Redis refusing its password...) would fail again: then all
-    stop, and the exit status is 1.
+    stop, and the exit status is 1 with one line saying why.
     """
     runtime = Path(tempfile.mkdtemp(prefix="broadcaster-workers-"))
     slots = tuple(str(runtime / f"{i}.sock") for i in range(settings.workers))
@@ -44,8 +45,8 @@ def supervise(settings: Settings) -> None:
     signal.signal(signal.SIGINT, on_signal)
     context = mp.get_context("spawn")
 
-    # Each worker says once that it listens, through a pipe of its own (no semaphore: no
-    # resource tracker process).
+    # Each worker says once that it listens, or why it cannot, through a pipe of its own
+    # (no semaphore: no resource tracker process).
     listening: dict[int, Connection] = {}
 
     def start(index: int) -> BaseProcess:
@@ -60,7 +61,7 @@ def supervise(settings: Settings) -> None:
 
     log.info("starting %d workers on port %d", settings.workers, settings.port)
     workers = [start(i) for i in range(settings.workers)]
-    failed = False
+    failed: str | None = None
     try:
         while not stop.is_set():
             ended = multiprocessing.connection.wait([w.sentinel for w in workers], timeout=0.5)
@@ -68,9 +69,10 @@ def supervise(settings: Settings) -> None:
                 if worker.sentinel not in ended or stop.is_set():
                     continue
                 worker.join()
-                if not _listened(listening[index]):
-                    log.error("worker %d could not start (exit code %s)", index, worker.exitcode)
-                    failed = True
+                said = _said(listening[index])
+                if said is not True:
+                    log.debug("worker %d could not start (exit code %s)", index, worker.exitcode)
+                    failed = said or f"worker {index} could not start; see its log lines above"
                     stop.set()
                     break
                 log.warning(
@@ -81,15 +83,17 @@ def supervise(settings: Settings) -> None:
         _drain(workers, settings.shutdown_timeout)
         shutil.rmtree(runtime, ignore_errors=True)
     log.info("all workers stopped")
-    if failed:
-        sys.exit(1)
+    if failed is not None:
+        sys.exit(f"broadcaster: {failed}")
 
 
-def _listened(pipe: Connection) -> bool:
+def _said(pipe: Connection) -> bool | str:
+    """True if the worker listened, else why it could not ("" if it did not say)."""
     try:
-        return bool(pipe.poll() and pipe.recv())
+        said = pipe.recv() if pipe.poll() else ""
     except EOFError:
-        return False
+        return ""
+    return said if isinstance(said, bool | str) else ""
 
 
 def _drain(workers: list[BaseProcess], bound: float) -> None:
@@ -111,4 +115,8 @@ def _work(settings: Settings, slot: WorkerSlot, listening: Connection) -> None:
     """One worker process: a full node named `<node id>/<index>`."""
     mine = settings.model_copy(update={"node_id": f"{settings.node_id}/{slot.index}"})
     logs.configure(mine)
-    run(serve(mine, slot, lambda: listening.send(True)))
+    try:
+        run(serve(mine, slot, lambda: listening.send(True)))
+    except ListenError as exc:
+        listening.send(str(exc))  # the parent says it, once for all workers
+        sys.exit(1)

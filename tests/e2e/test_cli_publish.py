@@ -66,7 +66,8 @@ async def test_lines_through_a_node(start_node: Callable[..., Node]) -> None:
         (["build", "text", "--lines"], "--lines reads standard input: give - as the data"),
         (
             ["bad channel", "x"],
-            "publish refused: channel name may contain only letters, digits and - _ . : @ / =",
+            "publish refused: channel 'bad channel' may contain only letters, digits and "
+            "- _ . : @ / =",
         ),
     ],
 )

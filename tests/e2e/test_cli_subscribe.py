@@ -180,6 +180,38 @@ async def test_a_reset_is_printed_and_told_and_the_position_moves(
         command.kill()
 
 
+async def test_says_why_it_waits_while_the_node_cannot_reach_redis(
+    redis_server: RedisServer, start_node: Callable[..., Node]
+) -> None:
+    node = start_node(redis_server.url)
+    redis_server.kill()
+    await wait_until(lambda: not node.ready(), 15, "the node to notice")
+    command = Command("news", "--url", node.url)
+    try:
+        await wait_until(
+            command.said(
+                "cannot connect (503 broker unavailable: this node cannot reach Redis right "
+                "now), retrying in"
+            ),
+            15,
+            "the reason it waits",
+        )
+        redis_server.start()
+        await wait_until(node.ready, 20, "the node to reconnect")
+        await wait_until(command.said("broadcaster: connected"), 30, "the subscription")
+        await wait_until(
+            lambda: redis_cli(redis_server.url, "PUBSUB", "NUMSUB", "sse:news").split()[-1] == "1",
+            10,
+            "the node's subscription",
+        )
+        redis_cli(redis_server.url, "PUBLISH", "sse:news", "two\nlines")
+        await wait_until(counted(command, 1), 10, "the event")
+        assert command.out == ["[] message: two\\nlines"]  # one line per event
+        assert command.stop() == 0
+    finally:
+        command.kill()
+
+
 async def test_refused_without_a_token_and_received_with_one(
     redis_server: RedisServer, start_node: Callable[..., Node]
 ) -> None:

@@ -39,6 +39,7 @@ async def test_rate_queries_see_every_reason_before_the_first_event(
             "forbidden",
             "bad_request",
             "draining",
+            "unavailable",
         },
         "broadcaster_messages_malformed_total": {"utf8", "envelope"},
     }

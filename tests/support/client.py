@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
+import time
 from collections.abc import AsyncIterator, Sequence
 
 import aiohttp
 
 from .sse import Event, Parser
 from .wait import wait_until
+
+BROKER_WAIT = 20
 
 
 class Subscriber:
@@ -56,11 +59,22 @@ async def subscribe(
     headers: dict[str, str] | None = None,
     query: dict[str, str] | None = None,
 ) -> AsyncIterator[Subscriber]:
-    """Open /events on `channels`; yields once the headers (and the subscription) are in."""
+    """Open /events on `channels`; yields once the headers (and the subscription) are in.
+
+    Like any client, it comes back while the node says its broker is unavailable (a
+    Redis restart, a failover), for up to `BROKER_WAIT` seconds.
+    """
     params = [("channel", channel) for channel in channels] + list((query or {}).items())
-    response = await session.get(
-        f"{base_url}/events", params=params, headers=headers, timeout=aiohttp.ClientTimeout()
-    )
+    deadline = time.monotonic() + BROKER_WAIT
+    while True:
+        response = await session.get(
+            f"{base_url}/events", params=params, headers=headers, timeout=aiohttp.ClientTimeout()
+        )
+        if response.status != 503 or time.monotonic() > deadline:
+            break
+        text = await response.text()
+        assert text.startswith("broker unavailable"), text
+        await asyncio.sleep(0.05)
     assert response.status == 200, await response.text()
     subscriber = Subscriber(response)
     try:

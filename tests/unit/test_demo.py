@@ -184,7 +184,7 @@ async def test_answers_under_way_are_bounded(aiohttp_client: MakeClient) -> None
     [
         (b"{", 400, "not valid JSON"),
         (b'{"channel": "demo:x"}', 400, "prompt: Field required"),
-        (b'{"channel": "demo x", "prompt": "p"}', 400, "channel: channel name may contain"),
+        (b'{"channel": "demo x", "prompt": "p"}', 400, "channel: channel 'demo x' may contain"),
         (b'{"channel": "demo:x", "prompt": "' + b"p" * 501 + b'"}', 400, "prompt: String"),
         (b'{"channel": "demo:x", "prompt": "p", "x": 1}', 400, "x: Extra inputs"),
         (b'{"channel": "demo:x", "prompt": "' + b"p" * 5000 + b'"}', 413, "at most 4096 bytes"),

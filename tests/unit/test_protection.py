@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
@@ -15,7 +16,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from broadcaster.app import create_app
 from broadcaster.cli import load_settings
+from broadcaster.memory import MemoryBroker
 from broadcaster.settings import Settings
+from broadcaster.state import HUB, METRICS
 from tests.support.client import subscribe
 from tests.support.sse import Event
 from tests.support.tokens import SECRET, token
@@ -76,6 +79,35 @@ async def test_retry_mode_answers_200_with_a_jittered_retry_and_closes(
         body = (await answer.read()).decode()
         retry = int(body.split("\n")[0].removeprefix("retry: "))
         assert 3000 <= retry <= 9000 and ": cap" in body
+
+
+class UnreachableBroker(MemoryBroker):
+    """A broker that has lost its server (as a Redis broker between reconnects)."""
+
+    @property
+    def connected(self) -> bool:
+        return False
+
+
+@pytest.mark.parametrize("mode", ["error", "retry"])
+async def test_a_node_without_its_broker_refuses_subscribers_politely(
+    aiohttp_client: MakeClient, mode: str
+) -> None:
+    app = create_app(Settings(overload_response=mode), UnreachableBroker())
+    client = await aiohttp_client(app)
+    answer = await client.get("/events?channel=a")
+    if mode == "error":
+        assert answer.status == 503
+        assert answer.headers["Retry-After"].isdigit()
+        assert await answer.text() == (
+            "broker unavailable: this node cannot reach Redis right now\n"
+        )
+    else:
+        assert answer.status == 200
+        body = (await answer.read()).decode()
+        assert body.startswith("retry: ") and body.endswith(": unavailable\n\n")
+    assert app[METRICS].counts.rejected["unavailable"] == 1
+    assert app[HUB].stream_count == 0
 
 
 async def test_subscribing_needs_a_token_that_covers_every_channel(
@@ -180,11 +212,29 @@ async def test_a_burst_at_the_cap_admits_exactly_the_cap(aiohttp_client: MakeCli
             answer.close()
 
 
-async def test_an_oversize_publish_gets_413(aiohttp_client: MakeClient) -> None:
+def sized_body(size: int) -> bytes:
+    """A publish body of exactly `size` bytes."""
+    frame = b'{"channel": "a", "data": ""}'
+    return frame[:-2] + b"x" * (size - len(frame)) + frame[-2:]
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+async def test_a_publish_body_over_max_message_bytes_gets_413(
+    aiohttp_client: MakeClient, chunked: bool
+) -> None:
     client, _ = await node(aiohttp_client, publish_token="t", max_message_bytes=2048)
-    body = {"channel": "a", "data": "x" * 10_000}
-    answer = await client.post("/publish", json=body, headers={"Authorization": "Bearer t"})
+    auth = {"Authorization": "Bearer t"}
+
+    async def post(body: bytes) -> aiohttp.ClientResponse:
+        async def chunks() -> AsyncIterator[bytes]:
+            yield body
+
+        return await client.post("/publish", data=chunks() if chunked else body, headers=auth)
+
+    assert (await post(sized_body(2048))).status == 200
+    answer = await post(sized_body(2049))
     assert answer.status == 413
+    assert await answer.text() == "body is over BROADCASTER_MAX_MESSAGE_BYTES (2048 bytes)\n"
 
 
 async def test_injected_fields_arrive_as_literal_data(aiohttp_client: MakeClient) -> None:

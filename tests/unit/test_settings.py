@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from broadcaster.cli import load_settings
-from broadcaster.settings import Settings
+from broadcaster.settings import Settings, unknown_variables
 
 
 def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -77,3 +77,20 @@ def test_workers_auto_is_one_per_usable_cpu() -> None:
 def test_workers_must_be_a_positive_number_or_auto(workers: str) -> None:
     with pytest.raises(SystemExit, match=r"invalid BROADCASTER_WORKERS \(--workers\)"):
         load_settings(workers=workers, redis_url="redis://localhost:6379")
+
+
+def test_unknown_variables_are_named_with_the_closest_setting() -> None:
+    environ = {
+        "BROADCASTER_MAX_CONECTIONS": "5",
+        "BROADCASTER_PORT": "1",
+        "BROADCASTER_TOKEN": "t",
+        "BROADCASTER_URL": "http://x",
+        "BROADCASTER_PUBLIC_URL": "http://y",
+        "BROADCASTER_ZZZ": "1",
+        "PATH": "/bin",
+    }
+    assert unknown_variables(environ) == [
+        "BROADCASTER_MAX_CONECTIONS is not a setting (did you mean "
+        "BROADCASTER_MAX_CONNECTIONS?); it is ignored",
+        "BROADCASTER_ZZZ is not a setting; it is ignored",
+    ]

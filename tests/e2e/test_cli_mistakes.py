@@ -1,0 +1,73 @@
+"""A user's first mistakes with the `broadcaster` command each get one clear line."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.support.processes import Node
+from tests.support.wait import wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def broadcaster(*args: str, **settings: str) -> subprocess.CompletedProcess[str]:
+    """Run `broadcaster ARGS` with only these BROADCASTER_ settings, until it exits."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BROADCASTER_")}
+    env.update({f"BROADCASTER_{name.upper()}": value for name, value in settings.items()})
+    return subprocess.run(
+        [sys.executable, "-m", "broadcaster", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_version_names_the_installed_release() -> None:
+    done = broadcaster("--version")
+    release = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert (done.returncode, done.stdout, done.stderr) == (0, f"broadcaster {release}\n", "")
+
+
+def test_a_taken_port_is_one_line_naming_its_holder() -> None:
+    with socket.socket() as taken:  # held by this test's own process
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = broadcaster("serve", "--host", "127.0.0.1", "--port", str(port))
+    assert done.returncode == 1
+    line = done.stderr.splitlines()[-1]
+    assert line.startswith(
+        f"broadcaster: cannot listen on 127.0.0.1:{port}: address already in use, by pid "
+        f"{os.getpid()} ({sys.executable} "
+    )
+    assert line.endswith("); stop it or choose another --port")
+    assert "Traceback" not in done.stderr
+
+
+def test_a_misspelt_setting_is_named_with_the_closest_one(
+    start_node: Callable[..., Node],
+) -> None:
+    node = start_node(max_conections="5", retry_ms="1000")
+    assert node.ready()
+    log = node.log.read_text()
+    assert (
+        "BROADCASTER_MAX_CONECTIONS is not a setting (did you mean "
+        "BROADCASTER_MAX_CONNECTIONS?); it is ignored" in log
+    )
+    assert "BROADCASTER_RETRY_MS" not in log
+
+
+async def test_an_unknown_setting_does_not_stop_a_node(start_node: Callable[..., Node]) -> None:
+    node = start_node(token="for-the-subscribe-command", fancy="1")
+    await wait_until(node.ready, 5, "the node")
+    log = node.log.read_text()
+    assert "BROADCASTER_FANCY is not a setting; it is ignored" in log
+    assert "BROADCASTER_TOKEN" not in log  # `broadcaster subscribe` reads it
