@@ -25,12 +25,16 @@ from .configs import (
     render_prometheus,
     render_sentinel,
 )
+from .ports import holder, holders
 
 INSTALL = {
     "redis-server": "sudo apt-get install redis-server",
     "nginx": "sudo apt-get install nginx",
     "prometheus": "sudo apt-get install prometheus",
 }
+
+
+START_TIMEOUT = 30  # seconds each part may take to answer
 
 
 class ClusterError(Exception):
@@ -81,7 +85,7 @@ class Cluster:
             self._spawn(f"node{n}", [sys.executable, "-m", "broadcaster", "serve"], env)
             self.addresses[f"node{n}"] = f"http://127.0.0.1:{node_port}"
         for n, node_port in enumerate(node_ports, 1):
-            _wait_http(f"http://127.0.0.1:{node_port}/readyz", self.processes[f"node{n}"])
+            self._wait_http(f"node{n}", f"http://127.0.0.1:{node_port}/readyz")
         nginx_conf = self._write_nginx_conf(node_ports)
         self._spawn(
             "lb",
@@ -95,12 +99,12 @@ class Cluster:
                 "daemon off;",
             ],
         )
-        _wait_http(f"http://127.0.0.1:{self.port}/healthz", self.processes["lb"])
+        self._wait_http("lb", f"http://127.0.0.1:{self.port}/healthz", port=self.port)
         self.addresses["lb"] = f"http://127.0.0.1:{self.port}"
         if self.tls:
             tls_url = f"https://127.0.0.1:{self.tls_port}"
             trust = ssl.create_default_context(cafile=self.workdir / "tls" / "cert.pem")
-            _wait_http(f"{tls_url}/healthz", self.processes["lb"], context=trust)
+            self._wait_http("lb", f"{tls_url}/healthz", context=trust, port=self.tls_port)
             self.addresses["lb-tls"] = tls_url
         if self.demo:
             env = {**os.environ, "BROADCASTER_REDIS_URL": redis_url, **self.node_env}
@@ -119,7 +123,7 @@ class Cluster:
                     f"--web.listen-address=127.0.0.1:{prom_port}",
                 ],
             )
-            _wait_http(f"http://127.0.0.1:{prom_port}/-/ready", self.processes["prometheus"])
+            self._wait_http("prometheus", f"http://127.0.0.1:{prom_port}/-/ready")
             self.addresses["prometheus"] = f"http://127.0.0.1:{prom_port}"
 
     def _start_redis(self) -> str:
@@ -190,8 +194,52 @@ class Cluster:
                 process.kill()
                 process.wait()
 
+    def log_path(self, name: str) -> Path:
+        """Where the process `name` writes its output."""
+        return self.workdir / f"{name}.log"
+
+    def _wait_http(
+        self,
+        name: str,
+        url: str,
+        context: ssl.SSLContext | None = None,
+        port: int | None = None,
+    ) -> None:
+        """Wait until `url` answers 200 while the process `name` stays up. With `port`, the
+        answer must come from `name` itself: a process left over from another run may hold
+        the port (and answer) while ours fails to bind it."""
+        process = self.processes[name]
+        log = self.log_path(name)
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            if process.poll() is not None:
+                if port is not None and holders(port):
+                    raise self._port_taken(name, port)
+                raise ClusterError(
+                    f"{name} (pid {process.pid}) exited while starting: {_last_line(log)}; "
+                    f"see {log}"
+                )
+            try:
+                with urllib.request.urlopen(url, timeout=1, context=context) as answer:
+                    if answer.status == 200:
+                        if port is not None and process.pid not in holders(port):
+                            raise self._port_taken(name, port)
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                raise ClusterError(f"{url} did not answer within {START_TIMEOUT}s; see {log}")
+            time.sleep(0.1)
+
+    def _port_taken(self, name: str, port: int) -> ClusterError:
+        return ClusterError(
+            f"{name} (pid {self.processes[name].pid}) cannot listen on 127.0.0.1:{port}: it is "
+            f"held {holder(port) or 'by another process'}; stop that or choose another --port; "
+            f"see {self.log_path(name)}"
+        )
+
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
-        log = (self.workdir / f"{name}.log").open("ab")
+        log = self.log_path(name).open("ab")
         self.processes[name] = subprocess.Popen(
             argv,
             env=env,
@@ -227,7 +275,7 @@ def run(cluster: Cluster) -> None:
             time.sleep(0.2)
     finally:
         cluster.stop()
-        print("stopped", flush=True)
+    print("stopped", flush=True)
 
 
 def _which(binary: str) -> str:
@@ -246,22 +294,6 @@ def _wait_port(port: int, timeout: float = 15) -> None:
             time.sleep(0.05)
 
 
-def _wait_http(
-    url: str,
-    process: subprocess.Popen[bytes],
-    timeout: float = 30,
-    context: ssl.SSLContext | None = None,
-) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if process.poll() is not None:
-            raise ClusterError(f"a process exited while starting ({url}); see its log")
-        try:
-            with urllib.request.urlopen(url, timeout=1, context=context) as answer:
-                if answer.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        if time.monotonic() > deadline:
-            raise ClusterError(f"{url} did not answer within {timeout}s")
-        time.sleep(0.1)
+def _last_line(log: Path) -> str:
+    lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    return lines[-1].strip() if lines else "it wrote nothing"

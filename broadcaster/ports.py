@@ -28,18 +28,30 @@ def cannot_listen(host: str, port: int, exc: OSError) -> ListenError:
 
 def holder(port: int) -> str | None:
     """`by pid N (its command line)` for the process listening on TCP `port`, if known."""
+    pids = holders(port)
+    if not pids:
+        return None
+    try:
+        return f"by pid {pids[0]} ({_command_line(Path(f'/proc/{pids[0]}'))})"
+    except OSError:  # gone meanwhile
+        return f"by pid {pids[0]}"
+
+
+def holders(port: int) -> list[int]:
+    """The processes with a socket listening on TCP `port` open, as far as /proc shows."""
     sockets = {f"socket:[{inode}]" for inode in _listening_inodes(port)}
     if not sockets:
-        return None
+        return []
+    pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             if any(os.readlink(fd) in sockets for fd in (entry / "fd").iterdir()):
-                return f"by pid {entry.name} ({_command_line(entry)})"
+                pids.append(int(entry.name))
         except OSError:  # gone meanwhile, or not ours to look at
             continue
-    return None
+    return sorted(pids)
 
 
 def _listening_inodes(port: int) -> set[str]:
@@ -59,5 +71,5 @@ def _listening_inodes(port: int) -> set[str]:
 
 def _command_line(process: Path) -> str:
     words = (process / "cmdline").read_bytes().rstrip(b"\0").split(b"\0")
-    text = " ".join(word.decode(errors="replace") for word in words)
+    text = " ".join(" ".join(word.decode(errors="replace").split()) for word in words)
     return text if len(text) <= _SHOWN else text[: _SHOWN - 3] + "..."

@@ -4,9 +4,13 @@ POST /ask starts the answer in a channel of its own and returns the channel at o
 page follows it with an EventSource on a broadcaster node, from the earliest event, so
 no token is missed even if the answer started before the page subscribed.
 
-    pip install 'sse-broadcaster[example]'
-    BROADCASTER_CORS_ORIGINS=http://localhost:8000 broadcaster serve      # a node, :8080
-    uvicorn app:app --port 8000                                           # this app
+From the repository's root (see README.md beside this file):
+
+    python3 -m venv .venv && .venv/bin/pip install -e '.[example]'
+    export BROADCASTER_PUBLISH_TOKEN=s3cret
+    BROADCASTER_CORS_ORIGINS=http://localhost:8000,http://127.0.0.1:8000 \
+        .venv/bin/broadcaster serve &                                   # a node, :8080
+    cd examples/fastapi_chat && ../../.venv/bin/uvicorn app:app --port 8000   # this app
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from fastapi import BackgroundTasks, FastAPI, HTTPException
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
-from broadcaster import AsyncPublisher, HttpPublisher, RedisPublisher
+from broadcaster import AsyncPublisher, HttpPublisher, PublishError, RedisPublisher
 
 NODE_URL = os.environ.get("BROADCASTER_URL", "http://localhost:8080")  # for publishing
 PUBLIC_URL = os.environ.get("BROADCASTER_PUBLIC_URL", NODE_URL)  # where browsers subscribe
@@ -30,7 +34,8 @@ TOKEN_DELAY = float(os.environ.get("EXAMPLE_TOKEN_DELAY", "0.05"))
 
 
 def publisher() -> AsyncPublisher:
-    """Straight to Redis when BROADCASTER_REDIS_URL is set, else through the node."""
+    """Straight to Redis when BROADCASTER_REDIS_URL is set, else through the node with its
+    publish token."""
     redis_url = os.environ.get("BROADCASTER_REDIS_URL")
     if redis_url:
         return RedisPublisher.from_url(redis_url)
@@ -71,6 +76,10 @@ async def ask(question: Question, background: BackgroundTasks) -> dict[str, str]
     if len(answering) >= MAX_ANSWERS:
         raise HTTPException(503, "too many answers under way; try again shortly")
     channel = f"answer:{uuid.uuid4().hex}"
+    try:  # the question opens the channel: a refusal is told now, not left to an empty page
+        await app.state.publisher.publish(channel, question.prompt, event="question")
+    except PublishError as exc:
+        raise HTTPException(502, f"publishing refused: {exc}") from exc
     answering.add(channel)
 
     async def answer() -> None:
@@ -99,9 +108,15 @@ const $ = (id) => document.getElementById(id);
 $("ask").onsubmit = async (event) => {
   event.preventDefault();
   $("answer").textContent = "";
+  $("state").textContent = "";
   const reply = await fetch("/ask", {method: "POST", headers: {"Content-Type": "application/json"},
     body: JSON.stringify({prompt: $("prompt").value})});
-  const {channel} = await reply.json();
+  const body = await reply.json();
+  if (!reply.ok) {
+    $("state").textContent = typeof body.detail === "string" ? body.detail : reply.statusText;
+    return;
+  }
+  const channel = body.channel;
   // From the earliest event: tokens published before this line are not lost.
   const source = new EventSource(`${node}/events?channel=${channel}&lastEventId=earliest`);
   source.addEventListener("token", (e) => { $("answer").textContent += e.data; });

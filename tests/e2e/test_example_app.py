@@ -21,20 +21,27 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "fastapi_chat"
 sys.path.insert(0, str(EXAMPLE))
 from app import reply  # noqa: E402  (the example is not a package)
 
+TOKEN = "s3cret"
 
-@pytest.fixture
+
+@pytest.fixture(params=["through the node", "straight to redis", "with a wrong token"])
 def example(
-    redis_server: RedisServer, start_node: Callable[..., Node], tmp_path: Path
-) -> Iterator[str]:
+    request: pytest.FixtureRequest,
+    redis_server: RedisServer,
+    start_node: Callable[..., Node],
+    tmp_path: Path,
+) -> Iterator[tuple[int, str]]:
+    """The app's port, and how it publishes."""
     port = free_port()
-    origin = f"http://127.0.0.1:{port}"
-    node = start_node(redis_server.url, cors_origins=origin)
+    # As its README says: both addresses the page may be opened at are allowed origins.
+    origins = f"http://localhost:{port},http://127.0.0.1:{port}"
+    node = start_node(redis_server.url, cors_origins=origins, publish_token=TOKEN)
     env = {k: v for k, v in os.environ.items() if not k.startswith("BROADCASTER_")}
-    env.update(
-        BROADCASTER_REDIS_URL=redis_server.url,
-        BROADCASTER_PUBLIC_URL=node.url,
-        EXAMPLE_TOKEN_DELAY="0.02",
-    )
+    env.update(BROADCASTER_URL=node.url, EXAMPLE_TOKEN_DELAY="0.02")
+    if request.param == "straight to redis":
+        env["BROADCASTER_REDIS_URL"] = redis_server.url
+    else:
+        env["BROADCASTER_PUBLISH_TOKEN"] = TOKEN if request.param == "through the node" else "no"
     with (tmp_path / "uvicorn.log").open("wb") as log:
         app = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "app:app", "--port", str(port)],
@@ -45,19 +52,27 @@ def example(
         )
     try:
         wait_port(port, timeout=20)
-        yield origin
+        yield port, request.param
     finally:
         app.terminate()
         app.wait(timeout=15)
 
 
-async def test_the_example_streams_a_whole_answer_to_the_page(example: str) -> None:
+async def test_the_example_streams_a_whole_answer_to_the_page(example: tuple[int, str]) -> None:
+    port, publishing = example
     async with chromium() as browser:
-        page = await ask(browser, example, "Why SSE?")
-        await page.wait_for_function(
-            "document.getElementById('state').textContent === 'done'", timeout=20_000
-        )
-        assert await page.text_content("#answer") == reply("Why SSE?")
+        for host in ("127.0.0.1", "localhost"):  # what uvicorn prints, and the other name
+            page = await ask(browser, f"http://{host}:{port}", f"Why SSE, {host}?")
+            await page.wait_for_function(
+                "document.getElementById('state').textContent !== ''", timeout=20_000
+            )
+            state = await page.text_content("#state")
+            if publishing == "with a wrong token":
+                assert state == "publishing refused: 401: missing or wrong bearer token"
+                assert await page.text_content("#answer") == ""
+            else:
+                assert state == "done"
+                assert await page.text_content("#answer") == reply(f"Why SSE, {host}?")
 
 
 async def ask(browser: Browser, url: str, prompt: str) -> Page:

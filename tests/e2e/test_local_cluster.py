@@ -5,15 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from contextlib import AsyncExitStack
+from pathlib import Path
 
 import aiohttp
 import pytest
 
 from tests.support.cluster import fcall_publish, local_cluster
 from tests.support.eventsource import EventSource
+from tests.support.processes import Node
 from tests.support.wait import eventually, wait_until
 
 pytestmark = pytest.mark.slow
@@ -97,3 +102,35 @@ async def test_max_age_and_draining_spread_reconnects_without_loss(
                 hints = [r for r in client.retries if r != 3000]
                 assert hints and all(3000 <= r <= 9000 for r in hints)
             assert len({r for c in clients for r in c.retries}) > 2, "reconnects are spread"
+
+
+def test_a_balancer_port_held_by_a_leftover_node_is_refused(
+    start_node: Callable[..., Node],
+) -> None:
+    # A `broadcaster serve` left running on the port: nginx cannot bind it, and the old
+    # node would answer the cluster's health check. The cluster must not pass it off as
+    # its balancer.
+    leftover = start_node()
+    port = str(leftover.port)
+    done = subprocess.run(
+        [sys.executable, "-m", "broadcaster", "cluster", "--nodes", "1", "--port", port],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stdout == ""
+    [line] = done.stderr.splitlines()
+    found = re.fullmatch(
+        r"broadcaster: lb \(pid \d+\) cannot listen on 127\.0\.0\.1:(\d+): it is held by pid "
+        r"(\d+) \((.*)\); stop that or choose another --port; see (\S+/lb\.log)",
+        line,
+    )
+    assert found is not None, line
+    named_port, pid, command, log = found.groups()
+    assert leftover.process is not None
+    assert (named_port, int(pid)) == (port, leftover.process.pid)
+    assert command.endswith("-m broadcaster serve")
+    assert Path(log).exists()
+    assert leftover.ready()
