@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,8 @@ from aiohttp.test_utils import TestServer
 from broadcaster.app import create_app
 from broadcaster.settings import Settings
 from tests.support.processes import Node, RedisServer
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -82,3 +86,21 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
     """An HTTP client for the test, with no limit on open connections (streams stay open)."""
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         yield session
+
+
+@pytest.fixture(scope="session")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh virtualenv outside the checkout with the wheel built from it (and its
+    dependencies), as a user installs it; returns the venv's directory."""
+    where = tmp_path_factory.mktemp("wheel")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(where), str(ROOT)],
+        check=True,
+        cwd=where,
+    )
+    wheel = next(where.glob("sse_broadcaster-*.whl"))
+    subprocess.run([sys.executable, "-m", "venv", str(where / "venv")], check=True)
+    subprocess.run(
+        [str(where / "venv/bin/pip"), "install", "-q", str(wheel)], check=True, cwd=where
+    )
+    return where / "venv"
