@@ -9,10 +9,13 @@ from .ids import EventId
 from .metrics import MalformedReason
 from .sse import check_field, encode_event
 
-# `sse_publish` (redis_library.lua) publishes "<mark>\n<id>\n<prev>\n<event>\n<ms>\n<data>".
-# Anything without the mark is raw event data, as `redis-cli PUBLISH sse:<channel> text`
-# sends it. No real text starts with NUL.
+# `sse_publish` (library.lua) publishes "<mark>\n<id>\n<prev>\n<event>\n<ms>\n<data>" to
+# the channel's durable pub/sub channel, `<prefix>#<channel>`. The plain one,
+# `<prefix><channel>`, carries raw text (`redis-cli PUBLISH sse:<channel> text`), always
+# taken as event data: no channel name holds a `#`, so text relayed through the raw path
+# can never pass for an envelope, whatever it looks like.
 ENVELOPE_MARK = b"\x00bc1"
+DURABLE = "#"  # between the prefix and the channel name, for the durable channel
 _FIELDS = 6
 _MARK = ENVELOPE_MARK.decode()
 
@@ -59,22 +62,29 @@ class Message:
         return position
 
 
-def unpack(payload: bytes, repairs: Counter[MalformedReason] | None = None) -> Message:
-    """Read a pub/sub payload: an envelope, or raw text taken as the event data.
+def plain(payload: bytes, repairs: Counter[MalformedReason] | None = None) -> Message:
+    """A raw publish: its text is the event data, with no type and no id.
 
     Invalid UTF-8 is replaced (and counted in `repairs["utf8"]`), never fatal.
-    Raises ValueError for a broken envelope.
     """
+    return Message(_text(payload, repairs))
+
+
+def unpack(payload: bytes, repairs: Counter[MalformedReason] | None = None) -> Message:
+    """Read an envelope from the durable channel. Invalid UTF-8 is replaced (and counted
+    in `repairs["utf8"]`). Raises ValueError for anything but a well-formed envelope."""
     text = _text(payload, repairs)  # one decode for every field: this is the hot path
-    if not text.startswith(_MARK):
-        return Message(text)
     parts = text.split("\n", _FIELDS - 1)
-    if len(parts) != _FIELDS or parts[0] != _MARK:
+    if parts[0] != _MARK:
+        raise ValueError("not an envelope")
+    if len(parts) != _FIELDS:
         raise ValueError("bad envelope: too few fields")
     _, id_, prev, event, ms, data = parts
     if not ms.isdigit():
         raise ValueError("bad envelope: publish time is not a number")
-    return Message(data, event or None, id_ or None, prev or None, int(ms))
+    if not id_:
+        raise ValueError("bad envelope: no id")
+    return Message(data, event or None, id_, prev or None, int(ms))
 
 
 def _text(raw: bytes, repairs: Counter[MalformedReason] | None) -> str:

@@ -26,7 +26,7 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2
 RejectReason = Literal[
     "cap", "ip_cap", "unauthorized", "forbidden", "bad_request", "draining", "unavailable"
 ]
-MalformedReason = Literal["utf8", "envelope"]
+MalformedReason = Literal["utf8", "envelope", "forged"]
 
 REJECT_REASONS: tuple[RejectReason, ...] = get_args(RejectReason)
 MALFORMED_REASONS: tuple[MalformedReason, ...] = get_args(MalformedReason)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import replace
-from typing import Protocol
+from functools import partial
+from typing import Protocol, TypeVar
 
 from .broker import Deliver
 from .history import Replay, Snapshot, replay
@@ -17,6 +19,13 @@ log = logging.getLogger(__name__)
 
 
 Recovered = tuple[EventId, str, Message]
+Held = tuple[str, Message]
+T = TypeVar("T")
+
+# How far ahead of what the node knows (its clock, the newest id it delivered, the last
+# head it read) an id may be before it is checked against the sequence's head. A failover
+# moves ids 10 s ahead of the clock; a genuine id past this is confirmed by one read.
+HORIZON_MS = 10_000
 
 
 class HistoryReader(Protocol):
@@ -24,6 +33,10 @@ class HistoryReader(Protocol):
 
     async def read(self, positions: Mapping[str, str]) -> Snapshot:
         """Each channel's entries after its own position."""
+        ...
+
+    async def head(self) -> EventId | None:
+        """The newest id published so far."""
         ...
 
 
@@ -35,6 +48,12 @@ class Sequencer:
     on its channel, *every* channel is held: what was missed is read back from history,
     a barrier (a PING through the pub/sub link) makes sure every message published before
     that read has arrived, and history and held messages go out merged in id order.
+
+    No message moves a position past what the sequence confirms: one whose id lies beyond
+    the node's horizon (`HORIZON_MS` past its clock, the newest id it delivered and the
+    last head it read) holds everything while the head is read, and is dropped, logged
+    and passed to `rejected` unless the head has reached it. A forged id far ahead would
+    otherwise make every genuine message look delivered already.
     """
 
     def __init__(
@@ -45,12 +64,18 @@ class Sequencer:
         *,
         retry_errors: tuple[type[Exception], ...],
         max_backoff: float = 5.0,
+        rejected: Callable[[str, Message], None] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._history = history
         self._deliver = deliver
         self._barrier = barrier
         self._retry_errors = retry_errors
         self._max_backoff = max_backoff
+        self._rejected = rejected
+        self._clock = clock
+        self._confirmed: EventId | None = None  # the newest head read
+        self._suspect: Held | None = None  # beyond the horizon, waiting for the head
         self.seen: EventId | None = None
         """The newest durable id delivered on any channel."""
         self._last: dict[str, EventId] = {}
@@ -59,7 +84,7 @@ class Sequencer:
         self._emitted: dict[str, str] = {}
         # Subscribed, no message yet: the first one's `prev` may predate the subscription.
         self._fresh: set[str] = set()
-        self._held: list[tuple[str, Message]] | None = None
+        self._held: list[Held] | None = None
         self._gaps: set[str] = set()
         self._task: asyncio.Task[None] | None = None
 
@@ -67,6 +92,12 @@ class Sequencer:
         """A live message: deliver it now, or hold it while a gap is filled."""
         if self._held is not None:
             self._held.append((channel, message))
+            return
+        position = message.position()
+        if position is not None and position.ms > self._horizon():
+            self._held = [(channel, message)]
+            self._suspect = (channel, message)
+            self._start()
             return
         last = self._last.get(channel)
         if channel in self._fresh:
@@ -108,8 +139,7 @@ class Sequencer:
         if self._held is None:
             self._held = []
         self._gaps.update(channels)
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._catch_up(), name="backfill")
+        self._start()
 
     def replayed(self, channels: Iterable[str], head: EventId, *, caught_up: bool) -> None:
         """A client read history up to `head`: a later backfill need not go back further.
@@ -131,6 +161,18 @@ class Sequencer:
         if self._task is not None:
             self._task.cancel()
         self._gaps.clear()
+        self._suspect = None
+
+    def _start(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._catch_up(), name="backfill")
+
+    def _horizon(self) -> int:
+        known = int(self._clock() * 1000)
+        for position in (self.seen, self._confirmed):
+            if position is not None and position.ms > known:
+                known = position.ms
+        return known + HORIZON_MS
 
     def _emit(self, channel: str, message: Message) -> None:
         id_ = message.id
@@ -146,10 +188,16 @@ class Sequencer:
         self._deliver(channel, message)
 
     async def _catch_up(self) -> None:
-        while self._gaps:
+        while self._gaps or self._suspect is not None:
+            if self._suspect is not None:
+                suspect, self._suspect = self._suspect, None
+                await self._check(*suspect)
+                if not self._gaps:
+                    self._drain([])
+                    continue
             gaps, self._gaps = self._gaps, set()
             positions = {ch: str(self._last[ch]) for ch in gaps if ch in self._last}
-            snapshot = await self._read(positions)
+            snapshot = await self._retrying(partial(self._history.read, positions))
             await self._barrier()  # everything published before the read is now held
             found: list[Recovered] = []
             for channel, after in positions.items():
@@ -158,6 +206,26 @@ class Sequencer:
                 found += self._recovered(channel, replay(after, one))
             found.sort(key=lambda item: item[0])
             self._drain(found)
+
+    async def _check(self, channel: str, message: Message) -> None:
+        """Trust `message` if the sequence's head has reached its id; else drop it."""
+        head = await self._retrying(self._history.head)
+        position = message.position()
+        if head is not None and (self._confirmed is None or head > self._confirmed):
+            self._confirmed = head
+        if head is not None and position is not None and position <= head:
+            return
+        if self._held:
+            self._held.remove((channel, message))
+        log.warning(
+            "dropped a message on %r: its id %s is ahead of the sequence's head %s "
+            "(not published by sse_publish)",
+            channel,
+            message.id,
+            head,
+        )
+        if self._rejected is not None:
+            self._rejected(channel, message)
 
     def _recovered(self, channel: str, missed: Replay) -> list[Recovered]:
         if missed.resets and missed.head is not None:
@@ -183,11 +251,11 @@ class Sequencer:
             self._emit(pending[1], pending[2])
             pending = next(older, None)
 
-    async def _read(self, positions: Mapping[str, str]) -> Snapshot:
+    async def _retrying(self, read: Callable[[], Awaitable[T]]) -> T:
         delay = 0.05
         while True:
             try:
-                return await self._history.read(positions)
+                return await read()
             except self._retry_errors as exc:
                 log.warning("backfill failed, retrying: %s", exc)
                 await asyncio.sleep(delay)

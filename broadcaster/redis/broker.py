@@ -23,7 +23,7 @@ from redis.exceptions import RedisError, ResponseError
 from ..broker import BrokerUnavailable, Deliver
 from ..history import Replay, Start, begin
 from ..ids import EventId
-from ..message import Message, unpack
+from ..message import Message, plain, unpack
 from ..metrics import Counts
 from ..publication import Publication
 from ..sequencer import Sequencer
@@ -77,7 +77,11 @@ class RedisBroker:
             on_subscribed=self._on_subscribed,
         )
         self._sequencer = Sequencer(
-            self._history, self._emit, self._link.fence, retry_errors=LINK_ERRORS
+            self._history,
+            self._emit,
+            self._link.fence,
+            retry_errors=LINK_ERRORS,
+            rejected=self._forged,
         )
         self._replays = SharedReplays(self._read_replay)
         self._library_refused = False
@@ -251,7 +255,11 @@ class RedisBroker:
     def _on_subscribed(self, channel: str) -> None:
         self._sequencer.started(channel)
 
-    def _on_message(self, channel: str, payload: bytes) -> None:
+    def _on_message(self, channel: str, payload: bytes, durable: bool) -> None:
+        if not durable:  # raw text, whatever it looks like: never an id, a type, a reset
+            if channel in self._desired:
+                self._sequencer.receive(channel, plain(payload, self._counts.malformed))
+            return
         try:
             message = unpack(payload, self._counts.malformed)
         except ValueError as exc:
@@ -260,6 +268,9 @@ class RedisBroker:
             return
         if channel in self._desired:
             self._sequencer.receive(channel, message)
+
+    def _forged(self, channel: str, message: Message) -> None:
+        self._counts.malformed["forged"] += 1
 
     def _emit(self, channel: str, message: Message) -> None:
         if self._deliver is not None:

@@ -117,7 +117,7 @@ local function sse_publish(keys, args)
   if TTL > 0 then
     redis.call("EXPIRE", key, TTL)
   end
-  redis.call("PUBLISH", PREFIX .. channel,
+  redis.call("PUBLISH", PREFIX .. "#" .. channel, -- the durable channel: see message.py
     "\0bc1\n" .. id .. "\n" .. prev .. "\n" .. event .. "\n" .. string.format("%d", ms) .. "\n" .. data)
   if remembered then
     redis.call("SET", remembered, id, "PX", IDEMPOTENCY_WINDOW_MS)

@@ -4,6 +4,9 @@ One writer sends SUBSCRIBE, UNSUBSCRIBE and PING in call order; one reader hands
 messages on and resolves each SUBSCRIBE's future on its own acknowledgement, and each
 PING's on its PONG. Redis answers in order, so a PONG is a fence: every message
 published before the PING was sent has been read when it resolves.
+
+A channel is two pub/sub channels, subscribed in one command: `<prefix><channel>` for
+raw publishes and `<prefix>#<channel>` for the durable envelopes (see `message.py`).
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import hiredis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from ..message import DURABLE
 
 _SUBSCRIBE, _UNSUBSCRIBE, _PING = b"SUBSCRIBE", b"UNSUBSCRIBE", b"PING"
 READ_SIZE = 1 << 16
@@ -34,7 +39,7 @@ class PubSubLink:
         prefix: str,
         *,
         ping_interval: float,
-        on_message: Callable[[str, bytes], None],
+        on_message: Callable[[str, bytes, bool], None],
         on_subscribed: Callable[[str], None],
     ) -> None:
         self._prefix = prefix
@@ -138,7 +143,8 @@ class PubSubLink:
                     continue
                 if verb == _SUBSCRIBE:
                     self._acks.setdefault(channel, deque()).append(cast(Ack | None, done))
-                stream.writelines(conn.pack_command(verb, self._prefix + channel))
+                raw, durable = self._prefix + channel, self._prefix + DURABLE + channel
+                stream.writelines(conn.pack_command(verb, raw, durable))
             await stream.drain()
             if first:
                 first = False
@@ -164,7 +170,11 @@ class PubSubLink:
                 parser.feed(data)
                 while (reply := parser.gets()) is not False:
                     if type(reply) is list and reply[0] == b"message":
-                        on_message(reply[1][prefix:].decode("utf-8", "replace"), reply[2])
+                        name = reply[1][prefix:].decode("utf-8", "replace")
+                        if name[:1] == DURABLE:
+                            on_message(name[1:], reply[2], True)
+                        else:
+                            on_message(name, reply[2], False)
                     else:
                         self._answer(reply, prefix)
             except hiredis.ProtocolError as exc:
@@ -177,6 +187,9 @@ class PubSubLink:
         kind = reply[0] if isinstance(reply, list) else reply
         if kind == b"subscribe" and isinstance(reply, list):
             channel = reply[1][prefix:].decode("utf-8", "replace")
+            if channel[:1] != DURABLE:
+                return  # the first of the pair: the durable one's ack says both are on
+            channel = channel[1:]
             pending = self._acks.get(channel)
             if pending:
                 _resolve(pending.popleft())

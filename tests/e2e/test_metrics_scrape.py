@@ -41,7 +41,7 @@ async def test_rate_queries_see_every_reason_before_the_first_event(
             "draining",
             "unavailable",
         },
-        "broadcaster_messages_malformed_total": {"utf8", "envelope"},
+        "broadcaster_messages_malformed_total": {"utf8", "envelope", "forged"},
     }
     async with aiohttp.ClientSession() as session:
 

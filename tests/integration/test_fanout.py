@@ -79,7 +79,7 @@ async def test_non_utf8_raw_publish_is_repaired_counted_and_harmless(
         redis.Redis.from_url(redis_server.url) as client,
     ):
         await client.publish("sse:bin", b"ok \xff\xfe end")
-        await client.publish("sse:bin", b"\x00bc1\nbroken envelope")
+        await client.publish("sse:#bin", b"\x00bc1\nbroken envelope")  # durable channel
         await client.publish("sse:bin", "after")
         events = await sub.wait_for(2)
         assert [e.data for e in events] == ["ok \ufffd\ufffd end", "after"]

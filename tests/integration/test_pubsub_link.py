@@ -39,11 +39,14 @@ async def test_delivers_raw_and_enveloped_messages(setup: Setup) -> None:
     broker, probe, received = setup
     await broker.subscribe("news")
     await probe.publish("p:news", b"raw text")
-    await probe.publish("p:news", envelope("7-3", "5-1", "update", "7", "hi"))
-    await wait_until(lambda: len(received) == 2, 5, "two messages")
+    await probe.publish("p:#news", envelope("7-3", "5-1", "update", "7", "hi"))
+    # On the raw channel an envelope is only text: it cannot carry an id, type or reset.
+    await probe.publish("p:news", envelope("9-1", "", "reset", "9", "forged"))
+    await wait_until(lambda: len(received) == 3, 5, "three messages")
     assert received == [
         ("news", Message("raw text")),
         ("news", Message("hi", "update", "7-3", "5-1", 7)),
+        ("news", Message(envelope("9-1", "", "reset", "9", "forged").decode())),
     ]
 
 
@@ -52,7 +55,7 @@ async def test_a_malformed_envelope_is_dropped_and_delivery_goes_on(
 ) -> None:
     broker, probe, received = setup
     await broker.subscribe("news")
-    await probe.publish("p:news", ENVELOPE_MARK + b"{broken")
+    await probe.publish("p:#news", ENVELOPE_MARK + b"{broken")
     await probe.publish("p:news", b"after")
     await wait_until(lambda: len(received) == 1, 5, "the good message")
     assert received == [("news", Message("after"))]

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from broadcaster.message import ENVELOPE_MARK, Message, unpack
+from broadcaster.message import ENVELOPE_MARK, Message, plain, unpack
 
 
 def envelope(id_: str, prev: str, event: str, ms: str, data: str) -> bytes:
@@ -15,11 +15,16 @@ def envelope(id_: str, prev: str, event: str, ms: str, data: str) -> bytes:
 
 
 def test_raw_text_is_the_event_data() -> None:
-    assert unpack(b'{"looks": "like json"}') == Message('{"looks": "like json"}')
+    assert plain(b'{"looks": "like json"}') == Message('{"looks": "like json"}')
+
+
+def test_raw_text_that_looks_like_an_envelope_is_still_just_data() -> None:
+    forged = envelope("99999999999999-999999", "", "reset", "0", "FORGED")
+    assert plain(forged) == Message(forged.decode())
 
 
 def test_non_utf8_raw_payload_is_replaced_not_fatal() -> None:
-    assert unpack(b"ok \xff\xfe") == Message("ok \ufffd\ufffd")
+    assert plain(b"ok \xff\xfe") == Message("ok \ufffd\ufffd")
 
 
 def test_envelope_carries_id_prev_event_and_time() -> None:
@@ -31,7 +36,13 @@ def test_envelope_carries_id_prev_event_and_time() -> None:
 
 @pytest.mark.parametrize(
     "payload",
-    [ENVELOPE_MARK + b"\n1-1\n\n", envelope("1-1", "", "", "soon", "x"), ENVELOPE_MARK + b"x"],
+    [
+        ENVELOPE_MARK + b"\n1-1\n\n",
+        envelope("1-1", "", "", "soon", "x"),
+        ENVELOPE_MARK + b"x",
+        envelope("", "", "", "5", "no id"),
+        b"plain text on the durable channel",
+    ],
 )
 def test_a_bad_envelope_is_refused(payload: bytes) -> None:
     with pytest.raises(ValueError):

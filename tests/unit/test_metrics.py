@@ -76,5 +76,5 @@ async def test_every_labelled_series_exists_from_the_first_scrape(
     m = await scrape(client)
     for reason in ("cap", "ip_cap", "unauthorized", "forbidden", "bad_request", "draining"):
         assert m[f"broadcaster_connections_rejected_total{{reason={reason}}}"] == 0
-    for reason in ("utf8", "envelope"):
+    for reason in ("utf8", "envelope", "forged"):
         assert m[f"broadcaster_messages_malformed_total{{reason={reason}}}"] == 0

@@ -39,17 +39,33 @@ class History:
         head = Head(EventId.parse(self.messages[-1].id), 0)  # type: ignore[arg-type]
         return Snapshot(head, 1, 0, {channel: ChannelHistory(True, entries)})
 
+    async def head(self) -> EventId | None:
+        self.reads += 1
+        await self.gate.wait()
+        return EventId.parse(self.messages[-1].id) if self.messages else None
 
-def sequencer(history: History) -> tuple[Sequencer, list[str]]:
+
+def sequencer(
+    history: History, rejected: list[str] | None = None, now_ms: int = 1000
+) -> tuple[Sequencer, list[str]]:
     delivered: list[str] = []
 
     async def barrier() -> None:
         pass
 
     seq = Sequencer(
-        history, lambda _, m: delivered.append(m.data), barrier, retry_errors=(OSError,)
+        history,
+        lambda _, m: delivered.append(m.data),
+        barrier,
+        retry_errors=(OSError,),
+        rejected=lambda _, m: (rejected if rejected is not None else []).append(m.data),
+        clock=lambda: now_ms / 1000,
     )
     return seq, delivered
+
+
+def at(ms: int, seq: int, prev: str | None = None) -> Message:
+    return Message(f"{ms}-{seq}", None, f"{ms}-{seq}", prev, ms)
 
 
 async def test_a_lost_message_is_backfilled_before_later_ones() -> None:
@@ -110,3 +126,38 @@ async def test_a_replay_read_while_the_link_was_up_is_where_a_backfill_starts() 
     seq.backfill(["c"])
     await wait_until(lambda: len(delivered) == 2, 5, "the backfill")
     assert delivered == ["m1", "m4"]
+
+
+async def test_an_id_beyond_the_horizon_that_the_head_has_not_reached_is_dropped() -> None:
+    # A forged envelope (99999999999999-999999) must not become the channel's position:
+    # every genuine message after it would be dropped as delivered already.
+    history = History(at(1000, 1), at(1001, 2))
+    rejected: list[str] = []
+    seq, delivered = sequencer(history, rejected)
+    seq.receive("c", at(1000, 1))
+    seq.receive("c", at(99_999_999_999_999, 999_999, prev="1000-1"))
+    seq.receive("c", at(1001, 2, prev="1000-1"))  # held behind the check, then delivered
+    await wait_until(lambda: len(delivered) == 2, 5, "the genuine messages")
+    assert delivered == ["1000-1", "1001-2"]
+    assert rejected == ["99999999999999-999999"]
+    assert seq.seen == EventId(1001, 2)
+    seq.started("later")  # a channel subscribed afterwards starts from the real position
+    seq.receive("later", at(1002, 3))
+    assert delivered[-1] == "1002-3"
+
+
+async def test_an_id_beyond_the_horizon_that_the_head_confirms_is_delivered_in_order() -> None:
+    # A failover moves ids 10 s of clock ahead: genuine, and confirmed by one head read.
+    ahead = 1000 + 60_000
+    history = History(at(1000, 1), at(ahead, 2), at(ahead, 3))
+    seq, delivered = sequencer(history)
+    seq.receive("c", at(1000, 1))
+    history.gate.clear()
+    seq.receive("c", at(ahead, 2, prev="1000-1"))
+    seq.receive("c", Message("raw"))  # waits its turn
+    seq.receive("c", at(ahead, 3, prev=f"{ahead}-2"))
+    assert delivered == ["1000-1"]
+    history.gate.set()
+    await wait_until(lambda: len(delivered) == 4, 5, "the held messages")
+    assert delivered == ["1000-1", f"{ahead}-2", "raw", f"{ahead}-3"]
+    assert history.reads == 1  # the head read covers every id up to it
