@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import socket
 from collections.abc import Mapping
 from pathlib import Path
@@ -12,8 +13,11 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from .auth import load_public_key
 from .limits import parse_networks
 from .redis.client import check_url
+
+_TOKEN = re.compile(r"[!-~]+")
 
 
 class Settings(BaseSettings):
@@ -86,10 +90,38 @@ class Settings(BaseSettings):
     def _public_key(cls, value: object) -> object:
         # A path is easier to pass around than a multi-line PEM in an environment variable.
         if isinstance(value, str) and value.startswith("@"):
-            return Path(value[1:]).read_text()
-        return None if value == "" else value
+            try:
+                return Path(value[1:]).read_text()
+            except OSError as exc:
+                raise ValueError(f"cannot read {value[1:]}: {exc.strerror}") from None
+        return value
 
-    @field_validator("redis_url", "publish_token", "jwt_secret", mode="before")
+    @field_validator("jwt_public_key")
+    @classmethod
+    def _parsed_key(cls, value: str | None) -> str | None:
+        if value is not None:
+            load_public_key(value)  # at start, not at the first token
+        return value
+
+    @field_validator("publish_token", "jwt_secret", "jwt_public_key", mode="before")
+    @classmethod
+    def _not_blank(cls, value: object) -> object:
+        # Set but empty is a mistake (an unset ${VAR} in a compose file), not "off": it
+        # would turn authentication off without a word.
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("is set but empty: give a value, or unset it to turn this off")
+        return value
+
+    @field_validator("publish_token")
+    @classmethod
+    def _header_safe(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not _TOKEN.fullmatch(value.get_secret_value()):
+            raise ValueError(
+                "may contain only visible ASCII without spaces (it is sent as a bearer token)"
+            )
+        return value
+
+    @field_validator("redis_url", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         # Compose files and shells often export an empty variable to mean "unset".

@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from broadcaster.app import create_app
 from broadcaster.cli import load_settings
@@ -174,6 +174,20 @@ async def test_public_keys_verify_rs_and_es_tokens(aiohttp_client: MakeClient) -
     assert answer.status == 401
 
 
+async def test_a_token_labelled_for_another_key_type_is_a_401(aiohttp_client: MakeClient) -> None:
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = (
+        rsa_key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    client, _ = await node(aiohttp_client, jwt_public_key=public)
+    es256 = token(ec.generate_private_key(ec.SECP256R1()), "ES256", subscribe=["*"])
+    answer = await client.get("/events?channel=a", headers={"Authorization": f"Bearer {es256}"})
+    assert answer.status == 401
+    assert (await answer.text()).startswith("invalid token: ")
+
+
 @pytest.mark.parametrize("origin", ["https://app.example", "http://localhost:3000"])
 async def test_cors_echoes_allowed_origins_with_credentials(
     aiohttp_client: MakeClient, origin: str
@@ -246,3 +260,15 @@ async def test_injected_fields_arrive_as_literal_data(aiohttp_client: MakeClient
         assert answer.status == 200
         assert await sub.wait_for(1) == [Event(attack, id=(await answer.json())["id"])]
         assert sub.parser.retry == 3000
+
+
+async def test_a_pathological_pattern_against_a_long_channel_is_refused_at_once(
+    aiohttp_client: MakeClient,
+) -> None:
+    # A backtracking matcher spent 13 s of a blocked loop on this (tests/unit/test_patterns).
+    client, _ = await node(aiohttp_client, jwt_secret=SECRET)
+    signed = token(subscribe=["*.*.*.*.*.public"])
+    answer = await client.get(
+        "/events", params={"channel": "." * 200}, headers={"Authorization": f"Bearer {signed}"}
+    )
+    assert answer.status == 403

@@ -45,6 +45,20 @@ def test_empty_redis_url_means_embedded(monkeypatch: pytest.MonkeyPatch) -> None
         ({"BROADCASTER_HEARTBEAT_INTERVAL": "soon"}, "BROADCASTER_HEARTBEAT_INTERVAL"),
         ({"BROADCASTER_REDIS_URL": "localhost:6379"}, "BROADCASTER_REDIS_URL (--redis-url)"),
         ({"BROADCASTER_RETRY_MS": "-1"}, "BROADCASTER_RETRY_MS"),
+        # Set but empty turned authentication off without a word (an unset ${VAR}).
+        ({"BROADCASTER_JWT_SECRET": ""}, "BROADCASTER_JWT_SECRET: is set but empty"),
+        ({"BROADCASTER_JWT_SECRET": "  "}, "BROADCASTER_JWT_SECRET: is set but empty"),
+        ({"BROADCASTER_PUBLISH_TOKEN": ""}, "BROADCASTER_PUBLISH_TOKEN: is set but empty"),
+        ({"BROADCASTER_PUBLISH_TOKEN": "two words"}, "BROADCASTER_PUBLISH_TOKEN: may contain"),
+        ({"BROADCASTER_JWT_PUBLIC_KEY": ""}, "BROADCASTER_JWT_PUBLIC_KEY (--jwt-public-key): is"),
+        (
+            {"BROADCASTER_JWT_PUBLIC_KEY": "-----BEGIN PUBLIC KEY-----\nbroken\n"},
+            "BROADCASTER_JWT_PUBLIC_KEY (--jwt-public-key): is not a PEM public key",
+        ),
+        (
+            {"BROADCASTER_JWT_PUBLIC_KEY": "@/nonexistent/key.pem"},
+            "BROADCASTER_JWT_PUBLIC_KEY (--jwt-public-key): cannot read /nonexistent/key.pem",
+        ),
     ],
 )
 def test_invalid_value_exits_with_one_line_naming_it(env: dict[str, str], named: str) -> None:
