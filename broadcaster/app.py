@@ -8,6 +8,7 @@ from aiohttp import web
 
 from . import demo, http_publish, probes
 from .auth import Authenticator
+from .bodies import UPLOADS, Uploads
 from .broker import Broker
 from .cors import add_cors_headers, preflight
 from .hub import Hub
@@ -76,8 +77,11 @@ def create_app(settings: Settings, broker: Broker | None = None) -> web.Applicat
         settings.jwt_secret.get_secret_value() if settings.jwt_secret else None,
         settings.jwt_public_key,
         settings.publish_token.get_secret_value() if settings.publish_token else None,
+        settings.cors_origins,
     )
     app[TRUSTED_PROXIES] = parse_networks(settings.trusted_proxies)
+    app[UPLOADS] = uploads = Uploads()
+    metrics.gauge("broadcaster_uploads", "Request bodies being read.", lambda: uploads.count)
     app.add_routes(endpoint.routes)
     app.add_routes(probes.routes)
     app.add_routes(http_publish.routes)

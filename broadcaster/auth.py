@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import jwt
 from aiohttp import web
@@ -35,8 +36,13 @@ class Authenticator:
     and the publish token."""
 
     def __init__(
-        self, secret: str | None, public_key: str | None, publish_token: str | None = None
+        self,
+        secret: str | None,
+        public_key: str | None,
+        publish_token: str | None = None,
+        origins: tuple[str, ...] = (),
     ) -> None:
+        self._origins = frozenset(origins)
         self._keys: list[tuple[str | rsa.RSAPublicKey | ec.EllipticCurvePublicKey, list[str]]]
         self._keys = []
         if secret:
@@ -63,6 +69,8 @@ class Authenticator:
         the `publish` claim with a JWT. Raises AuthError (401) when neither holds.
 
         Every endpoint that publishes or queues (POST /publish, POST /demo/ask) asks here.
+        A JWT from the cookie, which a browser sends by itself, also needs the request to
+        come from an allowed origin (CSRF); raises AuthError (403) when it does not.
         """
         if self._publish_bearer is not None:
             given = request.headers.get("Authorization", "").encode("utf-8", "replace")
@@ -70,7 +78,24 @@ class Authenticator:
                 return ("*",)
             if not self.enabled:
                 raise AuthError(401, "missing or wrong bearer token")
-        return self.grant(request).publish
+        grant = self.grant(request)
+        if _from_cookie(request):
+            self._check_same_site(request)
+        return grant.publish
+
+    def _check_same_site(self, request: web.Request) -> None:
+        """A cookie-authenticated change must come from this node's own origin or a
+        configured one, as JSON (which a cross-site form or `no-cors` fetch cannot send
+        without a preflight)."""
+        origin = request.headers.get("Origin")
+        if origin is None:
+            raise AuthError(403, "a request authenticated by cookie must carry an Origin header")
+        if origin not in self._origins and urlsplit(origin).netloc != request.host:
+            raise AuthError(403, f"origin {origin!r} may not publish with the cookie")
+        if request.content_type != "application/json":
+            raise AuthError(
+                403, "a request authenticated by cookie must send Content-Type: application/json"
+            )
 
     def grant(self, request: web.Request) -> Grant:
         """Verify the request's token; raises AuthError (401) when it does not hold."""
@@ -145,6 +170,12 @@ def token_from(request: web.Request) -> str | None:
     if header.startswith("Bearer "):
         return header[len("Bearer ") :].strip() or None
     return request.cookies.get(COOKIE) or request.query.get("token") or None
+
+
+def _from_cookie(request: web.Request) -> bool:
+    """Whether `token_from` takes the cookie (no bearer header, a cookie)."""
+    by_header = request.headers.get("Authorization", "").startswith("Bearer ")
+    return not by_header and bool(request.cookies.get(COOKIE))
 
 
 def _patterns(claims: dict[str, object], name: str) -> tuple[str, ...]:

@@ -9,6 +9,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, field_validator
 
 from .auth import AuthError, require
+from .bodies import BodyRefused, read_body
 from .broker import BrokerUnavailable
 from .channels import check_channel
 from .publication import Publication, check_key, encode_data
@@ -72,13 +73,14 @@ async def publish(request: web.Request) -> web.Response:
     except AuthError as exc:
         return error(exc.status, exc.reason, **{"WWW-Authenticate": "Bearer"})
     limit = request.app[SETTINGS].max_message_bytes
-    too_large = error(413, f"body is over BROADCASTER_MAX_MESSAGE_BYTES ({limit} bytes)")
-    if (request.content_length or 0) > limit:
-        return too_large
     try:
-        body = orjson.loads(await request.read())
-    except web.HTTPRequestEntityTooLarge:  # chunked: no Content-Length to tell
-        return too_large
+        raw = await read_body(
+            request, limit, f"body is over BROADCASTER_MAX_MESSAGE_BYTES ({limit} bytes)"
+        )
+    except BodyRefused as refused:
+        return refused.response()
+    try:
+        body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         return error(400, f"body is not valid JSON: {exc}")
     if not isinstance(body, dict | list):

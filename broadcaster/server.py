@@ -25,6 +25,7 @@ from .workers.slot import WorkerSlot
 log = logging.getLogger(__name__)
 
 GC_YOUNG_THRESHOLD = 10_000
+LINGERING_TIME = 2.0
 
 
 async def serve(
@@ -49,6 +50,10 @@ async def serve(
         app,
         handler_cancellation=True,
         keepalive_timeout=75,
+        # A body left unread (a refused or cut-off upload) is read and dropped for at most
+        # this long before the connection closes, not aiohttp's 10 s: a trickling client
+        # holds its descriptor no longer than that after its 408.
+        lingering_time=LINGERING_TIME,
         # SO_KEEPALIVE probes only after the system's 2 hours; streams have heartbeats.
         # Skipping it spares a socket object and a setsockopt per connection.
         tcp_keepalive=False,

@@ -45,6 +45,7 @@ SERVE_FLAGS: dict[str, tuple[type, str]] = {
     "demo_asks_per_minute": (int, "demo questions per client address per minute (default 10)"),
     "max_connection_age": (float, "seconds (jittered) before a stream ends to rebalance; 0 off"),
     "header_timeout": (float, "seconds a connection may take to send its headers (default 10)"),
+    "body_timeout": (float, "seconds a request may take to send its body (default 10)"),
     "shutdown_timeout": (float, "seconds a stop may take (default 10)"),
     "log_level": (str, "DEBUG, INFO, WARNING or ERROR (default INFO)"),
     "log_format": (str, "plain (default) or json, one object per line"),

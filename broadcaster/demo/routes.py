@@ -17,11 +17,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from redis.exceptions import RedisError
 
 from ..auth import AuthError, require
+from ..bodies import read_body
 from ..channels import check_channel
 from ..limits import RateLimiter, client_ip
 from ..publishing.broker_publisher import BrokerPublisher
 from ..redis.client import connect
-from ..replies import error, invalid
+from ..replies import Refused, error, invalid_reason
 from ..settings import Settings
 from ..state import AUTH, BROKER, HUB, METRICS, SETTINGS, TRUSTED_PROXIES
 from . import stats
@@ -99,59 +100,73 @@ async def ask(request: web.Request) -> web.Response:
     same right POST /publish needs on that channel; at most DEMO_ASKS_PER_MINUTE per
     client address; at most DEMO_QUEUE_MAX waiting or being answered.
     """
+    try:
+        question = await _admit(request)
+        producer = await _start(request.app, question)
+    except Refused as refused:
+        return refused.response()
+    return web.json_response({"channel": question.channel, "producer": producer}, status=202)
+
+
+async def _admit(request: web.Request) -> Question:
+    """The question, if this asker may ask it now; raises Refused if not. What needs no
+    body is checked before the body is read: a refused asker sends none for nothing."""
     app, settings = request.app, request.app[SETTINGS]
-    body = await request.read()
-    if len(body) > MAX_QUESTION_BYTES:
-        return error(413, f"a question is at most {MAX_QUESTION_BYTES} bytes")
+    auth = app[AUTH]
+    allowed: tuple[str, ...] = ("*",)
+    if auth.publishing_protected:
+        try:
+            allowed = auth.publish_patterns(request)
+        except AuthError as exc:
+            raise Refused(exc.status, exc.reason, **{"WWW-Authenticate": "Bearer"}) from None
+    wait = app[DEMO].asks.hit(client_ip(request, app[TRUSTED_PROXIES]))
+    if wait is not None:
+        retry = {"Retry-After": str(max(1, round(wait)))}
+        raise Refused(429, "too many questions from this address", **retry)
+    body = await read_body(
+        request, MAX_QUESTION_BYTES, f"a question is at most {MAX_QUESTION_BYTES} bytes"
+    )
     try:
         question = Question.model_validate(orjson.loads(body))
     except orjson.JSONDecodeError as exc:
-        return error(400, f"body is not valid JSON: {exc}")
+        raise Refused(400, f"body is not valid JSON: {exc}") from None
     except ValidationError as exc:
-        return invalid(exc)
+        raise Refused(400, invalid_reason(exc)) from None
     if not question.channel.startswith(settings.demo_prefix):
-        return error(
-            403, f"the demo answers only on channels starting with {settings.demo_prefix!r}"
-        )
-    auth = app[AUTH]
-    if auth.publishing_protected:
-        try:
-            require(auth.publish_patterns(request), [question.channel], "publish")
-        except AuthError as exc:
-            return error(exc.status, exc.reason, **{"WWW-Authenticate": "Bearer"})
-    demo = app[DEMO]
-    wait = demo.asks.hit(client_ip(request, app[TRUSTED_PROXIES]))
-    if wait is not None:
-        return error(
-            429, "too many questions from this address", **{"Retry-After": str(max(1, round(wait)))}
-        )
+        prefix = settings.demo_prefix
+        raise Refused(403, f"the demo answers only on channels starting with {prefix!r}")
+    try:
+        require(allowed, [question.channel], "publish")
+    except AuthError as exc:
+        raise Refused(exc.status, exc.reason) from None
+    return question
+
+
+async def _start(app: web.Application, question: Question) -> str:
+    """Queue the question for a producer, or answer it here; who answers."""
+    demo, settings = app[DEMO], app[SETTINGS]
     if demo.queue is not None:
         try:
             await demo.queue.push(question.channel, question.prompt)
         except QueueFull as exc:
-            return error(503, str(exc), **{"Retry-After": "5"})
+            raise Refused(503, str(exc), **{"Retry-After": "5"}) from None
         except (RedisError, OSError) as exc:
-            return error(503, f"redis unavailable: {exc}", **{"Retry-After": "1"})
-        producer = "queue"
-    else:
-        if len(demo.answers) >= settings.demo_queue_max:
-            return error(
-                503,
-                f"this node is answering {len(demo.answers)} questions already",
-                **{"Retry-After": "5"},
-            )
-        task = asyncio.create_task(
-            stream_answer(
-                BrokerPublisher(app[BROKER]),
-                question.channel,
-                question.prompt,
-                settings.demo_token_delay,
-            )
+            raise Refused(503, f"redis unavailable: {exc}", **{"Retry-After": "1"}) from None
+        return "queue"
+    if len(demo.answers) >= settings.demo_queue_max:
+        busy = f"this node is answering {len(demo.answers)} questions already"
+        raise Refused(503, busy, **{"Retry-After": "5"})
+    task = asyncio.create_task(
+        stream_answer(
+            BrokerPublisher(app[BROKER]),
+            question.channel,
+            question.prompt,
+            settings.demo_token_delay,
         )
-        demo.answers.add(task)
-        task.add_done_callback(demo.answers.discard)
-        producer = settings.node_id
-    return web.json_response({"channel": question.channel, "producer": producer}, status=202)
+    )
+    demo.answers.add(task)
+    task.add_done_callback(demo.answers.discard)
+    return settings.node_id
 
 
 def _own_stats(app: web.Application) -> stats.Stats:

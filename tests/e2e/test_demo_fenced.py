@@ -27,7 +27,8 @@ async def test_with_jwt_nobody_injects_through_the_demo(start_node: Callable[...
         subscribe(session, node.url, ["payments", "demo:mine"], reader) as sub,
     ):
         for body, headers, status in (
-            ({"channel": "payments", "prompt": "x"}, {}, 403),
+            # (No token: refused before the body, so before its channel, is even read.)
+            ({"channel": "payments", "prompt": "x"}, {}, 401),
             ({"channel": "payments", "prompt": "x"}, writer, 403),
             ({"channel": "demo:mine", "prompt": "x"}, {}, 401),
             ({"channel": "demo:mine", "prompt": "x"}, bearer(token(publish=["demo:other"])), 403),

@@ -8,6 +8,7 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
@@ -272,3 +273,41 @@ async def test_a_pathological_pattern_against_a_long_channel_is_refused_at_once(
         "/events", params={"channel": "." * 200}, headers={"Authorization": f"Bearer {signed}"}
     )
     assert answer.status == 403
+
+
+@pytest.mark.parametrize("path", ["/publish", "/demo/ask"])
+async def test_cookie_authenticated_changes_must_come_from_an_allowed_origin_as_json(
+    aiohttp_client: MakeClient, path: str
+) -> None:
+    # CSRF: a page on evil.example can make the browser POST with the victim's cookie,
+    # as text/plain (no preflight). Only the node's own origin and CORS_ORIGINS may.
+    client, base = await node(
+        aiohttp_client, jwt_secret=SECRET, cors_origins=("https://app.example",)
+    )
+    client.session.cookie_jar.update_cookies({"broadcaster_token": token(publish=["demo:*"])})
+    field = "prompt" if path == "/demo/ask" else "data"
+    body = orjson.dumps({"channel": "demo:x", field: "x"})
+    as_json = {"Content-Type": "application/json"}
+    own = base  # scheme://host:port: the node's own origin, as a browser sends it
+
+    async def post(headers: dict[str, str]) -> tuple[int, str]:
+        answer = await client.post(path, data=body, headers=headers)
+        return answer.status, await answer.text()
+
+    refused = [
+        ({"Origin": "https://evil.example", "Content-Type": "text/plain"}, "'https://evil"),
+        ({"Origin": "https://evil.example", **as_json}, "may not publish with the cookie"),
+        (as_json, "must carry an Origin header"),
+        ({"Origin": "https://app.example", "Content-Type": "text/plain"}, "application/json"),
+    ]
+    for headers, reason in refused:
+        status, text = await post(headers)
+        assert status == 403 and reason in text, (headers, status, text)
+    ok = 202 if path == "/demo/ask" else 200
+    for origin in ("https://app.example", own):
+        status, text = await post({"Origin": origin, **as_json})
+        assert status == ok, text
+    # A client that sends its token in a header is not a browser riding a cookie.
+    header = {"Authorization": f"Bearer {token(publish=['demo:*'])}", "Content-Type": "text/x"}
+    status, text = await post(header)
+    assert status == ok, text
