@@ -31,6 +31,11 @@ class PublishRequest(BaseModel):
     event: str | None = None
     idempotency_key: str | None = None
 
+    @field_validator("data")
+    @classmethod
+    def _data(cls, value: Any) -> str:
+        return encode_data(value)  # serialised once, here: a bad value is a 400
+
     @field_validator("channel")
     @classmethod
     def _channel(cls, value: str) -> str:
@@ -48,9 +53,7 @@ class PublishRequest(BaseModel):
 
     def publication(self, key: str | None) -> Publication:
         """What to publish: non-string data as its JSON text; its own key, else `key`."""
-        return Publication(
-            self.channel, encode_data(self.data), self.event or None, self.idempotency_key or key
-        )
+        return Publication(self.channel, self.data, self.event or None, self.idempotency_key or key)
 
 
 _ONE = TypeAdapter(PublishRequest)

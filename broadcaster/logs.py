@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import logging
+import re
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_log import AccessLogger
 
 from .settings import Settings
@@ -33,6 +37,53 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(line).decode()
 
 
+class MalformedRequests(logging.Filter):
+    """aiohttp logs a traceback for every malformed request (a scanner's garbage, a bad
+    Content-Length): 700 bytes a request, as ERROR. Instead: one WARNING line at most
+    every `interval` seconds, saying how many more there were."""
+
+    def __init__(self, interval: float = 10.0, clock: Callable[[], float] = time.monotonic):
+        super().__init__()
+        self._interval = interval
+        self._clock = clock
+        self._next = 0.0
+        self._suppressed = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Pass other records; turn a malformed request's into one line, or drop it."""
+        failure = record.exc_info[1] if record.exc_info else None
+        if not isinstance(failure, HttpProcessingError):
+            return True
+        now = self._clock()
+        if now < self._next:
+            self._suppressed += 1
+            return False
+        self._next = now + self._interval
+        reason = " ".join(str(failure.message).split())[:200]
+        more = (
+            f" (and {self._suppressed} more since the last such line)" if self._suppressed else ""
+        )
+        self._suppressed = 0
+        record.args = (record.getMessage(), failure.code, reason, more)
+        record.msg = "%s: %s %s%s"
+        record.exc_info = record.exc_text = None
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+_TOKEN_IN_URL = re.compile(r"([?&]token=)[^&\s\"]*")
+
+
+class RedactTokens(logging.Filter):
+    """`?token=` carries a JWT: an access log line keeps the name and hides the value."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Redact every `token=` value in the line."""
+        if isinstance(record.msg, str) and "token=" in record.msg:
+            record.msg = _TOKEN_IN_URL.sub(r"\1***", record.msg)
+        return True
+
+
 class AccessLogWithoutStreams(AccessLogger):
     """aiohttp's access log, minus `/events` (a line per stream, at its end, is noise)."""
 
@@ -54,6 +105,13 @@ def configure(settings: Settings) -> None:
             )
         )
     logging.basicConfig(level=settings.log_level, handlers=[handler], force=True)
+    _filter_once(logging.getLogger("aiohttp.server"), MalformedRequests)
+    _filter_once(logging.getLogger("broadcaster.access"), RedactTokens)
+
+
+def _filter_once(logger: logging.Logger, kind: type[logging.Filter]) -> None:
+    if not any(isinstance(f, kind) for f in logger.filters):
+        logger.addFilter(kind())
 
 
 def access_log_options(settings: Settings) -> dict[str, object]:

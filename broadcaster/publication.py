@@ -63,6 +63,8 @@ def encode_data(data: Data) -> str:
     try:
         return orjson.dumps(data).decode()
     except TypeError as exc:
+        if "Recursion limit" in str(exc):  # orjson's bound: 255 levels
+            raise ValueError("data is nested too deeply (at most 255 levels)") from None
         raise ValueError(f"data is not JSON-serialisable: {exc}") from None
 
 

@@ -120,6 +120,10 @@ async def test_publish_is_off_without_a_token(aiohttp_client: MakeClient) -> Non
         (b'[{"channel": "c", "data": "x"}, 7]', "body[1]: must be a JSON object"),
         (b'[{"channel": "c", "data": "x"}, {"data": "y"}]', "body[1].channel: Field required"),
         (b'{"data": "x"}', "channel: Field required"),
+        (
+            b'{"channel": "c", "data": ' + b"[" * 300 + b"]" * 300 + b"}",
+            "data: data is nested too deeply (at most 255 levels)",
+        ),
         (b'{"channel": "a b", "data": "x"}', "channel: channel 'a b' may contain only"),
         (b'{"channel": "c", "data": "x", "event": "a\\nb"}', "event: event must not contain"),
         (b'{"channel": "c", "data": "x", "extra": 1}', "extra: Extra inputs"),
