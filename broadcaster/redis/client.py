@@ -24,6 +24,7 @@ from redis.sentinel import Sentinel
 OPTIONS: dict[str, Any] = {"socket_connect_timeout": 5, "protocol": 2}
 SENTINEL_SCHEME = "redis+sentinel"
 SCHEMES = ("redis", "rediss", "unix", SENTINEL_SCHEME)
+ENCODE = "percent-encode any / @ : ? # in the password"
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +52,7 @@ class SentinelURL:
         if not path or len(path) > 2:
             raise ValueError("the path is /<service> or /<service>/<db>")
         if len(path) == 2 and not path[1].isdigit():
-            raise ValueError(f"the database must be a number, not {path[1]!r}")
+            raise ValueError(f"the database must be a number ({ENCODE})")
         username, _, password = credentials.partition(":")
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         unknown = set(query) - {"sentinel_password", "sentinel_username"}
@@ -81,12 +82,27 @@ class SentinelURL:
 
 
 def check_url(url: str) -> str:
-    """Return `url` if a client can be made from it, else raise ValueError with the reason."""
+    """Return `url` if a client can be made from it, else raise ValueError with the reason.
+
+    The reason never quotes the URL: a password with an unencoded `/` or `@` shifts every
+    part, and a quoted part would hold a piece of it.
+    """
     scheme = url.partition("://")[0]
     if scheme not in SCHEMES or "://" not in url:
         raise ValueError("must start with redis://, rediss://, unix:// or redis+sentinel://")
     if scheme == SENTINEL_SCHEME:
         SentinelURL.parse(url)
+    elif scheme != "unix":
+        parts = urlsplit(url)
+        try:
+            parts.port  # noqa: B018 (parsing it is the check)
+        except ValueError:
+            raise ValueError(f"the port is not a number ({ENCODE})") from None
+        if not parts.hostname:
+            raise ValueError(f"name the host: {scheme}://[:password@]host:6379/0 ({ENCODE})")
+        database = parts.path.strip("/")
+        if database and not database.isdigit():
+            raise ValueError(f"the path must be a database number ({ENCODE})")
     return url
 
 
@@ -109,22 +125,22 @@ def connect_sync(url: str) -> redis.Redis:
 
 
 def redacted(url: str) -> str:
-    """`url` without its password (or Sentinel password), for logs."""
+    """`url` without its password (or Sentinel password), for logs: everything up to the
+    last `@` goes, so an unencoded `/`, `@` or `:` in a password hides no piece of it."""
     scheme, _, rest = url.partition("://")
-    netloc, slash, path = rest.partition("/")
-    if "@" in netloc:
-        netloc = "***@" + netloc.rpartition("@")[2]
-    path, question, query = path.partition("?")
+    if "@" in rest:
+        rest = "***@" + rest.rpartition("@")[2]
+    path, question, query = rest.partition("?")
     if question:
         query = "&".join(
             f"{k}=***" if k.startswith("sentinel_") else f"{k}={v}"
             for k, _, v in (pair.partition("=") for pair in query.split("&"))
         )
-    return f"{scheme}://{netloc}{slash}{path}{question}{query}"
+    return f"{scheme}://{path}{question}{query}"
 
 
 def _address(host: str) -> tuple[str, int]:
     name, colon, port = host.rpartition(":")
     if not colon or not port.isdigit() or not name:
-        raise ValueError(f"Sentinel address {host!r} is not host:port")
+        raise ValueError(f"a Sentinel address is not host:port ({ENCODE})")
     return name.strip("[]"), int(port)

@@ -46,3 +46,23 @@ def test_logs_never_show_a_password() -> None:
     url = "redis+sentinel://u:secret@h1:1,h2:2/primary?sentinel_password=also"
     assert "secret" not in redacted(url) and "also" not in redacted(url)
     assert redacted(url) == "redis+sentinel://***@h1:1,h2:2/primary?sentinel_password=***"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://:Qa1/Zb2@127.0.0.1:6379/0",  # the / ends the host part early
+        "redis://:Qa1:Zb2@127.0.0.1:6379/0",
+        "redis://:Qa1@Zb2@127.0.0.1:x/0",
+        "redis://:Qa1?Zb2@127.0.0.1:6379/0",
+        "redis+sentinel://:Qa1/Zb2@h:1/primary",
+        "redis+sentinel://:Qa1@Zb2@h:1,k:zz/primary",
+    ],
+)
+def test_a_password_with_unencoded_characters_leaks_nowhere(url: str) -> None:
+    try:
+        check_url(url)
+    except ValueError as refused:
+        assert "percent-encode" in str(refused)
+        assert "Qa1" not in str(refused) and "Zb2" not in str(refused)
+    assert "Qa1" not in redacted(url) and "Zb2" not in redacted(url)
