@@ -25,10 +25,12 @@ class AuthError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Grant:
-    """What a verified token allows: channel patterns with `*` wildcards."""
+    """What a verified token allows: channel patterns with `*` wildcards, until `expires`
+    (its `exp`, in seconds since the epoch)."""
 
     subscribe: tuple[str, ...]
     publish: tuple[str, ...]
+    expires: float
 
 
 class Authenticator:
@@ -105,7 +107,10 @@ class Authenticator:
                 401, f"missing token: send Authorization: Bearer, the {COOKIE} cookie, or ?token="
             )
         claims = self._verify(token)
-        return Grant(_patterns(claims, "subscribe"), _patterns(claims, "publish"))
+        expires = claims["exp"]  # required, and checked by PyJWT
+        if not isinstance(expires, int | float):
+            raise AuthError(401, "invalid token: exp must be a number")
+        return Grant(_patterns(claims, "subscribe"), _patterns(claims, "publish"), expires)
 
     def _verify(self, token: str) -> dict[str, object]:
         error: jwt.InvalidTokenError | None = None

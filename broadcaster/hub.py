@@ -15,6 +15,9 @@ from .sse import encode_retry, jittered_retry
 from .streaming.outbox import Fanout, Outbox
 from .streaming.stream import Reason, Stream
 
+MAX_TICK = 1.0  # seconds between checks of expiries (a max age, a token's exp) at most
+EXPIRIES: tuple[Reason, ...] = ("max_age", "token_expired")
+
 
 class Hub:
     """Keeps this node's subscriptions and hands each message to every local subscriber.
@@ -161,15 +164,16 @@ class Hub:
         interval = self._heartbeat_interval
         # Ticking at a quarter of the interval bounds silence to 1.25 intervals.
         tick = interval / 4 if not self._max_age else min(interval, self._max_age) / 4
+        tick = min(tick, MAX_TICK)
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(tick)
             now = loop.time()
             due = now - interval
-            # Rebalancing after a scale-out.
-            self._retire(
-                [stream for stream in self._streams if stream.expires_at <= now], "max_age"
-            )
+            # Rebalancing after a scale-out, and tokens that expired.
+            expired = [stream for stream in self._streams if stream.expires_at <= now]
+            for reason in EXPIRIES:
+                self._retire([s for s in expired if s.expiry == reason], reason)
             for stream in self._streams:
                 if stream.last_write <= due:
                     stream.beat()

@@ -58,6 +58,7 @@ class Settings(BaseSettings):
     demo_job_ttl: float = Field(default=60.0, gt=0, le=86400)
     demo_asks_per_minute: int = Field(default=10, ge=1, le=100_000)
     max_connection_age: float = Field(default=0, ge=0)
+    token_expiry: Literal["end", "keep"] = "end"
     header_timeout: float = Field(default=10.0, gt=0, le=3600)
     body_timeout: float = Field(default=10.0, gt=0, le=3600)
     shutdown_timeout: float = Field(default=10.0, gt=0, le=3600)

@@ -44,6 +44,7 @@ SERVE_FLAGS: dict[str, tuple[type, str]] = {
     "demo_job_ttl": (float, "seconds a queued demo question stays worth answering (default 60)"),
     "demo_asks_per_minute": (int, "demo questions per client address per minute (default 10)"),
     "max_connection_age": (float, "seconds (jittered) before a stream ends to rebalance; 0 off"),
+    "token_expiry": (str, "end (default): a stream ends when its JWT expires; keep: it stays"),
     "header_timeout": (float, "seconds a connection may take to send its headers (default 10)"),
     "body_timeout": (float, "seconds a request may take to send its body (default 10)"),
     "shutdown_timeout": (float, "seconds a stop may take (default 10)"),

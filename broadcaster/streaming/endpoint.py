@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from functools import partial
@@ -46,12 +47,16 @@ async def events(request: web.Request) -> web.StreamResponse:
     if request.app[STATE].draining:
         return refuse(rejected, "draining", 503, "node is shutting down", **{"Retry-After": "1"})
     auth = request.app[AUTH]
+    token_expires = math.inf
     if auth.enabled:
         try:
-            require(auth.grant(request).subscribe, channels, "subscribe")
+            grant = auth.grant(request)
+            require(grant.subscribe, channels, "subscribe")
         except AuthError as exc:
             reason: RejectReason = "unauthorized" if exc.status == 401 else "forbidden"
             return refuse(rejected, reason, exc.status, exc.reason)
+        if settings.token_expiry == "end":
+            token_expires = grant.expires
     if not request.app[BROKER].connected:
         # Without its broker a node can confirm no subscription, and the headers mean one
         # is confirmed: refuse as /readyz does, politely (load balancers move on).
@@ -65,7 +70,9 @@ async def events(request: web.Request) -> web.StreamResponse:
         return await overloaded(request, refused)
     request.app[METRICS].counts.connections_opened += 1
     response = EventStreamResponse()
-    await response.serve(request, channels, start, release=partial(limiter.release, ip))
+    await response.serve(
+        request, channels, start, release=partial(limiter.release, ip), token_expires=token_expires
+    )
     return response
 
 

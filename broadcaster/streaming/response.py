@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable, Sequence
 
 import orjson
@@ -43,8 +45,10 @@ class EventStreamResponse(web.StreamResponse):
         channels: Sequence[str],
         start: Start | None,
         release: Callable[[], None],
+        token_expires: float = math.inf,
     ) -> None:
-        """Start streaming `channels` to the client; `release` is called once it ends.
+        """Start streaming `channels` to the client; `release` is called once it ends, and
+        the stream ends at `token_expires` (seconds since the epoch), as at its max age.
 
         Returns when the stream is live (it goes on without this handler), or has ended.
         """
@@ -60,6 +64,7 @@ class EventStreamResponse(web.StreamResponse):
             channels,
             max_pending_bytes=app[SETTINGS].max_pending_bytes,
             expires_at=hub.expiry(),
+            token_expires_at=hub.outbox.loop.time() + (token_expires - time.time()),
         )
 
         def lost(stream: Stream) -> None:

@@ -11,7 +11,7 @@ from ..ids import EventId
 from ..sse import HEARTBEAT
 from .outbox import Outbox
 
-Reason = Literal["shutdown", "max_age", "slow", "gone"]
+Reason = Literal["shutdown", "max_age", "token_expired", "slow", "gone"]
 """Why a stream ended: the node is stopping, the stream reached its age, its client could
 not keep up, or its client went away."""
 # How long a stream that ended cleanly waits for its client to read its last bytes.
@@ -40,6 +40,7 @@ class Stream:
         "channels",
         "chunked",
         "expires_at",
+        "expiry",
         "last_write",
         "reason",
     )
@@ -52,10 +53,13 @@ class Stream:
         *,
         max_pending_bytes: int,
         expires_at: float = math.inf,
+        token_expires_at: float = math.inf,
     ) -> None:
         loop = outbox.loop
         self.channels = tuple(channels)
-        self.expires_at = expires_at
+        self.expires_at = min(expires_at, token_expires_at)
+        """When it ends (loop time): its max age, or its token's `exp`, whichever is first."""
+        self.expiry: Reason = "token_expired" if token_expires_at < expires_at else "max_age"
         self.reason: Reason | None = None
         """Why the stream ended, once it has."""
         self.chunked = False

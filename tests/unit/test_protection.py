@@ -23,6 +23,7 @@ from broadcaster.state import HUB, METRICS
 from tests.support.client import subscribe
 from tests.support.sse import Event
 from tests.support.tokens import SECRET, token
+from tests.support.wait import wait_until
 
 Client = TestClient[web.Request, web.Application]
 MakeClient = Callable[..., Awaitable[Client]]
@@ -311,3 +312,27 @@ async def test_cookie_authenticated_changes_must_come_from_an_allowed_origin_as_
     header = {"Authorization": f"Bearer {token(publish=['demo:*'])}", "Content-Type": "text/x"}
     status, text = await post(header)
     assert status == ok, text
+
+
+@pytest.mark.parametrize("expiry", ["end", "keep"])
+async def test_a_stream_ends_when_its_token_expires(
+    aiohttp_client: MakeClient, expiry: str
+) -> None:
+    # A token that expired, or was meant to be revoked by expiring, must not go on
+    # receiving: the stream ends with a jittered retry:, and the client comes back with a
+    # fresh token (or is refused).
+    app = create_app(
+        Settings(jwt_secret=SECRET, token_expiry=expiry, heartbeat_interval=0.2, retry_ms=100)
+    )
+    client = await aiohttp_client(app)
+    base = str(client.make_url("")).rstrip("/")
+    short = {"Authorization": f"Bearer {token(expires=2, subscribe=['a'])}"}
+    async with subscribe(client.session, base, ["a"], short) as sub:
+        if expiry == "end":
+            await asyncio.wait_for(sub.ended.wait(), 10)
+            assert sub.raw.endswith(b"\n\n") and sub.raw.count(b"retry: ") == 2
+            assert app[HUB].stream_count == 0
+        else:
+            # Heartbeats every 0.2 s: 20 of them take the stream past its token's exp.
+            await wait_until(lambda: sub.parser.comments >= 20, 15, "heartbeats")
+            assert app[HUB].stream_count == 1  # the token's exp is not the stream's end
