@@ -123,6 +123,7 @@ class Replay:
     """Whether every live message up to `head` had reached the node when the replay was
     read. If not, some may still be delivered: the stream drops them itself."""
     _frames: bytes | None = None
+    _bounded: tuple[int, Replay] | None = None
 
     @property
     def messages(self) -> list[tuple[str, Message]]:
@@ -144,6 +145,27 @@ class Replay:
                 parts.append(encode_position(str(self.head)))
             self._frames = b"".join(parts)
         return self._frames
+
+    def bounded(self, limit: int) -> Replay:
+        """This replay within `limit` bytes of messages: the newest of them, with a
+        `trimmed` reset for every channel that lost older ones (a 200-byte request must
+        not fetch megabytes). Made once, and shared like the frames."""
+        if self._bounded is not None and self._bounded[0] == limit:
+            return self._bounded[1]
+        size, keep = 0, len(self.items)
+        while keep and size + len(self.items[keep - 1][2].frame()) <= limit:
+            keep -= 1
+            size += len(self.items[keep][2].frame())
+        result = self
+        if keep:
+            resets = {reason: list(channels) for reason, channels in self.resets.items()}
+            trimmed = resets.setdefault("trimmed", [])
+            for _, channel, _ in self.items[:keep]:
+                if channel and channel not in trimmed:
+                    trimmed.append(channel)
+            result = Replay(self.head, self.items[keep:], resets, self.caught_up)
+        self._bounded = (limit, result)
+        return result
 
     def reset_messages(self) -> list[Message]:
         """One `reset` event per reason, naming its channels."""

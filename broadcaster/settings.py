@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     max_channels_per_connection: int = Field(default=16, ge=1, le=1024)
     max_message_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576)
     max_pending_bytes: int = Field(default=1_048_576, ge=4096)
+    max_replay_bytes: int = Field(default=4 * 1_048_576, ge=1024)
     history_maxlen: int = Field(default=1000, ge=1, le=10_000_000)
     history_ttl: int = Field(default=86400, ge=0)
     idempotency_window: float = Field(default=300, gt=0, le=86400)

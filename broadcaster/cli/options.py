@@ -26,6 +26,7 @@ SERVE_FLAGS: dict[str, tuple[type, str]] = {
     "max_channels_per_connection": (int, "channels one connection may follow (default 16)"),
     "max_message_bytes": (int, "largest accepted publish body (default 1048576)"),
     "max_pending_bytes": (int, "unsent bytes before a slow client is cut off (default 1048576)"),
+    "max_replay_bytes": (int, "bytes of history one request may replay (default 4194304)"),
     "history_maxlen": (int, "messages kept per channel for resume (default 1000)"),
     "history_ttl": (int, "seconds before an idle channel's history expires, 0 never (86400)"),
     "idempotency_window": (float, "seconds a publish's idempotency key is remembered (300)"),

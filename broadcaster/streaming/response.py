@@ -16,6 +16,7 @@ from ..state import BROKER, HUB, METRICS, SETTINGS
 from .handoff import StreamSocket, hand_off
 from .stream import Stream
 
+REPLAY_PIECE = 1 << 16  # bytes of a replay written at a time
 STREAM_HEADERS = {
     "Content-Type": "text/event-stream",
     "Cache-Control": "no-cache",
@@ -74,9 +75,9 @@ class EventStreamResponse(web.StreamResponse):
         try:
             # Subscribed before the history read and the headers: nothing falls in between.
             await hub.join(stream)
-            preamble, replayed = await self._preamble(request, channels, start)
+            opening, replayed = await self._preamble(request, channels, start)
             await self.prepare(request)
-            await self.write(preamble)
+            await self._send(opening, replayed.frames() if replayed else b"")
             if not stream.ended:  # (the node may have begun to shut down meanwhile)
                 self.force_close()
                 hand_off(request, StreamSocket(stream, lost))
@@ -99,10 +100,24 @@ class EventStreamResponse(web.StreamResponse):
         if not self._handed_off:
             await super().write_eof(data)
 
+    async def _send(self, opening: bytes, frames: bytes) -> None:
+        """The opening lines, then the replay's frames: in one write when they are small
+        (as most are: a reconnect storm is thousands at once), else in pieces, each
+        written when the client has read most of the one before. The frames are shared by
+        every client of the replay; a piece is a view of them, never a copy per client."""
+        if len(frames) <= REPLAY_PIECE:
+            await self.write(opening + frames)
+            return
+        replay = memoryview(frames)
+        await self.write(opening + replay[:REPLAY_PIECE])
+        for offset in range(REPLAY_PIECE, len(replay), REPLAY_PIECE):
+            await self.write(replay[offset : offset + REPLAY_PIECE])  # waits for the client
+
     async def _preamble(
         self, request: web.Request, channels: Sequence[str], start: Start | None
     ) -> tuple[bytes, Replay | None]:
-        """`retry:`, the opt-in `hello`, and the replay (with its resets) `start` asks for."""
+        """`retry:` and the opt-in `hello`; the replay (with its resets) `start` asks for,
+        within MAX_REPLAY_BYTES."""
         app = request.app
         settings = app[SETTINGS]
         parts = [encode_retry(settings.retry_ms)]
@@ -117,6 +132,6 @@ class EventStreamResponse(web.StreamResponse):
             # History is out of reach: the client still gets live events, and learns that
             # it may have missed some.
             replayed = Replay(None, resets={"unavailable": list(channels)})
-        parts.append(replayed.frames())
+        replayed = replayed.bounded(settings.max_replay_bytes)
         app[METRICS].counts.events_replayed += len(replayed.items)
         return b"".join(parts), replayed

@@ -37,6 +37,7 @@ class Stream:
         "_pending_ids",
         "_started",
         "_transport",
+        "_waiting",
         "channels",
         "chunked",
         "expires_at",
@@ -69,6 +70,7 @@ class Stream:
         self._max_pending = max_pending_bytes
         self._pending: list[bytes] = []
         self._pending_ids: list[EventId | None] | None = []  # only until start
+        self._waiting = 0  # bytes queued until start, while the preamble goes out
         self._pending_events = 0
         self._started = False
         self._after: EventId | None = None  # frames up to this id were in the replay
@@ -121,6 +123,12 @@ class Stream:
             if not self._pending:
                 self._outbox.mark(self)
         elif self._pending_ids is not None:
+            # A client slow to read its replay is as slow as a live one: what waits for it
+            # (its queued frames and its socket's unsent bytes) is bounded the same way.
+            self._waiting += len(frame)
+            if self._waiting + self._transport.get_write_buffer_size() > self._max_pending:
+                self.close("slow")
+                return
             self._pending_ids.append(id_)
         self._pending.append(frame)
 
@@ -163,6 +171,8 @@ class Stream:
             self._outbox.counts.slow_disconnects += 1
         if self._started:
             self._end_connection(clean=reason not in ("slow", "gone"))
+        elif reason == "slow":
+            self._transport.abort()  # the response writing the preamble stops with it
         self._pending.clear()
         self._pending_events = 0
 

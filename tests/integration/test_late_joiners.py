@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 
 from tests.support.client import Subscriber, subscribe
@@ -123,3 +124,27 @@ async def test_late_joiners_during_a_publish_storm_miss_nothing_and_repeat_nothi
                 assert ids(sub) == published[first:], "in order, no gap, no duplicate"
     finally:
         await task
+
+
+@pytest.mark.parametrize("start", [{"lastEventId": "earliest"}, {"tail": "10"}, "after the first"])
+async def test_a_replay_over_max_replay_bytes_is_its_newest_part_with_a_trimmed_reset(
+    broker_settings: dict[str, Any], start_app: StartApp, start: dict[str, str] | str
+) -> None:
+    # Each event's frame is about 1 KB: a 4 KB bound keeps the newest 3 of 8.
+    base = await start_app(
+        publish_token="t", history_maxlen=100, max_replay_bytes=4096, **broker_settings
+    )
+    async with aiohttp.ClientSession() as session:
+        node = (base, session)
+        published = [await publish(node, "a" if n % 2 else "b", "x" * 1000) for n in range(8)]
+        query = {"lastEventId": published[0]} if start == "after the first" else start
+        assert isinstance(query, dict)
+        async with subscribe(session, base, ["a", "b"], query=query) as sub:
+            await sub.wait_for(4)
+            reset, *kept = sub.events
+            assert reset.event == "reset"
+            body = orjson.loads(reset.data)
+            assert (sorted(body["channels"]), body["reason"]) == (["a", "b"], "trimmed")
+            assert [event.id for event in kept] == published[-3:]
+            live = await publish(node, "a", "live")
+            assert (await sub.wait_for(5))[-1].id == live

@@ -150,3 +150,18 @@ async def test_the_embedded_broker_shares_a_replay_until_the_next_publish() -> N
     await broker.publish([Publication("a", "3")])
     fresh = await broker.replay(["a"], Start.resume(first))
     assert fresh is not one and [m.data for _, m in fresh.messages] == ["2", "3"]
+
+
+def test_a_bounded_replay_keeps_its_newest_messages_and_resets_the_rest() -> None:
+    items = [
+        (EventId(1, n), "a" if n % 2 else "b", Message("x" * 90, None, f"1-{n}"))
+        for n in range(1, 7)
+    ]
+    replay = Replay(EventId(1, 6), items)
+    size = len(items[0][2].frame())
+    assert replay.bounded(6 * size) is replay  # within the bound: itself
+    bounded = replay.bounded(2 * size + 1)
+    assert [message.id for _, message in bounded.messages] == ["1-5", "1-6"]
+    assert bounded.resets == {"trimmed": ["a", "b"]}
+    assert bounded.head == replay.head
+    assert replay.bounded(2 * size + 1) is bounded  # made once, shared by its clients

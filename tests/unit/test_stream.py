@@ -103,3 +103,16 @@ async def test_after_a_slow_flush_events_of_later_turns_share_one_write() -> Non
     stream.push(b"3")
     await wait_until(lambda: len(transport.writes) == 2, 2, "the deferred flush")
     assert transport.writes == [b"1", b"23"]  # ...so these two share one write
+
+
+async def test_a_client_slow_to_read_its_replay_is_cut_off_like_a_live_one() -> None:
+    # While the preamble goes out, live frames wait in the stream: they, with what the
+    # socket has not sent, count against the same bound as a live stream's backlog.
+    transport, outbox = FakeTransport(), Outbox()
+    stream = Stream(transport, outbox, ["c"], max_pending_bytes=1000)
+    transport.backlog = 600  # the replay, still unread
+    stream.push(b"x" * 300)
+    assert not stream.ended
+    stream.push(b"x" * 300)
+    assert (stream.reason, transport.ended) == ("slow", "abort")
+    assert outbox.counts.slow_disconnects == 1
