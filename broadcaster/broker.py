@@ -18,6 +18,18 @@ class BrokerUnavailable(Exception):
     """The broker cannot take a publish or a history read right now."""
 
 
+IDEMPOTENCY_MAX_KEYS = 100_000
+"""Idempotency keys one channel may remember per window (each costs Redis 120-600 bytes)."""
+KEY_LIMIT_REASON = (
+    f"too many idempotency keys on this channel within the window (at most "
+    f"{IDEMPOTENCY_MAX_KEYS:,})"
+)
+
+
+class KeyLimit(Exception):
+    """A publish with a new idempotency key on a channel that remembers the most it may."""
+
+
 class Broker(Protocol):
     """A swappable transport between publishers and nodes (in-memory or Redis)."""
 

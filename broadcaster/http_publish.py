@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, field_
 
 from .auth import AuthError, require
 from .bodies import BodyRefused, read_body
-from .broker import BrokerUnavailable
+from .broker import BrokerUnavailable, KeyLimit
 from .channels import check_channel
 from .publication import Publication, check_key, encode_data
 from .replies import error, invalid
@@ -107,6 +107,8 @@ async def publish(request: web.Request) -> web.Response:
         return error(exc.status, exc.reason)
     try:
         ids = await request.app[BROKER].publish(batch)
+    except KeyLimit as exc:
+        return error(429, str(exc), **{"Retry-After": "60"})
     except BrokerUnavailable as exc:
         return error(503, str(exc), **{"Retry-After": "1"})
     request.app[METRICS].counts.publishes += len(ids)

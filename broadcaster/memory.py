@@ -7,7 +7,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Sequence
 
-from .broker import Deliver
+from .broker import IDEMPOTENCY_MAX_KEYS, KEY_LIMIT_REASON, Deliver, KeyLimit
 from .history import ChannelHistory, Entry, Head, Replay, Snapshot, Start, begin
 from .ids import EventId
 from .message import Message
@@ -39,6 +39,7 @@ class MemoryBroker:
         # (channel, idempotency key) -> the first publish's id, and until when it counts.
         self._keys: OrderedDict[tuple[str, str], tuple[str, int]] = OrderedDict()
         self._window_ms = round(idempotency_window * 1000)
+        self._counted: dict[str, tuple[int, int]] = {}  # channel -> keys, until when
         # Replays computed since the last publish, shared by clients asking the same (a
         # reconnect storm): the snapshot, merge and encoding are done once. Kept at most
         # SHARED_REPLAY_MS, since an old id's fate (expired or unknown) depends on the time.
@@ -82,6 +83,7 @@ class MemoryBroker:
             first = self._keys.get(remembered)
             if first is not None:
                 return first[0]
+            self._count_key(publication.channel, now)
         channel = publication.channel
         self._last = EventId(now, self._last.seq + 1)
         history = self._history.pop(channel, None) or deque(maxlen=self._maxlen)
@@ -95,6 +97,15 @@ class MemoryBroker:
         if self._deliver is not None and channel in self._channels:
             self._deliver(channel, sent)
         return str(self._last)
+
+    def _count_key(self, channel: str, now: int) -> None:
+        """Count a new key against the channel's bound (one window from its first key)."""
+        count, until = self._counted.get(channel, (0, 0))
+        if until <= now:
+            count, until = 0, now + self._window_ms
+        if count >= IDEMPOTENCY_MAX_KEYS:
+            raise KeyLimit(KEY_LIMIT_REASON)
+        self._counted[channel] = (count + 1, until)
 
     async def replay(self, channels: Sequence[str], start: Start) -> Replay:
         """What `channels` replay from `start`: missed messages (or resets), or retained ones."""

@@ -20,7 +20,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
 
-from ..broker import BrokerUnavailable, Deliver
+from ..broker import KEY_LIMIT_REASON, BrokerUnavailable, Deliver, KeyLimit
 from ..history import Replay, Start, begin
 from ..ids import EventId
 from ..message import Message, plain, unpack
@@ -141,6 +141,10 @@ class RedisBroker:
             return await self._library.publish(self._client, batch)
         except NotReplicated as exc:
             raise BrokerUnavailable(str(exc)) from exc
+        except ResponseError as exc:
+            if KEY_LIMIT_REASON in str(exc):
+                raise KeyLimit(KEY_LIMIT_REASON) from None
+            raise BrokerUnavailable(f"redis refused the publish: {exc}") from exc
         except LINK_ERRORS as exc:
             raise BrokerUnavailable(f"redis unavailable: {exc}") from exc
 

@@ -13,6 +13,7 @@ local PREFIX = "{{prefix}}"
 local MAXLEN = {{maxlen}}
 local TTL = {{ttl}}
 local IDEMPOTENCY_WINDOW_MS = {{idempotency_window_ms}}
+local IDEMPOTENCY_MAX_KEYS = {{idempotency_max_keys}} -- per channel and window
 local META = PREFIX .. "meta"
 -- Failovers. The sequence is advanced by one primary at a time, which META names by its
 -- replication id. A server with another replication id (a promoted replica, a restart)
@@ -91,6 +92,15 @@ local function sse_publish(keys, args)
     local first = redis.call("GET", remembered)
     if first then
       return first
+    end
+    -- A bound on what keys may cost: a counter per channel, for one window from its first.
+    local counted = PREFIX .. "idemcount:" .. channel
+    local keys = redis.call("INCR", counted)
+    if keys == 1 then
+      redis.call("PEXPIRE", counted, IDEMPOTENCY_WINDOW_MS)
+    end
+    if keys > IDEMPOTENCY_MAX_KEYS then
+      return redis.error_reply("ERR {{key_limit_reason}}")
     end
   end
   local ms = now_ms()

@@ -12,6 +12,7 @@ import redis
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
+from ..broker import IDEMPOTENCY_MAX_KEYS, KEY_LIMIT_REASON
 from ..publication import Publication
 
 if TYPE_CHECKING:
@@ -55,6 +56,8 @@ class Library:
             .replace(
                 "{{idempotency_window_ms}}", str(max(1, round(self.idempotency_window * 1000)))
             )
+            .replace("{{idempotency_max_keys}}", str(IDEMPOTENCY_MAX_KEYS))
+            .replace("{{key_limit_reason}}", KEY_LIMIT_REASON)
         )
 
     async def load(self, client: aioredis.Redis, *, replace: bool) -> None:

@@ -10,7 +10,7 @@ import orjson
 import pytest
 import redis.asyncio as redis
 
-from broadcaster.broker import Broker
+from broadcaster.broker import IDEMPOTENCY_MAX_KEYS, Broker, KeyLimit
 from broadcaster.history import Start
 from broadcaster.ids import EventId
 from broadcaster.memory import MemoryBroker
@@ -99,6 +99,18 @@ async def test_a_repeated_idempotency_key_answers_the_first_id(subject: Subject)
     assert await subject.publish("other", "x", key="once") != first
     replay = await subject.broker.replay(["k"], Start())
     assert [m.data for _, m in replay.messages] == ["x"]
+
+
+@pytest.mark.slow
+async def test_a_channel_remembers_a_bounded_number_of_keys_per_window(subject: Subject) -> None:
+    batch = [Publication("k", "x", None, f"key-{n}") for n in range(IDEMPOTENCY_MAX_KEYS)]
+    for start in range(0, len(batch), 10_000):
+        await subject.broker.publish(batch[start : start + 10_000])
+    with pytest.raises(KeyLimit, match="too many idempotency keys on this channel"):
+        await subject.broker.publish([Publication("k", "x", None, "one-more")])
+    assert await subject.publish("k", "x", key="key-7") != ""  # a repeat is still answered
+    assert await subject.publish("k", "unkeyed") != ""
+    assert await subject.publish("other", "x", key="one-more") != ""
 
 
 async def test_resume_replays_what_followed_on_every_channel_in_id_order(subject: Subject) -> None:

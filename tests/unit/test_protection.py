@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -16,8 +16,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from broadcaster.app import create_app
+from broadcaster.broker import KEY_LIMIT_REASON, KeyLimit
 from broadcaster.cli import load_settings
 from broadcaster.memory import MemoryBroker
+from broadcaster.publication import Publication
 from broadcaster.settings import Settings
 from broadcaster.state import HUB, METRICS
 from tests.support.client import subscribe
@@ -336,3 +338,20 @@ async def test_a_stream_ends_when_its_token_expires(
             # Heartbeats every 0.2 s: 20 of them take the stream past its token's exp.
             await wait_until(lambda: sub.parser.comments >= 20, 15, "heartbeats")
             assert app[HUB].stream_count == 1  # the token's exp is not the stream's end
+
+
+class FullOfKeys(MemoryBroker):
+    """A broker whose channel remembers as many idempotency keys as it may."""
+
+    async def publish(self, batch: Sequence[Publication]) -> list[str]:
+        raise KeyLimit(KEY_LIMIT_REASON)
+
+
+async def test_a_publish_past_the_idempotency_key_bound_is_a_429(
+    aiohttp_client: MakeClient,
+) -> None:
+    client = await aiohttp_client(create_app(Settings(publish_token="t"), FullOfKeys()))
+    body = {"channel": "a", "data": "x", "idempotency_key": "k"}
+    answer = await client.post("/publish", json=body, headers={"Authorization": "Bearer t"})
+    assert answer.status == 429
+    assert await answer.text() == KEY_LIMIT_REASON + "\n"
