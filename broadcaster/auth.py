@@ -11,16 +11,13 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+from .replies import Refused
+
 COOKIE = "broadcaster_token"
 
 
-class AuthError(Exception):
+class AuthError(Refused):
     """A request's token is missing, invalid, expired, or does not cover its channels."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,15 +69,20 @@ class Authenticator:
 
         Every endpoint that publishes or queues (POST /publish, POST /demo/ask) asks here.
         A JWT from the cookie, which a browser sends by itself, also needs the request to
-        come from an allowed origin (CSRF); raises AuthError (403) when it does not.
+        come from an allowed origin (CSRF); raises AuthError (403) when it does not. A 401
+        says how to authenticate (`WWW-Authenticate: Bearer`).
         """
-        if self._publish_bearer is not None:
-            given = request.headers.get("Authorization", "").encode("utf-8", "replace")
-            if hmac.compare_digest(given, self._publish_bearer):
-                return ("*",)
-            if not self.enabled:
-                raise AuthError(401, "missing or wrong bearer token")
-        grant = self.grant(request)
+        try:
+            if self._publish_bearer is not None:
+                given = request.headers.get("Authorization", "").encode("utf-8", "replace")
+                if hmac.compare_digest(given, self._publish_bearer):
+                    return ("*",)
+                if not self.enabled:
+                    raise AuthError(401, "missing or wrong bearer token")
+            grant = self.grant(request)
+        except AuthError as refused:
+            refused.headers["WWW-Authenticate"] = "Bearer"
+            raise
         if _from_cookie(request):
             self._check_same_site(request)
         return grant.publish

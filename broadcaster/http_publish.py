@@ -8,12 +8,12 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, field_validator
 
-from .auth import AuthError, require
-from .bodies import BodyRefused, read_body
+from .auth import require
+from .bodies import read_body
 from .broker import BrokerUnavailable, KeyLimit
 from .channels import check_channel
 from .publication import Publication, check_key, encode_data
-from .replies import error, invalid
+from .replies import Refused, invalid_reason
 from .sse import check_field
 from .state import AUTH, BROKER, METRICS, SETTINGS
 
@@ -68,49 +68,55 @@ async def publish(request: web.Request) -> web.Response:
     `<key>:<i>`; a message's own `idempotency_key` wins. A repeated key on the same channel
     within the window answers the first publish's id and publishes nothing.
     """
+    try:
+        batch, many = await _admit(request)
+        ids = await _publish(request.app, batch)
+    except Refused as refused:
+        return refused.response()
+    request.app[METRICS].counts.publishes += len(ids)
+    answer: Any = ids if many else {"channel": batch[0].channel, "id": ids[0]}
+    return web.Response(body=orjson.dumps(answer), content_type="application/json")
+
+
+async def _admit(request: web.Request) -> tuple[list[Publication], bool]:
+    """What the request may publish, and whether it came as an array; raises Refused if
+    nothing. Authentication comes before the body is read."""
     auth = request.app[AUTH]
     if not auth.publishing_protected:
-        return error(403, "HTTP publish is disabled: set BROADCASTER_PUBLISH_TOKEN to enable it")
-    try:
-        allowed = auth.publish_patterns(request)
-    except AuthError as exc:
-        return error(exc.status, exc.reason, **{"WWW-Authenticate": "Bearer"})
+        raise Refused(403, "HTTP publish is disabled: set BROADCASTER_PUBLISH_TOKEN to enable it")
+    allowed = auth.publish_patterns(request)
     limit = request.app[SETTINGS].max_message_bytes
-    try:
-        raw = await read_body(
-            request, limit, f"body is over BROADCASTER_MAX_MESSAGE_BYTES ({limit} bytes)"
-        )
-    except BodyRefused as refused:
-        return refused.response()
+    raw = await read_body(
+        request, limit, f"body is over BROADCASTER_MAX_MESSAGE_BYTES ({limit} bytes)"
+    )
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        return error(400, f"body is not valid JSON: {exc}")
+        raise Refused(400, f"body is not valid JSON: {exc}") from None
     if not isinstance(body, dict | list):
-        return error(400, 'body must be a JSON object {"channel": ..., "data": ...} or an array')
+        raise Refused(400, 'body must be a JSON object {"channel": ..., "data": ...} or an array')
     many = isinstance(body, list)
     if many and not 0 < len(body) <= MAX_BATCH:
-        return error(400, f"an array body holds 1 to {MAX_BATCH} messages")
+        raise Refused(400, f"an array body holds 1 to {MAX_BATCH} messages")
     key = request.headers.get("Idempotency-Key", "").strip().strip('"') or None
     try:
         requests = _MANY.validate_python(body) if many else [_ONE.validate_python(body)]
         keys = [None if key is None else check_key(f"{key}:{n}" if many else key)
                 for n in range(len(requests))]  # fmt: skip
     except ValidationError as exc:
-        return invalid(exc)
+        raise Refused(400, invalid_reason(exc)) from None
     except ValueError as exc:
-        return error(400, f"Idempotency-Key: {exc}")
+        raise Refused(400, f"Idempotency-Key: {exc}") from None
     batch = [r.publication(k) for r, k in zip(requests, keys, strict=True)]
+    require(allowed, [publication.channel for publication in batch], "publish")
+    return batch, many
+
+
+async def _publish(app: web.Application, batch: list[Publication]) -> list[str]:
+    """The ids of `batch`, published; raises Refused when the broker cannot."""
     try:
-        require(allowed, [publication.channel for publication in batch], "publish")
-    except AuthError as exc:
-        return error(exc.status, exc.reason)
-    try:
-        ids = await request.app[BROKER].publish(batch)
+        return await app[BROKER].publish(batch)
     except KeyLimit as exc:
-        return error(429, str(exc), **{"Retry-After": "60"})
+        raise Refused(429, str(exc), **{"Retry-After": "60"}) from None
     except BrokerUnavailable as exc:
-        return error(503, str(exc), **{"Retry-After": "1"})
-    request.app[METRICS].counts.publishes += len(ids)
-    answer: Any = ids if many else {"channel": batch[0].channel, "id": ids[0]}
-    return web.Response(body=orjson.dumps(answer), content_type="application/json")
+        raise Refused(503, str(exc), **{"Retry-After": "1"}) from None

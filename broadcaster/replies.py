@@ -29,11 +29,6 @@ def error(status: int, reason: str, **headers: str) -> web.Response:
     return web.Response(status=status, text=reason + "\n", headers=headers)
 
 
-def invalid(exc: ValidationError) -> web.Response:
-    """400 naming the first invalid part of a JSON body and what is wrong with it."""
-    return error(400, invalid_reason(exc))
-
-
 def invalid_reason(exc: ValidationError) -> str:
     """The first invalid part of a JSON body (`body`, `channel`, `body[1].data`) and what
     is wrong with it."""

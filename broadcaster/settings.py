@@ -192,13 +192,14 @@ OTHER_VARIABLES = frozenset({"BROADCASTER_TOKEN", "BROADCASTER_URL", "BROADCASTE
 def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     """A warning for each BROADCASTER_ variable in `environ` that sets nothing (a typo is
     otherwise silently ignored), naming the closest setting."""
-    fields = [field.upper() for field in Settings.model_fields]
+    fields = list(Settings.model_fields)
     warnings = []
     for name in sorted(environ):
         prefix, _, field = name.partition("_")
+        field = field.lower()
         if prefix != "BROADCASTER" or field in fields or name in OTHER_VARIABLES:
             continue
         closest = difflib.get_close_matches(field, fields, n=1)  # the prefix would flatter
-        hint = f" (did you mean BROADCASTER_{closest[0]}?)" if closest else ""
+        hint = f" (did you mean {setting_name(closest[0])}?)" if closest else ""
         warnings.append(f"{name} is not a setting{hint}; it is ignored")
     return warnings

@@ -16,7 +16,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from redis.exceptions import RedisError
 
-from ..auth import AuthError, require
+from ..auth import require
 from ..bodies import read_body
 from ..channels import check_channel
 from ..limits import RateLimiter, client_ip
@@ -113,12 +113,7 @@ async def _admit(request: web.Request) -> Question:
     body is checked before the body is read: a refused asker sends none for nothing."""
     app, settings = request.app, request.app[SETTINGS]
     auth = app[AUTH]
-    allowed: tuple[str, ...] = ("*",)
-    if auth.publishing_protected:
-        try:
-            allowed = auth.publish_patterns(request)
-        except AuthError as exc:
-            raise Refused(exc.status, exc.reason, **{"WWW-Authenticate": "Bearer"}) from None
+    allowed = auth.publish_patterns(request) if auth.publishing_protected else ("*",)
     wait = app[DEMO].asks.hit(client_ip(request, app[TRUSTED_PROXIES]))
     if wait is not None:
         retry = {"Retry-After": str(max(1, round(wait)))}
@@ -135,10 +130,7 @@ async def _admit(request: web.Request) -> Question:
     if not question.channel.startswith(settings.demo_prefix):
         prefix = settings.demo_prefix
         raise Refused(403, f"the demo answers only on channels starting with {prefix!r}")
-    try:
-        require(allowed, [question.channel], "publish")
-    except AuthError as exc:
-        raise Refused(exc.status, exc.reason) from None
+    require(allowed, [question.channel], "publish")
     return question
 
 

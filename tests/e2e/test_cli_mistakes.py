@@ -4,34 +4,19 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
 import sys
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.support.processes import Node
+from tests.support.processes import Node, run_broadcaster
 from tests.support.wait import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def broadcaster(*args: str, **settings: str) -> subprocess.CompletedProcess[str]:
-    """Run `broadcaster ARGS` with only these BROADCASTER_ settings, until it exits."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BROADCASTER_")}
-    env.update({f"BROADCASTER_{name.upper()}": value for name, value in settings.items()})
-    return subprocess.run(
-        [sys.executable, "-m", "broadcaster", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
 def test_version_names_the_installed_release() -> None:
-    done = broadcaster("--version")
+    done = run_broadcaster("--version")
     release = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     assert (done.returncode, done.stdout, done.stderr) == (0, f"broadcaster {release}\n", "")
 
@@ -41,7 +26,7 @@ def test_a_taken_port_is_one_line_naming_its_holder() -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        done = broadcaster("serve", "--host", "127.0.0.1", "--port", str(port))
+        done = run_broadcaster("serve", "--host", "127.0.0.1", "--port", str(port))
     assert done.returncode == 1
     line = done.stderr.splitlines()[-1]
     assert line.startswith(

@@ -26,14 +26,6 @@ def raw_publish(redis: RedisServer, channel: str, printf: str) -> None:
     )
 
 
-async def malformed(session: aiohttp.ClientSession, node: Node, reason: str) -> str:
-    async with session.get(f"{node.url}/metrics") as answer:
-        for line in (await answer.text()).splitlines():
-            if line.startswith(f'broadcaster_messages_malformed_total{{reason="{reason}"}}'):
-                return line.split()[1]
-    raise AssertionError(f"no malformed {reason} series")
-
-
 async def test_a_forged_envelope_on_the_raw_path_is_plain_data(
     redis_server: RedisServer, start_node: Callable[..., Node], session: aiohttp.ClientSession
 ) -> None:
@@ -69,5 +61,5 @@ async def test_a_forged_envelope_on_the_durable_channel_is_dropped_and_counted(
             other = await fcall_publish(redis_server.url, "f2", "on a new channel")
             assert await later.wait_for(1) == [Event("on a new channel", id=other)]
         assert await sub.wait_for(2) == [Event("before", id=before), Event("after", id=after)]
-    assert await malformed(session, node, "forged") == "1.0"
+    assert node.metric('broadcaster_messages_malformed_total{reason="forged"}') == 1
     assert "ahead of the sequence's head" in node.log.read_text()

@@ -4,7 +4,6 @@ address may send only so many bodies at once."""
 from __future__ import annotations
 
 import asyncio
-import urllib.request
 from collections.abc import Callable
 
 import pytest
@@ -14,14 +13,6 @@ from tests.support.processes import Node
 from tests.support.wait import wait_until
 
 TOKEN = "s3cret"
-
-
-def scrape(base: str, metric: str) -> float:
-    with urllib.request.urlopen(f"{base}/metrics", timeout=5) as reply:
-        for line in reply.read().decode().splitlines():
-            if line.startswith(metric + " "):
-                return float(line.split()[1])
-    raise AssertionError(f"no {metric}")
 
 
 Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
@@ -77,7 +68,7 @@ async def test_one_address_sends_only_so_many_bodies_at_once(
     auth = f"Authorization: Bearer {TOKEN}\r\n"
     held = [await trickle(node, "/publish", auth) for _ in range(UPLOADS_PER_ADDRESS)]
     await wait_until(
-        lambda: scrape(node.url, "broadcaster_uploads") == UPLOADS_PER_ADDRESS,
+        lambda: node.metric("broadcaster_uploads") == UPLOADS_PER_ADDRESS,
         10,
         "the node to be reading every body",
     )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import urllib.request
 from collections.abc import Callable
 
 import pytest
@@ -18,14 +17,6 @@ pytestmark = pytest.mark.slow
 CHANNELS = [f"r{n}" for n in range(16)]
 RETAINED = 1000
 PAYLOAD = "x" * 1000  # 16 channels x 1,000 x 1 KB: 16 MB of history
-
-
-def scrape(node: Node, metric: str) -> float:
-    with urllib.request.urlopen(f"{node.url}/metrics", timeout=5) as reply:
-        for line in reply.read().decode().splitlines():
-            if line.startswith(metric + " "):
-                return float(line.split()[1])
-    raise AssertionError(f"no {metric}")
 
 
 async def fill(url: str) -> None:
@@ -65,9 +56,9 @@ async def test_a_client_slow_to_read_its_replay_is_cut_off_as_slow(
 
             async def cut() -> bool:
                 await client.fcall("sse_publish", 1, CHANNELS[0], PAYLOAD * 10)
-                return scrape(node, "broadcaster_slow_consumer_disconnects_total") == 1
+                return node.metric("broadcaster_slow_consumer_disconnects_total") == 1
 
             await eventually(cut, 30, "the slow replay reader to be cut off")
-        await wait_until(lambda: scrape(node, "broadcaster_connections") == 0, 10, "it to go")
+        await wait_until(lambda: node.metric("broadcaster_connections") == 0, 10, "it to go")
     finally:
         sock.close()

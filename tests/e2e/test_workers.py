@@ -9,12 +9,11 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 from collections.abc import Callable
 
 import aiohttp
 
-from tests.support.processes import Node, RedisServer
+from tests.support.processes import Node, RedisServer, run_broadcaster
 from tests.support.wait import wait_until
 
 SHUTDOWN_TIMEOUT = 5
@@ -145,16 +144,7 @@ async def test_a_fallen_worker_is_replaced_and_the_other_keeps_streaming(
 def serve_workers(*args: str, **settings: str) -> subprocess.CompletedProcess[str]:
     """Run `broadcaster serve --workers 2 <args>` with only these BROADCASTER_ settings,
     until it exits."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BROADCASTER_")}
-    env.update({f"BROADCASTER_{name.upper()}": value for name, value in settings.items()})
-    return subprocess.run(
-        [sys.executable, "-m", "broadcaster", "serve", "--workers", "2", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_broadcaster("serve", "--workers", "2", *args, **settings)
 
 
 def test_more_than_one_worker_needs_redis() -> None:

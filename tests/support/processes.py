@@ -159,6 +159,14 @@ class Node:
         except (urllib.error.URLError, OSError):
             return False
 
+    def metric(self, series: str) -> float:
+        """The value of one series in the node's /metrics (`name` or `name{labels}`)."""
+        with urllib.request.urlopen(f"{self.url}/metrics", timeout=5) as answer:
+            for line in answer.read().decode().splitlines():
+                if line.startswith(series + " "):
+                    return float(line.split()[1])
+        raise AssertionError(f"no {series} in /metrics")
+
     def signal(self, sig: signal.Signals) -> None:
         """Send `sig` to the node."""
         assert self.process is not None
@@ -316,3 +324,18 @@ class SentinelGroup:
             sentinel.wait()
         for server in (self.primary, *self.replicas):
             server.kill()
+
+
+def run_broadcaster(*args: str, **settings: str) -> subprocess.CompletedProcess[str]:
+    """Run `broadcaster ARGS` to its end with only these BROADCASTER_ settings (`port="1"`
+    sets BROADCASTER_PORT); what it printed and its exit status."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BROADCASTER_")}
+    env.update({f"BROADCASTER_{name.upper()}": value for name, value in settings.items()})
+    return subprocess.run(
+        [sys.executable, "-m", "broadcaster", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
