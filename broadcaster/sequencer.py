@@ -76,6 +76,7 @@ class Sequencer:
         self._clock = clock
         self._confirmed: EventId | None = None  # the newest head read
         self._suspect: Held | None = None  # beyond the horizon, waiting for the head
+        self._horizon_ms = 0  # the last horizon worked out (`_horizon`)
         self.seen: EventId | None = None
         """The newest durable id delivered on any channel."""
         self._last: dict[str, EventId] = {}
@@ -94,11 +95,15 @@ class Sequencer:
             self._held.append((channel, message))
             return
         position = message.position()
-        if position is not None and position.ms > self._horizon():
-            self._held = [(channel, message)]
-            self._suspect = (channel, message)
-            self._start()
-            return
+        # The horizon is worked out again only when an id passes the last one (once in
+        # 10 s of ids, or for a suspect), not read off the clock for every message.
+        if position is not None and position.ms > self._horizon_ms:
+            self._horizon_ms = self._horizon()
+            if position.ms > self._horizon_ms:
+                self._held = [(channel, message)]
+                self._suspect = (channel, message)
+                self._start()
+                return
         last = self._last.get(channel)
         if channel in self._fresh:
             self._fresh.discard(channel)

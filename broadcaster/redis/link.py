@@ -23,6 +23,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..message import DURABLE
 
+DURABLE_BYTE = ord(DURABLE)
+
 _SUBSCRIBE, _UNSUBSCRIBE, _PING = b"SUBSCRIBE", b"UNSUBSCRIBE", b"PING"
 READ_SIZE = 1 << 16
 SILENT_CHECKS = 3  # PING intervals without a byte before the link is given up
@@ -170,11 +172,10 @@ class PubSubLink:
                 parser.feed(data)
                 while (reply := parser.gets()) is not False:
                     if type(reply) is list and reply[0] == b"message":
-                        name = reply[1][prefix:].decode("utf-8", "replace")
-                        if name[:1] == DURABLE:
-                            on_message(name[1:], reply[2], True)
-                        else:
-                            on_message(name, reply[2], False)
+                        name = reply[1]
+                        durable = name[prefix] == DURABLE_BYTE  # `<prefix>#<channel>`
+                        channel = name[prefix + durable :].decode("utf-8", "replace")
+                        on_message(channel, reply[2], durable)
                     else:
                         self._answer(reply, prefix)
             except hiredis.ProtocolError as exc:
