@@ -62,6 +62,11 @@ async def test_stuck_clients_are_cut_off_and_memory_stays_bounded(
                 for n in range(start, start + 200):
                     pipe.fcall("sse_publish", 1, "storm", f"{n} {PAYLOAD}")
                 ids += [raw.decode() for raw in await pipe.execute()]
+            # The fast clients are this process's own readers: on a loaded machine it
+            # could fall over 1 MiB behind them and they would be cut off as slow, rightly.
+            # Each batch (400 KB) waits for them, so only the stuck clients fall behind.
+            for fast in (fast_one, fast_two):
+                await fast.wait_for(len(ids), timeout=60)
         for fast in (fast_one, fast_two):
             assert [e.id for e in await fast.wait_for(MESSAGES, timeout=60)] == ids
         peak = rss_bytes(node.process.pid)
