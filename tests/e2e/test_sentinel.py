@@ -88,7 +88,9 @@ async def test_the_local_cluster_runs_sentinels_and_survives_its_primary(
             client = EventSource(session, f"{cluster['lb'][0]}/events?channel=ha")
             stack.push_async_callback(client.close)
             await wait_until(lambda: client.connects > 0, 10, "the client")
-            with SyncRedisPublisher.from_url(url, retries=10) as publisher:
+            # Retries for at least 16 s: enough for a second election after a split vote
+            # (the Sentinels try again 6 s after the first).
+            with SyncRedisPublisher.from_url(url, retries=20) as publisher:
                 ids = [await asyncio.to_thread(publisher.publish, "ha", f"m{n}") for n in range(5)]
                 await wait_until(received(client, 5), 10, "five events")
                 primary, replica = (
