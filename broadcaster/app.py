@@ -40,8 +40,14 @@ def make_broker(settings: Settings, counts: Counts | None = None) -> Broker:
             history_maxlen=settings.history_maxlen,
             history_ttl=settings.history_ttl,
             idempotency_window=settings.idempotency_window,
+            max_replay_bytes=settings.max_replay_bytes,
         )
-    return RedisBroker.from_url(settings.redis_url, counts=counts, **library_options(settings))
+    return RedisBroker.from_url(
+        settings.redis_url,
+        counts=counts,
+        max_replay_bytes=settings.max_replay_bytes,
+        **library_options(settings),
+    )
 
 
 def create_app(settings: Settings, broker: Broker | None = None) -> web.Application:

@@ -6,9 +6,10 @@ import asyncio
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from .history import Replay, Start
+from .history import Start
 from .message import Message
 from .publication import Publication
+from .replay import Replay
 
 Deliver = Callable[[str, Message], None]
 """Called by a broker, on the event loop, for every message on a subscribed channel."""

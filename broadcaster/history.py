@@ -9,13 +9,11 @@ history.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-
-import orjson
+from dataclasses import dataclass
 
 from .ids import EventId
 from .message import Message
-from .sse import encode_position
+from .replay import More, Replay, notice
 
 EARLIEST = "earliest"
 """The Last-Event-ID (or `lastEventId`) that asks for everything still retained."""
@@ -58,10 +56,21 @@ class Head:
 
 @dataclass(frozen=True, slots=True)
 class ChannelHistory:
-    """What a broker read of one channel: whether it has history, and entries after a point."""
+    """What a broker read of one channel: whether it has history, entries after a point
+    (all of them, or those in the replay's first page), and whether the entry before the
+    first of them was trimmed although newer than that point (`broken`)."""
 
     exists: bool
     entries: Sequence[Entry]
+    broken: bool = False
+
+    @classmethod
+    def after(
+        cls, position: EventId | None, exists: bool, entries: Sequence[Entry]
+    ) -> ChannelHistory:
+        """The history of a channel read whole after `position`."""
+        first = entries[0].prev if entries else None
+        return cls(exists, entries, first is not None and position is not None and first > position)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,8 +100,7 @@ class Gap:
 
     def notice(self, channels: list[str]) -> Message:
         """The `reset` event a client gets where the lost messages would have been."""
-        body = {"channels": channels, "reason": "failover"}
-        return Message(orjson.dumps(body).decode(), "reset")
+        return notice(channels, "failover")
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,75 +112,10 @@ class Snapshot:
     ttl_ms: int
     channels: dict[str, ChannelHistory]
     gaps: tuple[Gap, ...] = ()
-
-
-Item = tuple[EventId, str, Message]  # where in the publish order, on which channel, what
-
-
-@dataclass(slots=True)
-class Replay:
-    """What a resuming client gets: missed messages in publish order, and resets by reason.
-
-    A `failover` reset stands among the messages, where the lost ones would have been.
-    """
-
-    head: EventId | None
-    items: list[Item] = field(default_factory=list)
-    resets: dict[str, list[str]] = field(default_factory=dict)
-    caught_up: bool = True
-    """Whether every live message up to `head` had reached the node when the replay was
-    read. If not, some may still be delivered: the stream drops them itself."""
-    _frames: bytes | None = None
-    _bounded: tuple[int, Replay] | None = None
-
-    @property
-    def messages(self) -> list[tuple[str, Message]]:
-        """The replayed messages (and inline notices), with their channels, in order."""
-        return [(channel, message) for _, channel, message in self.items]
-
-    def frames(self) -> bytes:
-        """Resets first, then the missed messages in publish order, then the position.
-
-        After a reset, an `id:` line alone moves the client's Last-Event-ID to the head
-        without firing an event, so the next reconnect does not reset again. Built once
-        and shared by every client that got this replay.
-        """
-        if self._frames is None:
-            parts = [notice.frame() for notice in self.reset_messages()]
-            parts += [message.frame() for _, _, message in self.items]
-            notified = any(message.id is None for _, _, message in self.items)
-            if (self.resets or notified) and self.head is not None:
-                parts.append(encode_position(str(self.head)))
-            self._frames = b"".join(parts)
-        return self._frames
-
-    def bounded(self, limit: int) -> Replay:
-        """This replay within `limit` bytes of messages: the newest of them, with a
-        `trimmed` reset for every channel that lost older ones (a 200-byte request must
-        not fetch megabytes). Made once, and shared like the frames."""
-        if self._bounded is not None and self._bounded[0] == limit:
-            return self._bounded[1]
-        size, keep = 0, len(self.items)
-        while keep and size + len(self.items[keep - 1][2].frame()) <= limit:
-            keep -= 1
-            size += len(self.items[keep][2].frame())
-        result = self
-        if keep:
-            resets = {reason: list(channels) for reason, channels in self.resets.items()}
-            trimmed = resets.setdefault("trimmed", [])
-            for _, channel, _ in self.items[:keep]:
-                if channel and channel not in trimmed:
-                    trimmed.append(channel)
-            result = Replay(self.head, self.items[keep:], resets, self.caught_up)
-        self._bounded = (limit, result)
-        return result
-
-    def reset_messages(self) -> list[Message]:
-        """One `reset` event per reason, naming its channels."""
-        return [
-            Message(orjson.dumps({"channels": channels, "reason": reason}).decode(), "reset")
-            for reason, channels in self.resets.items()
-        ]
+    cut: tuple[str, ...] = ()
+    """Channels that lost older entries to the replay's byte bound (told `trimmed`)."""
+    more: More | None = None
+    """The pages after the entries read, when a broker pages its reads."""
 
 
 def begin(start: Start, snapshot: Snapshot) -> Replay:
@@ -191,7 +134,7 @@ def begin(start: Start, snapshot: Snapshot) -> Replay:
     if start.tail is not None:
         merged = merged[max(0, len(merged) - start.tail) :]
     head = snapshot.head.last if snapshot.head else None
-    return Replay(head, merged)
+    return _bounded(Replay(head, merged, more=snapshot.more), snapshot)
 
 
 def replay(after: str, snapshot: Snapshot) -> Replay:
@@ -211,10 +154,26 @@ def replay(after: str, snapshot: Snapshot) -> Replay:
         else:
             merged += [(entry.id, 0, channel, entry.message) for entry in history.entries]
     replayed = [channel for channel in snapshot.channels if not _in(result.resets, channel)]
-    if replayed:
-        merged += [(gap.after, 1, "", gap.notice(replayed)) for gap in hiding]
+    if not replayed:
+        return result
+    result.more = snapshot.more
+    # With later pages, a notice past this page waits for its place among them.
+    last = max((item[0] for item in merged), default=None) if result.more else None
+    for gap in hiding:
+        if last is None or gap.after <= last:
+            merged.append((gap.after, 1, "", gap.notice(replayed)))
+        else:
+            result.notices.append((gap.after, "", gap.notice(replayed)))
     merged.sort(key=lambda item: item[:2])
     result.items = [(position, channel, message) for position, _, channel, message in merged]
+    return _bounded(result, snapshot)
+
+
+def _bounded(result: Replay, snapshot: Snapshot) -> Replay:
+    """Tell the channels that lost older entries to the replay's byte bound."""
+    for channel in snapshot.cut:
+        if not _in(result.resets, channel):
+            result.resets.setdefault("trimmed", []).append(channel)
     return result
 
 
@@ -231,10 +190,9 @@ def _lost(
     ahead = position > head.last if head is not None else True
     if head is None or (ahead and not inside_gap) or position.ms < head.epoch_ms:
         return "unknown"  # not an id of this sequence: Redis was wiped, or it is made up
-    if history.entries:
-        first = history.entries[0]
-        # The chain tells whether anything between the client's id and `first` is gone.
-        return "trimmed" if first.prev is not None and first.prev > position else None
+    if history.broken:
+        # The chain tells that something between the client's id and what is left is gone.
+        return "trimmed"
     if not history.exists and snapshot.ttl_ms and snapshot.now_ms - position.ms > snapshot.ttl_ms:
         # Idle longer than the TTL: messages after the client's id may have expired.
         return "expired"

@@ -8,10 +8,11 @@ from collections import OrderedDict, deque
 from collections.abc import Sequence
 
 from .broker import IDEMPOTENCY_MAX_KEYS, KEY_LIMIT_REASON, Deliver, KeyLimit
-from .history import ChannelHistory, Entry, Head, Replay, Snapshot, Start, begin
+from .history import ChannelHistory, Entry, Head, Snapshot, Start, begin
 from .ids import EventId
 from .message import Message
 from .publication import Publication
+from .replay import Replay
 
 SHARED_REPLAY_MS = 100
 MAX_SHARED_REPLAYS = 1024
@@ -26,10 +27,12 @@ class MemoryBroker:
         history_maxlen: int = 1000,
         history_ttl: float = 86400,
         idempotency_window: float = 300,
+        max_replay_bytes: int = 4 * 1_048_576,
     ) -> None:
         self._deliver: Deliver | None = None
         self._channels: set[str] = set()
         self._maxlen = history_maxlen
+        self._max_replay_bytes = max_replay_bytes
         self._ttl_ms = int(history_ttl * 1000)
         self._epoch_ms = _now_ms()
         self._last = EventId(self._epoch_ms, 0)
@@ -108,7 +111,8 @@ class MemoryBroker:
         self._counted[channel] = (count + 1, until)
 
     async def replay(self, channels: Sequence[str], start: Start) -> Replay:
-        """What `channels` replay from `start`: missed messages (or resets), or retained ones."""
+        """What `channels` replay from `start`: missed messages (or resets), or retained ones,
+        within MAX_REPLAY_BYTES."""
         now = _now_ms()
         self._expire(now)
         last, since = self._replays_of
@@ -133,9 +137,10 @@ class MemoryBroker:
                 entries = [e for e in entries if position is not None and e.id > position]
             elif start.tail is not None:
                 entries = entries[max(0, len(entries) - start.tail) :]
-            read[channel] = ChannelHistory(history is not None, entries)
+            read[channel] = ChannelHistory.after(position, history is not None, entries)
         head = Head(self._last, self._epoch_ms) if self._last.seq else None
-        return begin(start, Snapshot(head, now, self._ttl_ms, read))
+        replay = begin(start, Snapshot(head, now, self._ttl_ms, read))
+        return replay.bounded(self._max_replay_bytes, channels).paged()
 
     def _expire(self, now: int) -> None:
         # Keys expire in the order they were given (one window for all).

@@ -11,9 +11,10 @@ from functools import partial
 from typing import Protocol, TypeVar
 
 from .broker import Deliver
-from .history import Replay, Snapshot, replay
+from .history import Snapshot, replay
 from .ids import EventId
 from .message import Message
+from .replay import Replay
 
 log = logging.getLogger(__name__)
 

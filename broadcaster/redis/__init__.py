@@ -1,13 +1,14 @@
 """Redis as the broker: one module per concept.
 
 `client.py` (client options), `library.py` + `library.lua` (the `sse_publish` Redis
-Function, loading and calling it), `history.py` (atomic history reads), `link.py` (the
-pub/sub link's protocol), `replays.py` (shared replay reads), `broker.py` (the broker
-session: reconnects and backfill).
+Function, loading and calling it), `replay.lua` + `pages.py` (replays read a page at a
+time), `history.py` (atomic history reads), `link.py` (the pub/sub link's protocol),
+`replays.py` (shared replay reads), `broker.py` (the broker session: reconnects and
+backfill).
 """
 
-from .broker import LINK_ERRORS, RedisBroker
-from .client import connect, connect_sync
+from .broker import RedisBroker
+from .client import LINK_ERRORS, connect, connect_sync
 from .library import Library
 
 __all__ = ["LINK_ERRORS", "Library", "RedisBroker", "connect", "connect_sync"]

@@ -18,26 +18,23 @@ import redis.asyncio as redis
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
 from ..broker import KEY_LIMIT_REASON, BrokerUnavailable, Deliver, KeyLimit
-from ..history import Replay, Start, begin
+from ..history import Start, begin
 from ..ids import EventId
 from ..message import Message, plain, unpack
 from ..metrics import Counts
 from ..publication import Publication
+from ..replay import Replay
 from ..sequencer import Sequencer
-from .client import connect
+from .client import LINK_ERRORS, connect
 from .history import RedisHistory
-from .library import Library, NotReplicated
+from .library import Library, NotReplicated, missing
 from .link import PubSubLink
 from .replays import SharedReplays
 
 log = logging.getLogger(__name__)
-
-# Failures that end a pub/sub session or a publish (redis-py wraps socket errors in
-# RedisError subclasses; OSError covers the rest); anything else is a bug and propagates.
-LINK_ERRORS = (RedisError, OSError)
 
 
 class RedisBroker:
@@ -57,6 +54,7 @@ class RedisBroker:
         idempotency_window: float = 300,
         replicas: int = 0,
         replica_timeout: float = 1.0,
+        max_replay_bytes: int = 4 * 1_048_576,
         ping_interval: float = 5.0,
         max_backoff: float = 5.0,
         counts: Counts | None = None,
@@ -66,7 +64,9 @@ class RedisBroker:
         self._library = Library(
             prefix, history_maxlen, history_ttl, idempotency_window, replicas, replica_timeout
         )
-        self._history = RedisHistory(client, prefix=prefix, ttl=history_ttl)
+        self._history = RedisHistory(
+            client, prefix=prefix, ttl=history_ttl, max_replay_bytes=max_replay_bytes
+        )
         self._max_backoff = max_backoff
         self._deliver: Deliver | None = None
         self._desired: set[str] = set()
@@ -155,7 +155,14 @@ class RedisBroker:
 
     async def _read_replay(self, channels: list[str], start: Start) -> Replay:
         try:
-            result = begin(start, await self._history.snapshot(channels, start))
+            try:
+                snapshot = await self._history.snapshot(channels, start)
+            except ResponseError as exc:
+                if not missing(exc):
+                    raise
+                await self._load_library()  # this Redis lost it (a restart without data)
+                snapshot = await self._history.snapshot(channels, start)
+            result = begin(start, snapshot)
             # Once the PONG is back, every live message published before the read has
             # passed the reader: none can reach the client again after its replay. With
             # the link down (a failover: history answers before pub/sub is back), they

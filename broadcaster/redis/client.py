@@ -17,7 +17,12 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import redis
 import redis.asyncio as aioredis
 from redis.asyncio.sentinel import Sentinel as AsyncSentinel
+from redis.exceptions import RedisError
 from redis.sentinel import Sentinel
+
+# Failures that end a pub/sub session or a publish (redis-py wraps socket errors in
+# RedisError subclasses; OSError covers the rest); anything else is a bug and propagates.
+LINK_ERRORS = (RedisError, OSError)
 
 # RESP2, not redis-py's RESP3 default: Redis types a RESP3 subscriber as `normal`, so
 # `CLIENT KILL TYPE pubsub` and the pub/sub output-buffer limit would not apply to it.

@@ -1,25 +1,31 @@
-"""Reading channel history from Redis streams in one atomic step."""
+"""Reading channel history from Redis streams: the sequence's head and the first page of
+a replay in one atomic step, later pages as the client takes them (`pages.py`)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as redis
 from redis.asyncio.client import Pipeline
 
+from ..broker import BrokerUnavailable
 from ..history import ChannelHistory, Entry, Gap, Head, Snapshot, Start
 from ..ids import EventId
-from ..message import Message
+from .client import LINK_ERRORS
+from .pages import FROM_OLDEST, FUNCTION, PageRead, PageRequest, RedisPages, entry_of
 
 
 class RedisHistory:
     """Reads the streams and sequence that `sse_publish` maintains."""
 
-    def __init__(self, client: redis.Redis, *, prefix: str, ttl: int) -> None:
+    def __init__(
+        self, client: redis.Redis, *, prefix: str, ttl: int, max_replay_bytes: int
+    ) -> None:
         self._client = client
         self._prefix = prefix
         self._ttl_ms = ttl * 1000
+        self._max_replay_bytes = max_replay_bytes
 
     async def head(self) -> EventId | None:
         """The newest id published so far."""
@@ -27,79 +33,94 @@ class RedisHistory:
         return None if ms is None or seq is None else EventId(int(ms), int(seq))
 
     async def snapshot(self, channels: Sequence[str], start: Start) -> Snapshot:
-        """The sequence's head and what `start` asks of `channels`, atomically."""
-        if start.after is not None:
-            return await self.read(dict.fromkeys(channels, start.after))
-        return await self._read(dict.fromkeys(channels, _Range(newest=start.tail)))
+        """The sequence's head and the first page of what `start` asks of `channels`
+        (within MAX_REPLAY_BYTES), atomically; the snapshot's `more` reads the rest."""
+        if start.after is None:
+            tail = -1 if start.tail is None else start.tail
+            cursor: str | None = FROM_OLDEST
+        else:
+            tail, position = -1, EventId.parse(start.after)
+            cursor = None if position is None else str(position)  # malformed: all reset
+        request = None
+        if cursor is not None:
+            cursors = (cursor,) * len(channels)
+            request = PageRequest(
+                tuple(channels), cursors, budget=self._max_replay_bytes, tail=tail
+            )
+        results = await self._transaction(channels, request)
+        head, now, gaps = _sequence(results)
+        exists = [bool(found) for found in results[3 : 3 + len(channels)]]
+        read = None if request is None else PageRead.parse(request, results[-1])
+        history = {}
+        for channel, found in zip(channels, exists, strict=True):
+            entries = [] if read is None else [e for c, e in read.entries if c == channel]
+            broken = read is not None and channel in read.broken
+            history[channel] = ChannelHistory(found, entries, broken)
+        more = None
+        if read is not None and read.more and head is not None:
+            more = RedisPages(self.page, read.cursors, head.last)
+        cut = () if read is None else read.cut
+        return Snapshot(head, now, self._ttl_ms, history, gaps, cut, more)
+
+    async def page(self, request: PageRequest) -> PageRead:
+        """One later page of a replay."""
+        try:
+            reply = await self._client.fcall_ro(
+                FUNCTION, len(request.channels), *request.args(self._prefix)
+            )
+        except LINK_ERRORS as exc:
+            raise BrokerUnavailable(f"redis unavailable: {exc}") from exc
+        return PageRead.parse(request, reply)
 
     async def read(self, positions: Mapping[str, str]) -> Snapshot:
-        """The sequence's head and each channel's entries after its position, atomically."""
-        ranges = {}
-        for channel, after in positions.items():
-            position = EventId.parse(after)
-            ranges[channel] = None if position is None else _Range(after=position)
-        return await self._read(ranges)
-
-    async def _read(self, ranges: Mapping[str, _Range | None]) -> Snapshot:
-        # One MULTI/EXEC: the head and every range, so none can miss a concurrent publish.
+        """The sequence's head and each channel's entries after its position, atomically
+        (a node catching up: bounded by the channels' retention, not paged)."""
         async with self._client.pipeline(transaction=True) as pipe:
-            pipe.hmget(self._prefix + "meta", ["ms", "seq", "epoch"])
-            pipe.time()
-            pipe.lrange(self._prefix + "gaps", 0, -1)
-            for channel, wanted in ranges.items():
+            self._queue_sequence(pipe)
+            for channel, after in positions.items():
                 key = f"{self._prefix}history:{channel}"
                 pipe.exists(key)
-                if wanted is not None:
-                    wanted.request(pipe, key)
+                if EventId.parse(after) is not None:
+                    pipe.xrange(key, min=f"({after}", max="+")
             results = await pipe.execute()
-        (ms, seq, epoch), (seconds, micros), gaps = results[0], results[1], results[2]
+        head, now, gaps = _sequence(results)
         rest = iter(results[3:])
-        head = None if seq is None else Head(EventId(int(ms), int(seq)), int(epoch))
-        read = {}
-        for channel, wanted in ranges.items():
-            exists = bool(next(rest))
-            entries = [] if wanted is None else wanted.entries(next(rest))
-            read[channel] = ChannelHistory(exists, entries)
-        found = (Gap.parse(raw.decode() if isinstance(raw, bytes) else raw) for raw in gaps)
-        now = seconds * 1000 + micros // 1000
-        return Snapshot(head, now, self._ttl_ms, read, tuple(gap for gap in found if gap))
+        history = {}
+        for channel, after in positions.items():
+            exists, position = bool(next(rest)), EventId.parse(after)
+            entries = [] if position is None else [_decoded(item) for item in next(rest)]
+            history[channel] = ChannelHistory.after(position, exists, entries)
+        return Snapshot(head, now, self._ttl_ms, history, gaps)
+
+    async def _transaction(self, channels: Sequence[str], request: PageRequest | None) -> list[Any]:
+        # One MULTI/EXEC: the head and the page, so neither can miss a concurrent publish.
+        async with self._client.pipeline(transaction=True) as pipe:
+            self._queue_sequence(pipe)
+            for channel in channels:
+                pipe.exists(f"{self._prefix}history:{channel}")
+            if request is not None:
+                pipe.fcall_ro(FUNCTION, len(request.channels), *request.args(self._prefix))
+            return list(await pipe.execute())
+
+    def _queue_sequence(self, pipe: Pipeline) -> None:
+        pipe.hmget(self._prefix + "meta", ["ms", "seq", "epoch"])
+        pipe.time()
+        pipe.lrange(self._prefix + "gaps", 0, -1)
 
 
-RawEntry = tuple[bytes, dict[bytes, bytes]]
+def _sequence(results: Sequence[Any]) -> tuple[Head | None, int, tuple[Gap, ...]]:
+    """The head, Redis's clock (ms) and the failover gaps, from the first three replies."""
+    (ms, seq, epoch), (seconds, micros), gaps = results[0], results[1], results[2]
+    head = None if seq is None else Head(EventId(int(ms), int(seq)), int(epoch))
+    found = (Gap.parse(raw.decode() if isinstance(raw, bytes) else raw) for raw in gaps)
+    return head, seconds * 1000 + micros // 1000, tuple(gap for gap in found if gap)
 
 
-@dataclass(frozen=True, slots=True)
-class _Range:
-    """Which entries of a stream to read: after an id, or the newest N (None: all)."""
-
-    after: EventId | None = None
-    newest: int | None = None
-
-    def request(self, pipe: Pipeline, key: str) -> None:
-        """Queue the read on `pipe`."""
-        if self.after is not None:
-            pipe.xrange(key, min=f"({self.after}", max="+")
-        elif self.newest is None:
-            pipe.xrange(key)
-        else:
-            # COUNT 0 would mean no limit to Redis: ask for one and keep none.
-            pipe.xrevrange(key, count=max(self.newest, 1))
-
-    def entries(self, raw: list[RawEntry]) -> list[Entry]:
-        """The entries read, oldest first."""
-        if self.after is None and self.newest is not None:
-            raw = raw[::-1] if self.newest else []  # XREVRANGE: newest first
-        return [_entry(item) for item in raw]
-
-
-def _entry(item: RawEntry) -> Entry:
+def _decoded(item: tuple[bytes, dict[bytes, bytes]]) -> Entry:
     raw_id, fields = item
-    id_ = raw_id.decode()
-    prev = fields.get(b"p", b"").decode() or None
-    event = fields.get(b"e", b"").decode("utf-8", "replace") or None
-    data = fields.get(b"d", b"").decode("utf-8", "replace")
-    position = EventId.parse(id_)
-    if position is None:
-        raise ValueError(f"history entry {id_!r} was not written by sse_publish")
-    message = Message(data, event, id_, prev, position.ms)
-    return Entry(position, EventId.parse(prev), message)
+    text = [value.decode("utf-8", "replace") for value in (raw_id, *_fields(fields))]
+    return entry_of(*text)
+
+
+def _fields(fields: dict[bytes, bytes]) -> list[bytes]:
+    return [fields.get(name, b"") for name in (b"p", b"e", b"d")]

@@ -1,5 +1,6 @@
-"""The Redis Function library behind durable publish (`FCALL sse_publish`): its code,
-loading it, and calling it. Every publisher and the node publish through here."""
+"""The Redis Function libraries: durable publish (`FCALL sse_publish`, library.lua) and
+paged replays (`FCALL_RO sse_replay_page`, replay.lua): their code, loading them, and
+calling `sse_publish`. Every publisher and the node publish through here."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 FUNCTION = "sse_publish"
 SEEN = "sse_seen"
 _SOURCE = resources.files(__package__).joinpath("library.lua").read_text("utf-8")
+_REPLAY_SOURCE = resources.files(__package__).joinpath("replay.lua").read_text("utf-8")
 
 
 def library_options(settings: Settings) -> dict[str, Any]:
@@ -61,11 +63,12 @@ class Library:
         )
 
     async def load(self, client: aioredis.Redis, *, replace: bool) -> None:
-        """Load the library; without `replace`, keep a version that is already there."""
-        try:
-            await client.function_load(self.code(), replace=replace)
-        except ResponseError as exc:
-            _unless_loaded(exc, replace)
+        """Load the libraries; without `replace`, keep versions that are already there."""
+        for code in (self.code(), _REPLAY_SOURCE):
+            try:
+                await client.function_load(code, replace=replace)
+            except ResponseError as exc:
+                _unless_loaded(exc, replace)
 
     async def report_seen(self, client: aioredis.Redis, seen: str) -> None:
         """Tell this Redis the newest id a node delivered (`sse_seen`): on a promoted
@@ -74,10 +77,11 @@ class Library:
 
     def load_sync(self, client: redis.Redis, *, replace: bool) -> None:
         """`load`, for redis-py's synchronous client."""
-        try:
-            client.function_load(self.code(), replace=replace)
-        except ResponseError as exc:
-            _unless_loaded(exc, replace)
+        for code in (self.code(), _REPLAY_SOURCE):
+            try:
+                client.function_load(code, replace=replace)
+            except ResponseError as exc:
+                _unless_loaded(exc, replace)
 
     async def publish(self, client: aioredis.Redis, batch: Sequence[Publication]) -> list[str]:
         """Publish `batch` in order in one round trip (a pipeline of FCALLs); the ids.
@@ -86,7 +90,7 @@ class Library:
         NotReplicated when fewer than `replicas` replicas confirm in time.
         """
         replies, confirmed = await _fcall(client, batch, self._wait())
-        unloaded = [n for n, reply in enumerate(replies) if _missing(reply)]
+        unloaded = [n for n, reply in enumerate(replies) if missing(reply)]
         if unloaded:
             await self.load(client, replace=False)
             again, confirmed = await _fcall(client, [batch[n] for n in unloaded], self._wait())
@@ -97,7 +101,7 @@ class Library:
     def publish_sync(self, client: redis.Redis, batch: Sequence[Publication]) -> list[str]:
         """`publish`, for redis-py's synchronous client."""
         replies, confirmed = _fcall_sync(client, batch, self._wait())
-        unloaded = [n for n, reply in enumerate(replies) if _missing(reply)]
+        unloaded = [n for n, reply in enumerate(replies) if missing(reply)]
         if unloaded:
             self.load_sync(client, replace=False)
             again, confirmed = _fcall_sync(client, [batch[n] for n in unloaded], self._wait())
@@ -170,8 +174,8 @@ def _split(replies: list[Any], wait: list[int] | None) -> Replies:
     return replies, confirmed
 
 
-def _missing(reply: Any) -> bool:
-    # The function is not loaded on this Redis (yet, or any more).
+def missing(reply: Any) -> bool:
+    """Whether `reply` says the function is not loaded on this Redis (yet, or any more)."""
     return isinstance(reply, ResponseError) and "Function not found" in str(reply)
 
 

@@ -10,7 +10,9 @@ import orjson
 from aiohttp import web
 
 from ..broker import BrokerUnavailable
-from ..history import Replay, Start
+from ..history import Start
+from ..metrics import Counts
+from ..replay import Replay
 from ..sse import encode_event, encode_retry
 from ..state import BROKER, HUB, METRICS, SETTINGS
 from .handoff import StreamSocket, hand_off
@@ -77,7 +79,7 @@ class EventStreamResponse(web.StreamResponse):
             await hub.join(stream)
             opening, replayed = await self._preamble(request, channels, start)
             await self.prepare(request)
-            await self._send(opening, replayed.frames() if replayed else b"")
+            await self._send(opening, replayed, app[METRICS].counts)
             if not stream.ended:  # (the node may have begun to shut down meanwhile)
                 self.force_close()
                 hand_off(request, StreamSocket(stream, lost))
@@ -90,6 +92,11 @@ class EventStreamResponse(web.StreamResponse):
                 )
         except ConnectionResetError:
             transport.abort()
+        except BrokerUnavailable:
+            # The rest of the replay is out of reach: the client comes back with the id of
+            # the last message it got, and resumes from there.
+            stream.close("unavailable")
+            transport.abort()
         finally:
             if not self._handed_off:
                 stream.close("gone")  # if it has not ended: its handler was cancelled
@@ -100,24 +107,36 @@ class EventStreamResponse(web.StreamResponse):
         if not self._handed_off:
             await super().write_eof(data)
 
-    async def _send(self, opening: bytes, frames: bytes) -> None:
-        """The opening lines, then the replay's frames: in one write when they are small
-        (as most are: a reconnect storm is thousands at once), else in pieces, each
-        written when the client has read most of the one before. The frames are shared by
-        every client of the replay; a piece is a view of them, never a copy per client."""
-        if len(frames) <= REPLAY_PIECE:
-            await self.write(opening + frames)
+    async def _send(self, opening: bytes, replayed: Replay | None, counts: Counts) -> None:
+        """The opening lines, then the replay: in one write when it is small (as most
+        are: a reconnect storm is thousands at once), else in pieces, each written when
+        the client has read most of the one before. Pieces are views of bytes shared by
+        every client of the replay (its first page), or of the page just read for this
+        client: a slow reader holds the node to one page, never to its whole replay."""
+        if replayed is None:
+            await self.write(opening)
             return
-        replay = memoryview(frames)
-        await self.write(opening + replay[:REPLAY_PIECE])
-        for offset in range(REPLAY_PIECE, len(replay), REPLAY_PIECE):
-            await self.write(replay[offset : offset + REPLAY_PIECE])  # waits for the client
+        pending = opening
+        async for frames, events in replayed.pieces():
+            if len(pending) + len(frames) <= REPLAY_PIECE:
+                pending += frames
+            else:
+                await self._write_pieces(pending, frames)
+                pending = b""
+            counts.events_replayed += events
+        if pending:
+            await self.write(pending)
+
+    async def _write_pieces(self, pending: bytes, frames: bytes) -> None:
+        view = memoryview(frames)
+        await self.write(pending + view[:REPLAY_PIECE])
+        for offset in range(REPLAY_PIECE, len(view), REPLAY_PIECE):
+            await self.write(view[offset : offset + REPLAY_PIECE])  # waits for the client
 
     async def _preamble(
         self, request: web.Request, channels: Sequence[str], start: Start | None
     ) -> tuple[bytes, Replay | None]:
-        """`retry:` and the opt-in `hello`; the replay (with its resets) `start` asks for,
-        within MAX_REPLAY_BYTES."""
+        """`retry:` and the opt-in `hello`; the replay (with its resets) `start` asks for."""
         app = request.app
         settings = app[SETTINGS]
         parts = [encode_retry(settings.retry_ms)]
@@ -132,6 +151,4 @@ class EventStreamResponse(web.StreamResponse):
             # History is out of reach: the client still gets live events, and learns that
             # it may have missed some.
             replayed = Replay(None, resets={"unavailable": list(channels)})
-        replayed = replayed.bounded(settings.max_replay_bytes)
-        app[METRICS].counts.events_replayed += len(replayed.items)
         return b"".join(parts), replayed

@@ -11,9 +11,9 @@ from ..ids import EventId
 from ..sse import HEARTBEAT
 from .outbox import Outbox
 
-Reason = Literal["shutdown", "max_age", "token_expired", "slow", "gone"]
-"""Why a stream ended: the node is stopping, the stream reached its age, its client could
-not keep up, or its client went away."""
+Reason = Literal["shutdown", "max_age", "token_expired", "slow", "gone", "unavailable"]
+"""Why a stream ended: the node is stopping, the stream reached its age or its token's,
+its client could not keep up or went away, or the rest of its replay was out of reach."""
 # How long a stream that ended cleanly waits for its client to read its last bytes.
 CLOSE_LINGER = 10.0
 

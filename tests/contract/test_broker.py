@@ -17,6 +17,7 @@ from broadcaster.memory import MemoryBroker
 from broadcaster.message import Message
 from broadcaster.publication import Publication
 from broadcaster.redis import RedisBroker
+from broadcaster.replay import Replay
 from tests.support.processes import RedisServer
 from tests.support.wait import wait_until
 
@@ -190,3 +191,81 @@ async def test_gaps_are_repaired_in_order(subject: Subject) -> None:
         ("g", "after"),
         ("g", "while reconnecting"),
     ]
+
+
+BOUND = 300_000  # MAX_REPLAY_BYTES of the paging subject: about 290 messages of 1 KB
+KILOBYTE = "x" * 1000
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def paging(
+    request: pytest.FixtureRequest, redis_server: RedisServer
+) -> AsyncIterator[Subject]:
+    """A broker that retains 1,000 messages a channel and replays at most BOUND bytes."""
+    options = {"history_maxlen": 1000, "max_replay_bytes": BOUND}
+    if request.param == "memory":
+        subject = Subject(MemoryBroker(**options))
+    else:
+        subject = Subject(
+            RedisBroker.from_url(redis_server.url, **options), redis_url=redis_server.url
+        )
+    await subject.broker.start(subject.deliver)
+    yield subject
+    await subject.broker.close()
+
+
+async def fill(subject: Subject, channels: str, count: int) -> list[tuple[str, str]]:
+    """`count` messages of 1 KB spread over `channels`; (id, channel) of each."""
+    batch = [Publication(channels[n % len(channels)], KILOBYTE) for n in range(count)]
+    ids = await subject.broker.publish(batch)
+    return list(zip(ids, (p.channel for p in batch), strict=True))
+
+
+async def written(replay: Replay) -> list[tuple[str | None, str | None, str]]:
+    """(id, event, data) of every frame a client of `replay` is sent, page after page."""
+    body = b"".join([data async for data, _ in replay.pieces()]).decode()
+    frames = []
+    for text in body.split("\n\n")[:-1]:
+        fields = dict(line.split(": ", 1) for line in text.split("\n"))
+        frames.append((fields.get("id"), fields.get("event"), fields.get("data", "")))
+    return frames
+
+
+def newest_within(sent: list[tuple[str, str]], bound: int) -> list[str]:
+    """The ids of the newest messages whose frames fit in `bound` bytes."""
+    kept: list[str] = []
+    size = 0
+    for id_, _ in reversed(sent):
+        size += len(Message(KILOBYTE, None, id_).frame())
+        if size > bound:
+            break
+        kept.insert(0, id_)
+    return kept
+
+
+async def test_a_replay_longer_than_a_page_comes_whole_and_in_order(paging: Subject) -> None:
+    sent = await fill(paging, "ab", 200)  # 200 KB: pages of 128 KB, under the bound
+    replay = await paging.broker.replay(["a", "b"], Start())
+    assert replay.more is not None and len(replay.items) < 200, "read a page at a time"
+    assert [id_ for id_, _, _ in await written(replay)] == [id_ for id_, _ in sent]
+    after = await paging.broker.replay(["b"], Start.resume(sent[9][0]))
+    assert [f[0] for f in await written(after)] == [i for i, c in sent[10:] if c == "b"]
+
+
+async def test_past_max_replay_bytes_the_newest_part_comes_after_a_trimmed_reset(
+    paging: Subject,
+) -> None:
+    sent = await fill(paging, "abc", 600)
+    replay = await paging.broker.replay(["a", "b"], Start.resume(sent[0][0]))
+    frames = await written(replay)
+    wanted = [(id_, c) for id_, c in sent[1:] if c != "c"]
+    assert frames[0][1] == "reset"
+    assert orjson.loads(frames[0][2]) == {"channels": ["a", "b"], "reason": "trimmed"}
+    assert [f[0] for f in frames[1:-1]] == newest_within(wanted, BOUND)
+    assert frames[-1] == (sent[-1][0], None, "")  # the position: the head, no event
+    # A tail past the bound: the channels whose messages within the tail were left out.
+    tail = await written(await paging.broker.replay(["a", "b", "c"], Start(tail=300)))
+    assert orjson.loads(tail[0][2])["channels"] == ["a", "b", "c"]
+    assert [f[0] for f in tail[1:-1]] == newest_within(sent, BOUND)
+    small = await written(await paging.broker.replay(["a", "b", "c"], Start(tail=6)))
+    assert [f[0] for f in small] == [id_ for id_, _ in sent[-6:]]  # within both: no reset

@@ -6,14 +6,13 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Callable
-from pathlib import Path
 
 import aiohttp
 import pytest
 import redis.asyncio as redis
 
 from tests.support.client import subscribe
-from tests.support.processes import Node, RedisServer
+from tests.support.processes import Node, RedisServer, rss_bytes
 from tests.support.wait import eventually
 
 pytestmark = pytest.mark.slow
@@ -21,13 +20,6 @@ pytestmark = pytest.mark.slow
 STUCK = 50
 MESSAGES = 4000
 PAYLOAD = "x" * 2000  # 8 MB per subscriber in all: far past the 1 MiB pending bound
-
-
-def rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
 
 
 async def stuck_client(port: int) -> socket.socket:

@@ -1,4 +1,5 @@
-"""A client slow to read its replay is cut off like a slow live one."""
+"""Replays against clients that read them slowly or not at all: cut off like slow live
+clients, and never held whole in the node's memory."""
 
 from __future__ import annotations
 
@@ -62,3 +63,29 @@ async def test_a_client_slow_to_read_its_replay_is_cut_off_as_slow(
         await wait_until(lambda: node.metric("broadcaster_connections") == 0, 10, "it to go")
     finally:
         sock.close()
+
+
+READERS = 50
+
+
+async def test_stuck_earliest_readers_keep_the_node_memory_bounded(
+    redis_server: RedisServer, start_node: Callable[..., Node]
+) -> None:
+    node = start_node(redis_server.url, history_maxlen=str(RETAINED))
+    await fill(redis_server.url)
+    baseline = node.rss()
+    readers = []
+    try:
+        for n in range(READERS):
+            # Each asks for channels of its own order, so that no two share a read.
+            readers.append(await stuck_reader(node.port, CHANNELS[n % 16 :] + CHANNELS[: n % 16]))
+        await wait_until(
+            lambda: node.metric("broadcaster_connections") == READERS, 30, "every reader"
+        )
+        grown = node.rss() - baseline
+    finally:
+        for sock in readers:
+            sock.close()
+    # Held whole, each replay (4 MiB of its 16 MB, the MAX_REPLAY_BYTES default) would be
+    # several times over in memory: 730 MB for 50 before replays were paged.
+    assert grown < 150 * 1024 * 1024, f"grew {grown / 1e6:.0f} MB"

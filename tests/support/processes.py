@@ -120,6 +120,14 @@ def caught_up(primary: RedisServer, *replicas: RedisServer) -> bool:
     return all(offset(replica, "slave_repl_offset") >= wrote for replica in replicas)
 
 
+def rss_bytes(pid: int) -> int:
+    """A process's resident memory, in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
 class Node:
     """A `broadcaster serve` process."""
 
@@ -166,6 +174,11 @@ class Node:
                 if line.startswith(series + " "):
                     return float(line.split()[1])
         raise AssertionError(f"no {series} in /metrics")
+
+    def rss(self) -> int:
+        """The node process's resident memory, in bytes."""
+        assert self.process is not None
+        return rss_bytes(self.process.pid)
 
     def signal(self, sig: signal.Signals) -> None:
         """Send `sig` to the node."""

@@ -10,7 +10,6 @@ from broadcaster.history import (
     Entry,
     Gap,
     Head,
-    Replay,
     Snapshot,
     Start,
     replay,
@@ -19,6 +18,7 @@ from broadcaster.ids import EventId
 from broadcaster.memory import MemoryBroker
 from broadcaster.message import Message
 from broadcaster.publication import Publication
+from broadcaster.replay import Replay
 
 HEAD = Head(EventId(5000, 50), epoch_ms=1000)
 
@@ -65,7 +65,10 @@ def test_missed_messages_of_several_channels_merge_in_publish_order() -> None:
 
 def test_a_trimmed_gap_is_a_reset() -> None:
     # The first retained entry after the client's id follows one the client never got.
-    result = replay("2000-10", snapshot({"a": ChannelHistory(True, [entry(3000, 20, (2500, 15))])}))
+    after = EventId(2000, 10)
+    kept = ChannelHistory.after(after, True, [entry(3000, 20, (2500, 15))])
+    assert kept.broken
+    result = replay(str(after), snapshot({"a": kept}))
     assert result.resets == {"trimmed": ["a"]} and result.messages == []
 
 
@@ -152,6 +155,9 @@ async def test_the_embedded_broker_shares_a_replay_until_the_next_publish() -> N
     assert fresh is not one and [m.data for _, m in fresh.messages] == ["2", "3"]
 
 
+CHANNELS = ["a", "b"]
+
+
 def test_a_bounded_replay_keeps_its_newest_messages_and_resets_the_rest() -> None:
     items = [
         (EventId(1, n), "a" if n % 2 else "b", Message("x" * 90, None, f"1-{n}"))
@@ -159,9 +165,8 @@ def test_a_bounded_replay_keeps_its_newest_messages_and_resets_the_rest() -> Non
     ]
     replay = Replay(EventId(1, 6), items)
     size = len(items[0][2].frame())
-    assert replay.bounded(6 * size) is replay  # within the bound: itself
-    bounded = replay.bounded(2 * size + 1)
+    assert replay.bounded(6 * size, CHANNELS) is replay  # within the bound: itself
+    bounded = replay.bounded(2 * size + 1, CHANNELS)
     assert [message.id for _, message in bounded.messages] == ["1-5", "1-6"]
     assert bounded.resets == {"trimmed": ["a", "b"]}
     assert bounded.head == replay.head
-    assert replay.bounded(2 * size + 1) is bounded  # made once, shared by its clients

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from broadcaster.history import Replay, Start
+from broadcaster.history import Start
 from broadcaster.hub import Hub
 from broadcaster.ids import EventId
 from broadcaster.memory import MemoryBroker
 from broadcaster.message import Message
 from broadcaster.publication import Publication
+from broadcaster.replay import Replay
 from broadcaster.streaming.outbox import Outbox
 from broadcaster.streaming.stream import Stream
 from tests.support.fakes import FakeTransport

@@ -37,7 +37,7 @@ class History:
             if EventId.parse(m.id) > position  # type: ignore[operator]
         ]
         head = Head(EventId.parse(self.messages[-1].id), 0)  # type: ignore[arg-type]
-        return Snapshot(head, 1, 0, {channel: ChannelHistory(True, entries)})
+        return Snapshot(head, 1, 0, {channel: ChannelHistory.after(position, True, entries)})
 
     async def head(self) -> EventId | None:
         self.reads += 1
