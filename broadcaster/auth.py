@@ -160,6 +160,15 @@ def matches(pattern: str, channel: str) -> bool:
     return True
 
 
+def reaches(pattern: str, prefix: str) -> bool:
+    """Whether some channel starting with `prefix` matches `pattern`: its text before the
+    first `*` agrees with `prefix` as far as both go (the `*` takes the rest)."""
+    first, star, _ = pattern.partition("*")
+    if not star:
+        return pattern.startswith(prefix)
+    return first.startswith(prefix) or prefix.startswith(first)
+
+
 def load_public_key(pem: str) -> rsa.RSAPublicKey | ec.EllipticCurvePublicKey:
     """The RSA or EC public key in `pem`; raises ValueError saying what is wrong."""
     try:

@@ -16,7 +16,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from redis.exceptions import RedisError
 
-from ..auth import require
+from ..auth import reaches, require
 from ..bodies import read_body
 from ..channels import check_channel
 from ..limits import RateLimiter, client_ip
@@ -114,6 +114,9 @@ async def _admit(request: web.Request) -> Question:
     app, settings = request.app, request.app[SETTINGS]
     auth = app[AUTH]
     allowed = auth.publish_patterns(request) if auth.publishing_protected else ("*",)
+    prefix = settings.demo_prefix
+    if not any(reaches(pattern, prefix) for pattern in allowed):
+        raise Refused(403, f"token does not allow publish on any channel starting with {prefix!r}")
     wait = app[DEMO].asks.hit(client_ip(request, app[TRUSTED_PROXIES]))
     if wait is not None:
         retry = {"Retry-After": str(max(1, round(wait)))}
@@ -127,8 +130,7 @@ async def _admit(request: web.Request) -> Question:
         raise Refused(400, f"body is not valid JSON: {exc}") from None
     except ValidationError as exc:
         raise Refused(400, invalid_reason(exc)) from None
-    if not question.channel.startswith(settings.demo_prefix):
-        prefix = settings.demo_prefix
+    if not question.channel.startswith(prefix):
         raise Refused(403, f"the demo answers only on channels starting with {prefix!r}")
     require(allowed, [question.channel], "publish")
     return question

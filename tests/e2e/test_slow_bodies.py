@@ -10,6 +10,7 @@ import pytest
 
 from broadcaster.bodies import UPLOADS_PER_ADDRESS
 from tests.support.processes import Node
+from tests.support.tokens import SECRET, token
 from tests.support.wait import wait_until
 
 TOKEN = "s3cret"
@@ -59,6 +60,16 @@ async def test_an_unauthorized_publisher_is_refused_before_it_sends_a_body(
     reader, _ = await trickle(node, "/publish")  # no token
     status = await asyncio.wait_for(reader.readline(), 30)
     assert status == b"HTTP/1.1 401 Unauthorized\r\n"
+
+
+async def test_an_asker_whose_token_reaches_no_demo_channel_is_refused_before_its_body(
+    start_node: Callable[..., Node],
+) -> None:
+    node = start_node(body_timeout="10", jwt_secret=SECRET, demo="on")
+    elsewhere = token(publish=["private.*"])  # may publish, but on no `demo:` channel
+    reader, _ = await trickle(node, "/demo/ask", f"Authorization: Bearer {elsewhere}\r\n")
+    status = await asyncio.wait_for(reader.readline(), 30)  # (a 408 would come after 10 s)
+    assert status == b"HTTP/1.1 403 Forbidden\r\n"
 
 
 async def test_one_address_sends_only_so_many_bodies_at_once(

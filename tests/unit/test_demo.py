@@ -94,6 +94,12 @@ async def test_the_prefix_is_a_setting_and_the_page_uses_it(aiohttp_client: Make
             {"jwt_secret": SECRET},
             {"jwt": {"publish": ["other:*"], "subscribe": ["*"]}},
             403,
+            "token does not allow publish on any channel starting with 'demo:'",  # (no body read)
+        ),
+        (
+            {"jwt_secret": SECRET},
+            {"jwt": {"publish": ["demo:x*"]}},
+            403,
             "token does not allow publish on channel 'demo:abc'",
         ),
         (

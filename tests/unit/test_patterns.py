@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from broadcaster.auth import matches
+from broadcaster.auth import matches, reaches
 
 ALPHABET = "ab.*"
 
@@ -44,3 +45,23 @@ def test_a_pathological_pattern_costs_one_search_per_star() -> None:
     searches = 0
     assert not matches("*x*.*.*.*.public", channel)
     assert searches == 1
+
+
+@pytest.mark.parametrize(
+    ("pattern", "prefix", "reached"),
+    [
+        ("demo:*", "demo:", True),
+        ("*", "demo:", True),
+        ("de*", "demo:", True),
+        ("demo:chat.*", "demo:", True),
+        ("demo:a", "demo:", True),
+        ("private.*", "demo:", False),
+        ("demo", "demo:", False),
+        ("*.public", "demo:", True),
+        ("dx*", "demo:", False),
+    ],
+)
+def test_a_pattern_reaches_a_prefix_when_some_channel_under_it_matches(
+    pattern: str, prefix: str, reached: bool
+) -> None:
+    assert reaches(pattern, prefix) is reached
