@@ -3,8 +3,9 @@ page at a time, so a node holds one page per client reading a long replay, never
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 
 import orjson
 
@@ -107,16 +108,18 @@ class Replay:
 
     def paged(self, page_bytes: int = PAGE_BYTES) -> Replay:
         """This whole replay (held in memory anyway) as a first page and later ones, so
-        that no client's replay is joined into one piece."""
-        pages = list(_pages(self.items, page_bytes))
-        if len(pages) < 2:
+        that no client's replay is joined into one piece. Pages are cut as they are read."""
+        first = next(_pages(self.items, page_bytes))
+        if len(first) == len(self.items):
             return self
+        items = self.items
 
         async def more() -> AsyncIterator[Page]:
-            for page in pages[1:]:
-                yield page
+            for page in _pages(islice(items, len(first), None), page_bytes):
+                if page:
+                    yield page
 
-        return Replay(self.head, pages[0], self.resets, self.caught_up, more)
+        return Replay(self.head, first, self.resets, self.caught_up, more)
 
     def reset_messages(self) -> list[Message]:
         """One `reset` event per reason, naming its channels."""
@@ -132,7 +135,7 @@ def _notified(items: Page) -> bool:
     return any(message.id is None for _, _, message in items)
 
 
-def _pages(items: Page, page_bytes: int) -> Iterator[Page]:
+def _pages(items: Iterable[Item], page_bytes: int) -> Iterator[Page]:
     page: Page = []
     size = 0
     for item in items:
@@ -141,5 +144,4 @@ def _pages(items: Page, page_bytes: int) -> Iterator[Page]:
         if size >= page_bytes:
             yield page
             page, size = [], 0
-    if page or not items:
-        yield page
+    yield page  # (the last, maybe empty)

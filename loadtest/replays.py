@@ -20,6 +20,7 @@ import re
 import socket
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,8 @@ CHANNELS = [f"replay{n}" for n in range(16)]
 RETAINED = 1000
 PAYLOAD = "x" * 1000
 TOKEN = "loadtest-replays"
-POSITION = re.compile(rb"\n\nid: [0-9]+-[0-9]+\n\n")  # an id alone: no event
+# An id alone (no event): the replay's last frame, after its reset (maybe in a chunk).
+POSITION = re.compile(rb"(?:\n\n|\r\n[0-9a-f]+\r\n)id: [0-9]+-[0-9]+\n\n")
 
 
 async def fill(base_url: str, redis_url: str | None) -> None:
@@ -78,7 +80,8 @@ async def stuck(port: int, base_url: str, readers: int, hold: float, pid: int) -
     try:
         deadline = time.monotonic() + 60
         while gauge(base_url, "broadcaster_connections") != readers:
-            assert time.monotonic() < deadline, "readers did not all connect"
+            connected = gauge(base_url, "broadcaster_connections")
+            assert time.monotonic() < deadline, f"{connected} of {readers} readers connected"
             await asyncio.sleep(0.1)
         peak = before
         until = time.monotonic() + hold
@@ -105,11 +108,12 @@ async def read_all(port: int, readers: int, pid: int) -> dict[str, Any]:
     async def one(n: int) -> None:
         nonlocal received
         sock = await connect(port, n, None)
-        tail = b""
+        tail = head = b""
         try:
             while True:
                 data = await loop.sock_recv(sock, 1 << 16)
-                assert data, "the node closed a replay"
+                assert data, f"the node closed a replay: {head[:200]!r} ... {tail[-200:]!r}"
+                head = head or data
                 received += len(data)
                 tail = tail[-64:] + data
                 if POSITION.search(tail):  # the replay's last line, after its reset
@@ -143,6 +147,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         env = node_env(TOKEN, redis_url)
         env["BROADCASTER_HISTORY_MAXLEN"] = str(RETAINED)
         node = Managed("node", node_command(port, None), env, Path(workdir) / "node.log")
+        log = Path(workdir) / "node.log"
         try:
             start_node(node, base_url)
             await fill(base_url, redis_url)
@@ -152,6 +157,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "stuck": await stuck(port, base_url, args.readers, args.hold, node.pid),
                 "read_all": await read_all(port, args.readers, node.pid),
             }
+        except AssertionError:
+            print("".join(log.read_text().splitlines(keepends=True)[-20:]))
+            with urllib.request.urlopen(base_url + "/metrics", timeout=5) as answer:
+                print([l for l in answer.read().decode().splitlines() if "slow" in l or "reject" in l or "unavail" in l])
+            raise
         finally:
             node.stop()
             if redis_server is not None:

@@ -28,7 +28,7 @@ from ..metrics import Counts
 from ..publication import Publication
 from ..replay import Replay
 from ..sequencer import Sequencer
-from .client import LINK_ERRORS, connect
+from .client import IN_FLIGHT, LINK_ERRORS, connect
 from .history import RedisHistory
 from .library import Library, NotReplicated, missing
 from .link import PubSubLink
@@ -64,8 +64,13 @@ class RedisBroker:
         self._library = Library(
             prefix, history_maxlen, history_ttl, idempotency_window, replicas, replica_timeout
         )
+        self._in_flight = asyncio.Semaphore(IN_FLIGHT)
         self._history = RedisHistory(
-            client, prefix=prefix, ttl=history_ttl, max_replay_bytes=max_replay_bytes
+            client,
+            prefix=prefix,
+            ttl=history_ttl,
+            max_replay_bytes=max_replay_bytes,
+            in_flight=self._in_flight,
         )
         self._max_backoff = max_backoff
         self._deliver: Deliver | None = None
@@ -138,7 +143,8 @@ class RedisBroker:
     async def publish(self, batch: Sequence[Publication]) -> list[str]:
         """Publish durably (`FCALL sse_publish`, one pipeline) to every subscribed node."""
         try:
-            return await self._library.publish(self._client, batch)
+            async with self._in_flight:
+                return await self._library.publish(self._client, batch)
         except NotReplicated as exc:
             raise BrokerUnavailable(str(exc)) from exc
         except ResponseError as exc:

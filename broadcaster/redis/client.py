@@ -24,6 +24,11 @@ from redis.sentinel import Sentinel
 # RedisError subclasses; OSError covers the rest); anything else is a bug and propagates.
 LINK_ERRORS = (RedisError, OSError)
 
+IN_FLIGHT = 64
+"""Commands a node sends through its connection pool at once; more wait their turn.
+redis-py's pool opens at most 100 connections and refuses past them ("Too many
+connections") rather than queueing, which turned 200 concurrent replays into errors."""
+
 # RESP2, not redis-py's RESP3 default: Redis types a RESP3 subscriber as `normal`, so
 # `CLIENT KILL TYPE pubsub` and the pub/sub output-buffer limit would not apply to it.
 OPTIONS: dict[str, Any] = {"socket_connect_timeout": 5, "protocol": 2}

@@ -3,6 +3,7 @@ a replay in one atomic step, later pages as the client takes them (`pages.py`)."
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -20,16 +21,24 @@ class RedisHistory:
     """Reads the streams and sequence that `sse_publish` maintains."""
 
     def __init__(
-        self, client: redis.Redis, *, prefix: str, ttl: int, max_replay_bytes: int
+        self,
+        client: redis.Redis,
+        *,
+        prefix: str,
+        ttl: int,
+        max_replay_bytes: int,
+        in_flight: asyncio.Semaphore,
     ) -> None:
         self._client = client
+        self._in_flight = in_flight  # shared with the broker's publishes
         self._prefix = prefix
         self._ttl_ms = ttl * 1000
         self._max_replay_bytes = max_replay_bytes
 
     async def head(self) -> EventId | None:
         """The newest id published so far."""
-        ms, seq = await self._client.hmget(self._prefix + "meta", ["ms", "seq"])
+        async with self._in_flight:
+            ms, seq = await self._client.hmget(self._prefix + "meta", ["ms", "seq"])
         return None if ms is None or seq is None else EventId(int(ms), int(seq))
 
     async def snapshot(self, channels: Sequence[str], start: Start) -> Snapshot:
@@ -65,9 +74,9 @@ class RedisHistory:
     async def page(self, request: PageRequest) -> PageRead:
         """One later page of a replay."""
         try:
-            reply = await self._client.fcall_ro(
-                FUNCTION, len(request.channels), *request.args(self._prefix)
-            )
+            async with self._in_flight:
+                keys = len(request.channels)
+                reply = await self._client.fcall_ro(FUNCTION, keys, *request.args(self._prefix))
         except LINK_ERRORS as exc:
             raise BrokerUnavailable(f"redis unavailable: {exc}") from exc
         return PageRead.parse(request, reply)
@@ -75,7 +84,7 @@ class RedisHistory:
     async def read(self, positions: Mapping[str, str]) -> Snapshot:
         """The sequence's head and each channel's entries after its position, atomically
         (a node catching up: bounded by the channels' retention, not paged)."""
-        async with self._client.pipeline(transaction=True) as pipe:
+        async with self._in_flight, self._client.pipeline(transaction=True) as pipe:
             self._queue_sequence(pipe)
             for channel, after in positions.items():
                 key = f"{self._prefix}history:{channel}"
@@ -94,7 +103,7 @@ class RedisHistory:
 
     async def _transaction(self, channels: Sequence[str], request: PageRequest | None) -> list[Any]:
         # One MULTI/EXEC: the head and the page, so neither can miss a concurrent publish.
-        async with self._client.pipeline(transaction=True) as pipe:
+        async with self._in_flight, self._client.pipeline(transaction=True) as pipe:
             self._queue_sequence(pipe)
             for channel in channels:
                 pipe.exists(f"{self._prefix}history:{channel}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -17,6 +18,8 @@ from ..sse import encode_event, encode_retry
 from ..state import BROKER, HUB, METRICS, SETTINGS
 from .handoff import StreamSocket, hand_off
 from .stream import Stream
+
+log = logging.getLogger(__name__)
 
 REPLAY_PIECE = 1 << 16  # bytes of a replay written at a time
 STREAM_HEADERS = {
@@ -92,9 +95,10 @@ class EventStreamResponse(web.StreamResponse):
                 )
         except ConnectionResetError:
             transport.abort()
-        except BrokerUnavailable:
+        except BrokerUnavailable as exc:
             # The rest of the replay is out of reach: the client comes back with the id of
             # the last message it got, and resumes from there.
+            log.warning("a replay was cut short, its client will resume: %s", exc)
             stream.close("unavailable")
             transport.abort()
         finally:

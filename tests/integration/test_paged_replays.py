@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import orjson
@@ -56,3 +57,15 @@ async def test_a_redis_that_lost_the_function_library_gets_it_again(
         await client.function_flush()
     replay: Replay = await broker.replay(["a"], Start.resume(ids[0]))
     assert [m.id for _, m in replay.messages] == ids[1:]
+
+
+async def test_more_concurrent_reads_than_the_pool_holds_wait_their_turn(
+    broker: RedisBroker,
+) -> None:
+    # redis-py's pool opens at most 100 connections and refuses the 101st.
+    ids = await broker.publish([Publication(f"c{n}", "x") for n in range(150)])
+    replays = await asyncio.gather(
+        *(broker.replay([f"c{n}", "other"], Start.resume(ids[0])) for n in range(150))
+    )
+    assert all(r.resets == {} for r in replays), "none was told history is unavailable"
+    assert [m.id for r in replays[1:] for _, m in r.messages] == ids[1:]
