@@ -47,7 +47,7 @@ class Topology:
 
     async def lose_the_tail_and_kill(self) -> None:
         """Cut replication, let the primary take publishes nobody replicates, kill it."""
-        primary = primary_of(self.group)
+        primary = await primary_of(self.group)
         if primary is self.group.primary:  # the first failover: the links lead to it
             seq = int(primary.cli("HGET", "sse:meta", "seq"))
             for link in self.links:
@@ -104,9 +104,18 @@ async def publish(session: aiohttp.ClientSession, nodes: list[Node], n: int) -> 
     raise AssertionError("unreachable")
 
 
-def primary_of(group: SentinelGroup) -> RedisServer:
-    port = group.master_port()
-    return next(s for s in (group.primary, *group.replicas) if s.port == port)
+async def primary_of(group: SentinelGroup) -> RedisServer:
+    """The live server that is primary now. (Asking a Sentinel could name the one killed
+    by the last failover: Sentinels learn of a promotion one after another.)"""
+    found: list[RedisServer] = []
+
+    async def one() -> bool:
+        alive = [s for s in (group.primary, *group.replicas) if s.process.poll() is None]  # type: ignore[union-attr]
+        found[:] = [s for s in alive if s.cli("ROLE").startswith("master")]
+        return len(found) == 1
+
+    await eventually(one, 30, "one primary")
+    return found[0]
 
 
 def kill(server: RedisServer) -> None:
