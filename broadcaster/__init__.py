@@ -2,10 +2,8 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .app import create_app
-from .message import Message
-from .publication import Publication
-from .publishing import (
+from broadcaster.app import create_app
+from broadcaster.client import (
     AsyncPublisher,
     HttpPublisher,
     Publisher,
@@ -15,7 +13,9 @@ from .publishing import (
     SyncPublisher,
     SyncRedisPublisher,
 )
-from .settings import Settings
+from broadcaster.core.message import Message
+from broadcaster.core.publication import Publication
+from broadcaster.settings import Settings
 
 try:
     __version__ = version("sse-broadcaster")

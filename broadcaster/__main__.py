@@ -1,5 +1,5 @@
 """`python -m broadcaster`."""
 
-from .cli import main
+from broadcaster.cli import main
 
 main()

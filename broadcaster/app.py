@@ -6,19 +6,18 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from . import demo, http_publish, probes
-from .auth import Authenticator
-from .bodies import UPLOADS, Uploads
-from .broker import Broker
-from .cors import add_cors_headers, preflight
-from .hub import Hub
-from .limits import ConnectionLimiter, parse_networks
-from .memory import MemoryBroker
-from .metrics import Counts, Metrics
-from .redis import RedisBroker
-from .redis.library import library_options
-from .settings import Settings
-from .state import (
+from broadcaster import demo, http_publish, probes
+from broadcaster.auth import Authenticator
+from broadcaster.bodies import UPLOADS, Uploads
+from broadcaster.brokers.memory import MemoryBroker
+from broadcaster.brokers.protocol import Broker
+from broadcaster.brokers.redis import RedisBroker
+from broadcaster.core.metrics import Counts, Metrics
+from broadcaster.cors import add_cors_headers, preflight
+from broadcaster.delivery.hub import Hub
+from broadcaster.limits import ConnectionLimiter, parse_networks
+from broadcaster.settings import Settings
+from broadcaster.state import (
     AUTH,
     BROKER,
     EXPOSITION,
@@ -30,7 +29,7 @@ from .state import (
     TRUSTED_PROXIES,
     NodeState,
 )
-from .streaming import endpoint
+from broadcaster.streaming import endpoint
 
 
 def make_broker(settings: Settings, counts: Counts | None = None) -> Broker:
@@ -46,7 +45,7 @@ def make_broker(settings: Settings, counts: Counts | None = None) -> Broker:
         settings.redis_url,
         counts=counts,
         max_replay_bytes=settings.max_replay_bytes,
-        **library_options(settings),
+        **settings.library_options(),
     )
 
 

@@ -9,9 +9,9 @@ from collections import Counter
 
 from aiohttp import web
 
-from .limits import client_ip
-from .replies import Refused
-from .state import SETTINGS, TRUSTED_PROXIES
+from broadcaster.limits import client_ip
+from broadcaster.replies import Refused
+from broadcaster.state import SETTINGS, TRUSTED_PROXIES
 
 UPLOADS_PER_ADDRESS = 32  # request bodies one client address may be sending at once
 

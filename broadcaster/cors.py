@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from .state import SETTINGS
+from broadcaster.state import SETTINGS
 
 ALLOWED_HEADERS = "Authorization, Content-Type, Last-Event-ID"
 

@@ -12,15 +12,15 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from .app import create_app
-from .header_timeout import HeaderTimeout
-from .logs import access_log_options
-from .ports import cannot_listen
-from .redis.client import redacted
-from .settings import Settings
-from .state import EXPOSITION, HUB, METRICS, STATE
-from .workers.metrics import WorkerMetrics
-from .workers.slot import WorkerSlot
+from broadcaster.app import create_app
+from broadcaster.brokers.redis.client import redacted
+from broadcaster.header_timeout import HeaderTimeout
+from broadcaster.logs import access_log_options
+from broadcaster.ports import cannot_listen
+from broadcaster.settings import Settings
+from broadcaster.state import EXPOSITION, HUB, METRICS, STATE
+from broadcaster.workers.metrics import WorkerMetrics
+from broadcaster.workers.slot import WorkerSlot
 
 log = logging.getLogger(__name__)
 

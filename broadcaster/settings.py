@@ -8,14 +8,14 @@ import re
 import socket
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from .auth import load_public_key
-from .limits import parse_networks
-from .redis.client import check_url
+from broadcaster.auth import load_public_key
+from broadcaster.brokers.redis.client import check_url
+from broadcaster.limits import parse_networks
 
 _TOKEN = re.compile(r"[!-~]+")
 
@@ -66,6 +66,18 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: Literal["plain", "json"] = "plain"
     access_log: Literal["on", "off", "all"] = "on"
+
+    def library_options(self) -> dict[str, Any]:
+        """The function library's settings, as `RedisBroker` and the Redis publishers take
+        them: one place for the node, `broadcaster publish` and the demo producer."""
+        return {
+            "prefix": self.channel_prefix,
+            "history_maxlen": self.history_maxlen,
+            "history_ttl": self.history_ttl,
+            "idempotency_window": self.idempotency_window,
+            "replicas": self.publish_replicas,
+            "replica_timeout": self.publish_replica_timeout,
+        }
 
     @field_validator("trusted_proxies", "cors_origins", mode="before")
     @classmethod

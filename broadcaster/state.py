@@ -7,12 +7,12 @@ from typing import Protocol
 
 from aiohttp import web
 
-from .auth import Authenticator
-from .broker import Broker
-from .hub import Hub
-from .limits import ConnectionLimiter, IPNetwork
-from .metrics import Metrics
-from .settings import Settings
+from broadcaster.auth import Authenticator
+from broadcaster.brokers.protocol import Broker
+from broadcaster.core.metrics import Metrics
+from broadcaster.delivery.hub import Hub
+from broadcaster.limits import ConnectionLimiter, IPNetwork
+from broadcaster.settings import Settings
 
 
 class Exposition(Protocol):

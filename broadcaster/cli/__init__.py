@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from .. import __version__
-from . import cluster, node, publish, subscribe
-from .options import load_settings
+from broadcaster import __version__
+from broadcaster.cli import cluster, node, publish, subscribe
+from broadcaster.cli.options import load_settings
 
 __all__ = ["load_settings", "main"]
 

@@ -6,8 +6,8 @@ import argparse
 import sys
 from typing import Any
 
-from .. import cluster
-from ..configs import ConfigError
+import broadcaster.cluster.run as cluster
+from broadcaster.cluster.configs import ConfigError
 
 
 def add(commands: Any) -> None:

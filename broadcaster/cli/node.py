@@ -6,13 +6,13 @@ import argparse
 import sys
 from typing import Any
 
-from .. import logs
-from ..demo.producer import run_producer
-from ..ports import ListenError
-from ..runloop import run
-from ..server import serve
-from ..workers.supervisor import supervise
-from .options import SERVE_FLAGS, load_settings, warn_unknown_variables
+from broadcaster import logs
+from broadcaster.cli.options import SERVE_FLAGS, load_settings, warn_unknown_variables
+from broadcaster.demo.producer import run_producer
+from broadcaster.ports import ListenError
+from broadcaster.runloop import run
+from broadcaster.server import serve
+from broadcaster.workers.supervisor import supervise
 
 Commands = Any  # argparse's subparsers action
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..settings import Settings, setting_name, unknown_variables
+from broadcaster.settings import Settings, setting_name, unknown_variables
 
 log = logging.getLogger("broadcaster.settings")
 

@@ -11,11 +11,10 @@ from typing import Any, TextIO
 import httpx
 from redis.exceptions import RedisError
 
-from ..publishing import PublishError, SyncHttpPublisher, SyncPublisher, SyncRedisPublisher
-from ..redis.client import connect_sync
-from ..redis.library import library_options
-from ..settings import Settings
-from .options import load_settings
+from broadcaster.brokers.redis.client import connect_sync
+from broadcaster.cli.options import load_settings
+from broadcaster.client import PublishError, SyncHttpPublisher, SyncPublisher, SyncRedisPublisher
+from broadcaster.settings import Settings
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 
@@ -64,7 +63,7 @@ def _run(args: argparse.Namespace) -> None:
 def _publisher(settings: Settings, url: str | None) -> SyncPublisher:
     """Straight to Redis with a Redis URL (and no --url), else through a node."""
     if url is None and settings.redis_url is not None:
-        return SyncRedisPublisher(connect_sync(settings.redis_url), **library_options(settings))
+        return SyncRedisPublisher(connect_sync(settings.redis_url), **settings.library_options())
     token = settings.publish_token.get_secret_value() if settings.publish_token else ""
     return SyncHttpPublisher(url or DEFAULT_URL, token)
 

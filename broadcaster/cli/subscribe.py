@@ -11,7 +11,7 @@ import sys
 from types import FrameType
 from typing import Any
 
-from .. import subscriber
+from broadcaster.client import subscriber
 
 
 def add(commands: Any) -> None:

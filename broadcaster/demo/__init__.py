@@ -3,6 +3,6 @@
 `install` adds its routes to a node; `broadcaster demo` runs its producer.
 """
 
-from .routes import install
+from broadcaster.demo.routes import install
 
 __all__ = ["install"]

@@ -6,7 +6,7 @@ import asyncio
 import re
 from collections.abc import AsyncIterator
 
-from ..publishing import AsyncPublisher
+from broadcaster.client import AsyncPublisher
 
 _ANSWER = (
     "Here is a streamed answer to “{prompt}”. Each word you see arrived as its own "

@@ -10,12 +10,11 @@ import logging
 
 from redis.exceptions import RedisError
 
-from ..publishing import RedisPublisher
-from ..redis.client import connect
-from ..redis.library import library_options
-from ..settings import Settings
-from .answer import stream_answer
-from .queue import Job, JobQueue
+from broadcaster.brokers.redis.client import connect
+from broadcaster.client import RedisPublisher
+from broadcaster.demo.answer import stream_answer
+from broadcaster.demo.queue import Job, JobQueue
+from broadcaster.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +25,7 @@ async def run_producer(settings: Settings, redis_url: str) -> None:
     queue = JobQueue(
         client, settings.channel_prefix, settings.demo_queue_max, settings.demo_job_ttl
     )
-    publisher = RedisPublisher(client, **library_options(settings))
+    publisher = RedisPublisher(client, **settings.library_options())
     slots = asyncio.Semaphore(settings.demo_queue_max)
     running: set[asyncio.Task[None]] = set()
 

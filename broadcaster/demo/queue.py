@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 import orjson
 import redis.asyncio as redis
 
-from ..channels import check_channel
+from broadcaster.core.channels import check_channel
 
 # One step, so concurrent asks cannot push the list past its bound. The list itself
 # expires a job's lifetime after the last push: with no producer, it empties by itself.

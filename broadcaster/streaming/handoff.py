@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from .stream import Stream
+from broadcaster.delivery.stream import Stream
 
 
 class StreamSocket(asyncio.Protocol):

@@ -10,14 +10,14 @@ from collections.abc import Callable, Sequence
 import orjson
 from aiohttp import web
 
-from ..broker import BrokerUnavailable
-from ..history import Start
-from ..metrics import Counts
-from ..replay import Replay
-from ..sse import encode_event, encode_retry
-from ..state import BROKER, HUB, METRICS, SETTINGS
-from .handoff import StreamSocket, hand_off
-from .stream import Stream
+from broadcaster.brokers.protocol import BrokerUnavailable
+from broadcaster.core.history import Start
+from broadcaster.core.metrics import Counts
+from broadcaster.core.replay import Replay
+from broadcaster.core.sse import encode_event, encode_retry
+from broadcaster.delivery.stream import Stream
+from broadcaster.state import BROKER, HUB, METRICS, SETTINGS
+from broadcaster.streaming.handoff import StreamSocket, hand_off
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from ..metrics import Metrics
-from .slot import WorkerSlot
+from broadcaster.core.metrics import Metrics
+from broadcaster.workers.slot import WorkerSlot
 
 READ_TIMEOUT = 2.0
 

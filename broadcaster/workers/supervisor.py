@@ -17,12 +17,12 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from types import FrameType
 
-from .. import logs
-from ..ports import ListenError
-from ..runloop import run
-from ..server import serve
-from ..settings import Settings
-from .slot import WorkerSlot
+from broadcaster import logs
+from broadcaster.ports import ListenError
+from broadcaster.runloop import run
+from broadcaster.server import serve
+from broadcaster.settings import Settings
+from broadcaster.workers.slot import WorkerSlot
 
 log = logging.getLogger(__name__)
 

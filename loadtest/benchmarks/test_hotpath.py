@@ -11,12 +11,12 @@ from collections.abc import Iterator
 import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from broadcaster.hub import Hub
-from broadcaster.ids import EventId
-from broadcaster.memory import MemoryBroker
-from broadcaster.message import ENVELOPE_MARK, Message, unpack
-from broadcaster.sse import encode_event
-from broadcaster.streaming.stream import Stream
+from broadcaster.brokers.memory import MemoryBroker
+from broadcaster.core.ids import EventId
+from broadcaster.core.message import ENVELOPE_MARK, Message, unpack
+from broadcaster.core.sse import encode_event
+from broadcaster.delivery.hub import Hub
+from broadcaster.delivery.stream import Stream
 
 DATA = "x" * 100
 ENVELOPE = b"\n".join(

@@ -10,14 +10,14 @@ import orjson
 import pytest
 import redis.asyncio as redis
 
-from broadcaster.broker import IDEMPOTENCY_MAX_KEYS, Broker, KeyLimit
-from broadcaster.history import Start
-from broadcaster.ids import EventId
-from broadcaster.memory import MemoryBroker
-from broadcaster.message import Message
-from broadcaster.publication import Publication
-from broadcaster.redis import RedisBroker
-from broadcaster.replay import Replay
+from broadcaster.brokers.memory import MemoryBroker
+from broadcaster.brokers.protocol import IDEMPOTENCY_MAX_KEYS, Broker, KeyLimit
+from broadcaster.brokers.redis import RedisBroker
+from broadcaster.core.history import Start
+from broadcaster.core.ids import EventId
+from broadcaster.core.message import Message
+from broadcaster.core.publication import Publication
+from broadcaster.core.replay import Replay
 from tests.support.processes import RedisServer
 from tests.support.wait import wait_until
 

@@ -11,9 +11,9 @@ import aiohttp
 import pytest
 import redis.asyncio as redis
 
-from broadcaster.history import Start
-from broadcaster.ids import EventId
-from broadcaster.redis import RedisBroker
+from broadcaster.brokers.redis import RedisBroker
+from broadcaster.core.history import Start
+from broadcaster.core.ids import EventId
 from tests.support.client import Subscriber, subscribe
 from tests.support.processes import RedisServer
 from tests.support.sse import Event

@@ -9,8 +9,8 @@ import aiohttp
 import pytest
 import redis.asyncio as redis
 
-from broadcaster.ids import EventId
-from broadcaster.publishing import RedisPublisher
+from broadcaster.client import RedisPublisher
+from broadcaster.core.ids import EventId
 from tests.support.client import subscribe
 from tests.support.processes import RedisServer
 from tests.support.wait import eventually

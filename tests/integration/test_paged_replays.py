@@ -9,10 +9,10 @@ import orjson
 import pytest
 import redis.asyncio as redis
 
-from broadcaster.history import Start
-from broadcaster.publication import Publication
-from broadcaster.redis import RedisBroker
-from broadcaster.replay import Replay
+from broadcaster.brokers.redis import RedisBroker
+from broadcaster.core.history import Start
+from broadcaster.core.publication import Publication
+from broadcaster.core.replay import Replay
 from tests.support.processes import RedisServer
 
 KILOBYTE = "x" * 1000

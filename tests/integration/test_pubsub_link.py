@@ -10,11 +10,11 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from broadcaster.message import ENVELOPE_MARK, Message
-from broadcaster.metrics import Counts
-from broadcaster.redis import RedisBroker
-from broadcaster.redis.client import connect
-from broadcaster.redis.link import READ_SIZE, SILENT_CHECKS
+from broadcaster.brokers.redis import RedisBroker
+from broadcaster.brokers.redis.client import connect
+from broadcaster.brokers.redis.link import READ_SIZE, SILENT_CHECKS
+from broadcaster.core.message import ENVELOPE_MARK, Message
+from broadcaster.core.metrics import Counts
 from tests.support.processes import RedisServer
 from tests.support.wait import wait_until
 from tests.unit.test_message import envelope

@@ -10,7 +10,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from broadcaster.app import create_app
-from broadcaster.ids import EventId
+from broadcaster.core.ids import EventId
 from broadcaster.settings import Settings
 from broadcaster.state import STATE
 from tests.support.client import subscribe

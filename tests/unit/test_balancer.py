@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from broadcaster.certificate import write_self_signed
-from broadcaster.configs import (
+from broadcaster.cluster.certificate import write_self_signed
+from broadcaster.cluster.configs import (
     deploy_file,
     enable_tls,
     fit_files,

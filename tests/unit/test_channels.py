@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from broadcaster.channels import MAX_CHANNEL_LENGTH, check_channel
+from broadcaster.core.channels import MAX_CHANNEL_LENGTH, check_channel
 
 
 @pytest.mark.parametrize("name", ["news", "a-b_c.d:e", "user@42/feed=x", "x" * MAX_CHANNEL_LENGTH])

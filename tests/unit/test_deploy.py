@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from broadcaster.configs import deploy_file, render_nginx, render_prometheus
+from broadcaster.cluster.configs import deploy_file, render_nginx, render_prometheus
 from broadcaster.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from broadcaster.history import (
+from broadcaster.brokers.memory import MemoryBroker
+from broadcaster.core.history import (
     ChannelHistory,
     Entry,
     Gap,
@@ -14,11 +15,10 @@ from broadcaster.history import (
     Start,
     replay,
 )
-from broadcaster.ids import EventId
-from broadcaster.memory import MemoryBroker
-from broadcaster.message import Message
-from broadcaster.publication import Publication
-from broadcaster.replay import Replay
+from broadcaster.core.ids import EventId
+from broadcaster.core.message import Message
+from broadcaster.core.publication import Publication
+from broadcaster.core.replay import Replay
 
 HEAD = Head(EventId(5000, 50), epoch_ms=1000)
 

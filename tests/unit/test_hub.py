@@ -5,15 +5,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from broadcaster.history import Start
-from broadcaster.hub import Hub
-from broadcaster.ids import EventId
-from broadcaster.memory import MemoryBroker
-from broadcaster.message import Message
-from broadcaster.publication import Publication
-from broadcaster.replay import Replay
-from broadcaster.streaming.outbox import Outbox
-from broadcaster.streaming.stream import Stream
+from broadcaster.brokers.memory import MemoryBroker
+from broadcaster.core.history import Start
+from broadcaster.core.ids import EventId
+from broadcaster.core.message import Message
+from broadcaster.core.publication import Publication
+from broadcaster.core.replay import Replay
+from broadcaster.delivery.hub import Hub
+from broadcaster.delivery.outbox import Outbox
+from broadcaster.delivery.stream import Stream
 from tests.support.fakes import FakeTransport
 from tests.support.wait import wait_until
 

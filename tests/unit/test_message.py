@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from broadcaster.message import ENVELOPE_MARK, Message, plain, unpack
+from broadcaster.core.message import ENVELOPE_MARK, Message, plain, unpack
 
 
 def envelope(id_: str, prev: str, event: str, ms: str, data: str) -> bytes:

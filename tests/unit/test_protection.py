@@ -16,10 +16,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from broadcaster.app import create_app
-from broadcaster.broker import KEY_LIMIT_REASON, KeyLimit
+from broadcaster.brokers.memory import MemoryBroker
+from broadcaster.brokers.protocol import KEY_LIMIT_REASON, KeyLimit
 from broadcaster.cli import load_settings
-from broadcaster.memory import MemoryBroker
-from broadcaster.publication import Publication
+from broadcaster.core.publication import Publication
 from broadcaster.settings import Settings
 from broadcaster.state import HUB, METRICS
 from tests.support.client import subscribe

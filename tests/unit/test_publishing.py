@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator, Sequence
 import pytest
 
 from broadcaster import AsyncPublisher, Publication, SyncPublisher
-from broadcaster.publication import check_key, encode_data
-from broadcaster.redis.library import fcall_args
+from broadcaster.brokers.redis.library import fcall_args
+from broadcaster.core.publication import check_key, encode_data
 
 
 class Flaky(ConnectionError):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from broadcaster.redis.client import SentinelURL, check_url, redacted
+from broadcaster.brokers.redis.client import SentinelURL, check_url, redacted
 from broadcaster.settings import Settings
 
 

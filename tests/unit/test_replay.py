@@ -6,10 +6,10 @@ from collections.abc import AsyncIterator
 
 import orjson
 
-from broadcaster.history import ChannelHistory, Entry, Gap, Head, Snapshot, replay
-from broadcaster.ids import EventId
-from broadcaster.message import Message
-from broadcaster.replay import Page, Replay
+from broadcaster.core.history import ChannelHistory, Entry, Gap, Head, Snapshot, replay
+from broadcaster.core.ids import EventId
+from broadcaster.core.message import Message
+from broadcaster.core.replay import Page, Replay
 
 
 def item(seq: int, channel: str = "a") -> tuple[EventId, str, Message]:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 
-from broadcaster.history import ChannelHistory, Entry, Head, Snapshot
-from broadcaster.ids import EventId
-from broadcaster.message import Message
-from broadcaster.sequencer import Sequencer
+from broadcaster.brokers.redis.sequencer import Sequencer
+from broadcaster.core.history import ChannelHistory, Entry, Head, Snapshot
+from broadcaster.core.ids import EventId
+from broadcaster.core.message import Message
 from tests.support.wait import wait_until
 
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from broadcaster.sse import HEARTBEAT, encode_comment, encode_event, encode_retry
+from broadcaster.core.sse import HEARTBEAT, encode_comment, encode_event, encode_retry
 from tests.support.sse import Event, Parser, parse
 
 

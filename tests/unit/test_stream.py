@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from broadcaster.streaming.outbox import Outbox
-from broadcaster.streaming.stream import Stream
+from broadcaster.delivery.outbox import Outbox
+from broadcaster.delivery.stream import Stream
 from tests.support.fakes import FakeTransport
 from tests.support.wait import wait_until
 

@@ -1,4 +1,4 @@
-"""`broadcaster.subscriber.follow`, the engine of `broadcaster subscribe`, against
+"""`broadcaster.client.subscriber.follow`, the engine of `broadcaster subscribe`, against
 scripted and silent servers: the parser, the position, retries and refusals."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from itertools import islice
 import httpx
 import pytest
 
-from broadcaster.subscriber import Event, SubscribeError, follow
+from broadcaster.client.subscriber import Event, SubscribeError, follow
 
 
 def scripted(*answers: httpx.Response) -> tuple[httpx.Client, list[httpx.Request]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from broadcaster.metrics import Metrics
+from broadcaster.core.metrics import Metrics
 from broadcaster.workers.metrics import merged
 
 

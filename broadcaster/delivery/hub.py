@@ -7,13 +7,13 @@ import contextlib
 import math
 import random
 
-from .broker import Broker
-from .ids import EventId
-from .message import Message
-from .metrics import Metrics
-from .sse import encode_retry, jittered_retry
-from .streaming.outbox import Fanout, Outbox
-from .streaming.stream import Reason, Stream
+from broadcaster.brokers.protocol import Broker
+from broadcaster.core.ids import EventId
+from broadcaster.core.message import Message
+from broadcaster.core.metrics import Metrics
+from broadcaster.core.sse import encode_retry, jittered_retry
+from broadcaster.delivery.outbox import Fanout, Outbox
+from broadcaster.delivery.stream import Reason, Stream
 
 MAX_TICK = 1.0  # seconds between checks of expiries (a max age, a token's exp) at most
 EXPIRIES: tuple[Reason, ...] = ("max_age", "token_expired")

@@ -16,8 +16,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .certificate import write_self_signed
-from .configs import (
+from broadcaster.cluster.certificate import write_self_signed
+from broadcaster.cluster.configs import (
     SENTINEL_SERVICE,
     deploy_file,
     hard_file_limit,
@@ -25,7 +25,7 @@ from .configs import (
     render_prometheus,
     render_sentinel,
 )
-from .ports import holder, holders
+from broadcaster.ports import holder, holders
 
 INSTALL = {
     "redis-server": "sudo apt-get install redis-server",

@@ -8,8 +8,8 @@ from typing import Any
 
 import orjson
 
-from .channels import check_channel
-from .sse import check_field
+from broadcaster.core.channels import check_channel
+from broadcaster.core.sse import check_field
 
 Data = Any
 """Event data: `str`, `bytes` (UTF-8), or any JSON-serialisable value (sent as its JSON)."""

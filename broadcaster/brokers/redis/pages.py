@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..history import Entry
-from ..ids import EventId
-from ..message import Message
-from ..replay import PAGE_BYTES, Page, notice
+from broadcaster.core.history import Entry
+from broadcaster.core.ids import EventId
+from broadcaster.core.message import Message
+from broadcaster.core.replay import PAGE_BYTES, Page, notice
 
 FUNCTION = "sse_replay_page"
 FROM_OLDEST = "-"

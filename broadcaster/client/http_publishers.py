@@ -12,10 +12,10 @@ import aiohttp
 import httpx
 import orjson
 
-from ..publication import Publication
-from .asynchronous import AsyncPublisher
-from .errors import PublishError, Unavailable
-from .synchronous import SyncPublisher
+from broadcaster.client.asynchronous import AsyncPublisher
+from broadcaster.client.errors import PublishError, Unavailable
+from broadcaster.client.synchronous import SyncPublisher
+from broadcaster.core.publication import Publication
 
 UNAVAILABLE = (502, 503, 504)
 

@@ -14,10 +14,10 @@ from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Self
 
-from ..publication import Data, Publication
-from .asynchronous import MAX_PENDING
-from .items import Item, StreamShape, publications
-from .retries import KeyMaker, backoff
+from broadcaster.client.asynchronous import MAX_PENDING
+from broadcaster.client.items import Item, StreamShape, publications
+from broadcaster.client.retries import KeyMaker, backoff
+from broadcaster.core.publication import Data, Publication
 
 Deliver = Callable[[Sequence[Publication]], list[str]]
 

@@ -7,35 +7,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import redis
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
-from ..broker import IDEMPOTENCY_MAX_KEYS, KEY_LIMIT_REASON
-from ..publication import Publication
-
-if TYPE_CHECKING:
-    from ..settings import Settings
+from broadcaster.brokers.protocol import IDEMPOTENCY_MAX_KEYS, KEY_LIMIT_REASON
+from broadcaster.core.publication import Publication
 
 FUNCTION = "sse_publish"
 SEEN = "sse_seen"
 _SOURCE = resources.files(__package__).joinpath("library.lua").read_text("utf-8")
 _REPLAY_SOURCE = resources.files(__package__).joinpath("replay.lua").read_text("utf-8")
-
-
-def library_options(settings: Settings) -> dict[str, Any]:
-    """The settings of the function library, as `RedisBroker` and the Redis publishers
-    take them: one place for the node, `broadcaster publish` and the demo producer."""
-    return {
-        "prefix": settings.channel_prefix,
-        "history_maxlen": settings.history_maxlen,
-        "history_ttl": settings.history_ttl,
-        "idempotency_window": settings.idempotency_window,
-        "replicas": settings.publish_replicas,
-        "replica_timeout": settings.publish_replica_timeout,
-    }
 
 
 @dataclass(frozen=True, slots=True)

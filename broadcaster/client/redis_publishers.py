@@ -16,11 +16,11 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ..publication import Publication
-from ..redis.client import connect, connect_sync
-from ..redis.library import Library, NotReplicated
-from .asynchronous import AsyncPublisher
-from .synchronous import SyncPublisher
+from broadcaster.brokers.redis.client import connect, connect_sync
+from broadcaster.brokers.redis.library import Library, NotReplicated
+from broadcaster.client.asynchronous import AsyncPublisher
+from broadcaster.client.synchronous import SyncPublisher
+from broadcaster.core.publication import Publication
 
 RETRYABLE = (RedisConnectionError, RedisTimeoutError, NotReplicated, OSError)
 

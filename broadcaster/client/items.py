@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 import orjson
 
-from ..channels import check_channel
-from ..publication import Data, Publication, encode_data
-from ..sse import check_field
-from .errors import one_line
+from broadcaster.client.errors import one_line
+from broadcaster.core.channels import check_channel
+from broadcaster.core.publication import Data, Publication, encode_data
+from broadcaster.core.sse import check_field
 
 Item = Publication | tuple[str, Data] | tuple[str, Data, str | None]
 """A message for `publish_many`: a Publication, or (channel, data[, event])."""

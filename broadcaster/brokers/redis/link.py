@@ -21,7 +21,7 @@ from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ..message import DURABLE
+from broadcaster.core.message import DURABLE
 
 DURABLE_BYTE = ord(DURABLE)
 

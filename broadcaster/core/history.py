@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .ids import EventId
-from .message import Message
-from .replay import More, Replay, notice
+from broadcaster.core.ids import EventId
+from broadcaster.core.message import Message
+from broadcaster.core.replay import More, Replay, notice
 
 EARLIEST = "earliest"
 """The Last-Event-ID (or `lastEventId`) that asks for everything still retained."""

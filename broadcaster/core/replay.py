@@ -9,9 +9,9 @@ from itertools import islice
 
 import orjson
 
-from .ids import EventId
-from .message import Message
-from .sse import encode_position
+from broadcaster.core.ids import EventId
+from broadcaster.core.message import Message
+from broadcaster.core.sse import encode_position
 
 PAGE_BYTES = 1 << 17
 """About how many bytes of frames a replay reads and holds at a time."""

@@ -20,19 +20,19 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ResponseError
 
-from ..broker import KEY_LIMIT_REASON, BrokerUnavailable, Deliver, KeyLimit
-from ..history import Start, begin
-from ..ids import EventId
-from ..message import Message, plain, unpack
-from ..metrics import Counts
-from ..publication import Publication
-from ..replay import Replay
-from ..sequencer import Sequencer
-from .client import IN_FLIGHT, LINK_ERRORS, connect
-from .history import RedisHistory
-from .library import Library, NotReplicated, missing
-from .link import PubSubLink
-from .replays import SharedReplays
+from broadcaster.brokers.protocol import KEY_LIMIT_REASON, BrokerUnavailable, Deliver, KeyLimit
+from broadcaster.brokers.redis.client import IN_FLIGHT, LINK_ERRORS, connect
+from broadcaster.brokers.redis.history import RedisHistory
+from broadcaster.brokers.redis.library import Library, NotReplicated, missing
+from broadcaster.brokers.redis.link import PubSubLink
+from broadcaster.brokers.redis.replays import SharedReplays
+from broadcaster.brokers.redis.sequencer import Sequencer
+from broadcaster.core.history import Start, begin
+from broadcaster.core.ids import EventId
+from broadcaster.core.message import Message, plain, unpack
+from broadcaster.core.metrics import Counts
+from broadcaster.core.publication import Publication
+from broadcaster.core.replay import Replay
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ time), `history.py` (atomic history reads), `link.py` (the pub/sub link's protoc
 backfill).
 """
 
-from .broker import RedisBroker
-from .client import LINK_ERRORS, connect, connect_sync
-from .library import Library
+from broadcaster.brokers.redis.broker import RedisBroker
+from broadcaster.brokers.redis.client import LINK_ERRORS, connect, connect_sync
+from broadcaster.brokers.redis.library import Library
 
 __all__ = ["LINK_ERRORS", "Library", "RedisBroker", "connect", "connect_sync"]

@@ -10,11 +10,11 @@ from dataclasses import replace
 from functools import partial
 from typing import Protocol, TypeVar
 
-from .broker import Deliver
-from .history import Snapshot, replay
-from .ids import EventId
-from .message import Message
-from .replay import Replay
+from broadcaster.brokers.protocol import Deliver
+from broadcaster.core.history import Snapshot, replay
+from broadcaster.core.ids import EventId
+from broadcaster.core.message import Message
+from broadcaster.core.replay import Replay
 
 log = logging.getLogger(__name__)
 

@@ -7,9 +7,9 @@ import math
 from collections.abc import Sequence
 from typing import Literal
 
-from ..ids import EventId
-from ..sse import HEARTBEAT
-from .outbox import Outbox
+from broadcaster.core.ids import EventId
+from broadcaster.core.sse import HEARTBEAT
+from broadcaster.delivery.outbox import Outbox
 
 Reason = Literal["shutdown", "max_age", "token_expired", "slow", "gone", "unavailable"]
 """Why a stream ended: the node is stopping, the stream reached its age or its token's,

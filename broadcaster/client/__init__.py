@@ -4,12 +4,12 @@ Every publisher has `publish`, `publish_many` and `stream`, and retries connecti
 errors and timeouts with idempotency keys, so a retry never publishes twice.
 """
 
-from .asynchronous import AsyncPublisher
-from .errors import PublishError
-from .http_publishers import HttpPublisher, SyncHttpPublisher
-from .items import Item
-from .redis_publishers import RedisPublisher, SyncRedisPublisher
-from .synchronous import SyncPublisher
+from broadcaster.client.asynchronous import AsyncPublisher
+from broadcaster.client.errors import PublishError
+from broadcaster.client.http_publishers import HttpPublisher, SyncHttpPublisher
+from broadcaster.client.items import Item
+from broadcaster.client.redis_publishers import RedisPublisher, SyncRedisPublisher
+from broadcaster.client.synchronous import SyncPublisher
 
 Publisher = AsyncPublisher
 

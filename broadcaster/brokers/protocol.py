@@ -6,10 +6,10 @@ import asyncio
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from .history import Start
-from .message import Message
-from .publication import Publication
-from .replay import Replay
+from broadcaster.core.history import Start
+from broadcaster.core.message import Message
+from broadcaster.core.publication import Publication
+from broadcaster.core.replay import Replay
 
 Deliver = Callable[[str, Message], None]
 """Called by a broker, on the event loop, for every message on a subscribed channel."""

@@ -7,12 +7,12 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Sequence
 
-from .broker import IDEMPOTENCY_MAX_KEYS, KEY_LIMIT_REASON, Deliver, KeyLimit
-from .history import ChannelHistory, Entry, Head, Snapshot, Start, begin
-from .ids import EventId
-from .message import Message
-from .publication import Publication
-from .replay import Replay
+from broadcaster.brokers.protocol import IDEMPOTENCY_MAX_KEYS, KEY_LIMIT_REASON, Deliver, KeyLimit
+from broadcaster.core.history import ChannelHistory, Entry, Head, Snapshot, Start, begin
+from broadcaster.core.ids import EventId
+from broadcaster.core.message import Message
+from broadcaster.core.publication import Publication
+from broadcaster.core.replay import Replay
 
 SHARED_REPLAY_MS = 100
 MAX_SHARED_REPLAYS = 1024

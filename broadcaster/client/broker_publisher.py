@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..broker import Broker
-from ..publication import Publication
-from .asynchronous import AsyncPublisher
+from broadcaster.brokers.protocol import Broker
+from broadcaster.client.asynchronous import AsyncPublisher
+from broadcaster.core.publication import Publication
 
 
 class BrokerPublisher(AsyncPublisher):

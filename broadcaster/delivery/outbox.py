@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from ..metrics import Counts
+from broadcaster.core.metrics import Counts
 
 if TYPE_CHECKING:
-    from .stream import Stream
+    from broadcaster.delivery.stream import Stream
 
 # Flushing may take at most about four fifths of the loop's time: when events come back
 # sooner after a flush than a quarter of what that flush took, the next flush waits out

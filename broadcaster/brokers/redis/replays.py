@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 
-from ..history import Start
-from ..replay import Replay
+from broadcaster.core.history import Start
+from broadcaster.core.replay import Replay
 
 Flight = tuple[tuple[str, ...], Start]  # one shared history read: channels and start
 Read = Callable[[list[str], Start], Awaitable[Replay]]

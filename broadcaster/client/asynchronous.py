@@ -9,9 +9,9 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, I
 from types import TracebackType
 from typing import Self
 
-from ..publication import Data, Publication
-from .items import Item, StreamShape, publications
-from .retries import KeyMaker, backoff
+from broadcaster.client.items import Item, StreamShape, publications
+from broadcaster.client.retries import KeyMaker, backoff
+from broadcaster.core.publication import Data, Publication
 
 Deliver = Callable[[Sequence[Publication]], Awaitable[list[str]]]
 MAX_PENDING = 1000  # chunks a stream buffers before it waits for the sender

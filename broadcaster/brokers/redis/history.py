@@ -10,11 +10,18 @@ from typing import Any
 import redis.asyncio as redis
 from redis.asyncio.client import Pipeline
 
-from ..broker import BrokerUnavailable
-from ..history import ChannelHistory, Entry, Gap, Head, Snapshot, Start
-from ..ids import EventId
-from .client import LINK_ERRORS
-from .pages import FROM_OLDEST, FUNCTION, PageRead, PageRequest, RedisPages, entry_of
+from broadcaster.brokers.protocol import BrokerUnavailable
+from broadcaster.brokers.redis.client import LINK_ERRORS
+from broadcaster.brokers.redis.pages import (
+    FROM_OLDEST,
+    FUNCTION,
+    PageRead,
+    PageRequest,
+    RedisPages,
+    entry_of,
+)
+from broadcaster.core.history import ChannelHistory, Entry, Gap, Head, Snapshot, Start
+from broadcaster.core.ids import EventId
 
 
 class RedisHistory:

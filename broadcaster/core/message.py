@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from .ids import EventId
-from .metrics import MalformedReason
-from .sse import check_field, encode_event
+from broadcaster.core.ids import EventId
+from broadcaster.core.metrics import MalformedReason
+from broadcaster.core.sse import check_field, encode_event
 
 # `sse_publish` (library.lua) publishes "<mark>\n<id>\n<prev>\n<event>\n<ms>\n<data>" to
 # the channel's durable pub/sub channel, `<prefix>#<channel>`. The plain one,

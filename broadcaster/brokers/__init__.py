@@ -1,0 +1,1 @@
+"""The brokers: the `Broker` protocol, the embedded one (`memory.py`) and Redis (`redis/`)."""

@@ -1,0 +1,52 @@
+"""The packages are layers: each imports only from the layers below it (docs/architecture.md).
+
+Every `import` counts, those under TYPE_CHECKING too: a type is a dependency.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import broadcaster
+
+ROOT = Path(broadcaster.__file__).parent
+ALLOWED = {  # layer -> what its modules may import from broadcaster
+    "core": {"core"},
+    "brokers": {"core", "brokers"},
+    "delivery": {"core", "brokers.protocol", "delivery"},
+    "client": {"core", "brokers", "client"},
+}
+
+
+def imports(path: Path) -> set[str]:
+    """The broadcaster modules `path` imports (all its imports are absolute)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            assert node.level == 0, f"{path}: a relative import"
+            names = [node.module or ""]
+        elif isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        else:
+            continue
+        found |= {n.removeprefix("broadcaster.") for n in names if n.startswith("broadcaster.")}
+    return found
+
+
+def test_each_layer_imports_only_from_the_layers_below_it() -> None:
+    wrong = []
+    for layer, allowed in ALLOWED.items():
+        for path in sorted((ROOT / layer).rglob("*.py")):
+            for module in imports(path):
+                if not any(module == a or module.startswith(a + ".") for a in allowed):
+                    wrong.append(f"{path.relative_to(ROOT)} imports broadcaster.{module}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_layers_import_nothing_of_the_node_demo_or_tools() -> None:
+    # (The same rule from the other side: a layer may not reach up for a helper.)
+    upper = {"app", "server", "settings", "state", "demo", "cli", "cluster", "streaming"}
+    for layer in ALLOWED:
+        for path in (ROOT / layer).rglob("*.py"):
+            assert not {m.split(".")[0] for m in imports(path)} & upper, path
