@@ -2,7 +2,10 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from broadcaster.app import create_app
+from aiohttp import web
+
+from broadcaster import demo
+from broadcaster.brokers.protocol import Broker
 from broadcaster.client import (
     AsyncPublisher,
     HttpPublisher,
@@ -15,7 +18,19 @@ from broadcaster.client import (
 )
 from broadcaster.core.message import Message
 from broadcaster.core.publication import Publication
-from broadcaster.settings import Settings
+from broadcaster.node import app
+from broadcaster.node.settings import Settings
+
+PARTS: tuple[app.Part, ...] = (demo.install,)
+"""The optional parts of a node as `broadcaster serve` runs it: the demo (as
+BROADCASTER_DEMO says)."""
+
+
+def create_app(settings: Settings, broker: Broker | None = None) -> web.Application:
+    """A node's application, as `broadcaster serve` runs it (with every part in PARTS);
+    `broker` overrides the one the settings choose."""
+    return app.create_app(settings, broker, parts=PARTS)
+
 
 try:
     __version__ = version("sse-broadcaster")

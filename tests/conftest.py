@@ -13,8 +13,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from broadcaster.app import create_app
-from broadcaster.settings import Settings
+from broadcaster import create_app
+from broadcaster.node.settings import Settings
 from tests.support.processes import Node, RedisServer
 
 ROOT = Path(__file__).resolve().parents[1]

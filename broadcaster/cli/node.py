@@ -6,13 +6,14 @@ import argparse
 import sys
 from typing import Any
 
-from broadcaster import logs
+from broadcaster import PARTS
 from broadcaster.cli.options import SERVE_FLAGS, load_settings, warn_unknown_variables
 from broadcaster.demo.producer import run_producer
-from broadcaster.ports import ListenError
-from broadcaster.runloop import run
-from broadcaster.server import serve
-from broadcaster.workers.supervisor import supervise
+from broadcaster.node import logs
+from broadcaster.node.ports import ListenError
+from broadcaster.node.runloop import run
+from broadcaster.node.server import serve
+from broadcaster.node.workers.supervisor import supervise
 
 Commands = Any  # argparse's subparsers action
 
@@ -40,9 +41,9 @@ def _serve(args: argparse.Namespace) -> None:
     warn_unknown_variables()
     try:
         if settings.workers > 1:
-            supervise(settings)
+            supervise(settings, PARTS)
         else:
-            run(serve(settings))
+            run(serve(settings, parts=PARTS))
     except ListenError as exc:
         sys.exit(f"broadcaster: {exc}")
 

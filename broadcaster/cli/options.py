@@ -9,9 +9,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from broadcaster.settings import Settings, setting_name, unknown_variables
+from broadcaster.node.settings import Settings, setting_name, unknown_variables
 
-log = logging.getLogger("broadcaster.settings")
+log = logging.getLogger("broadcaster.node.settings")
 
 # `serve` flags: each overrides the BROADCASTER_ variable of the same name.
 SERVE_FLAGS: dict[str, tuple[type, str]] = {

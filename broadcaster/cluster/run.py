@@ -25,7 +25,7 @@ from broadcaster.cluster.configs import (
     render_prometheus,
     render_sentinel,
 )
-from broadcaster.ports import holder, holders
+from broadcaster.node.ports import holder, holders
 
 INSTALL = {
     "redis-server": "sudo apt-get install redis-server",

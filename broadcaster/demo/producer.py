@@ -14,7 +14,7 @@ from broadcaster.brokers.redis.client import connect
 from broadcaster.client import RedisPublisher
 from broadcaster.demo.answer import stream_answer
 from broadcaster.demo.queue import Job, JobQueue
-from broadcaster.settings import Settings
+from broadcaster.node.settings import Settings
 
 log = logging.getLogger(__name__)
 

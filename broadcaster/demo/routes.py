@@ -16,18 +16,18 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from redis.exceptions import RedisError
 
-from broadcaster.auth import reaches, require
-from broadcaster.bodies import read_body
 from broadcaster.brokers.redis.client import connect
 from broadcaster.client.broker_publisher import BrokerPublisher
 from broadcaster.core.channels import check_channel
 from broadcaster.demo import stats
 from broadcaster.demo.answer import stream_answer
 from broadcaster.demo.queue import JobQueue, QueueFull
-from broadcaster.limits import RateLimiter, client_ip
-from broadcaster.replies import Refused, error, invalid_reason
-from broadcaster.settings import Settings
-from broadcaster.state import AUTH, BROKER, HUB, METRICS, SETTINGS, TRUSTED_PROXIES
+from broadcaster.node.auth import reaches, require
+from broadcaster.node.bodies import read_body
+from broadcaster.node.limits import RateLimiter, client_ip
+from broadcaster.node.replies import Refused, error, invalid_reason
+from broadcaster.node.settings import Settings
+from broadcaster.node.state import AUTH, BROKER, HUB, METRICS, SETTINGS, TRUSTED_PROXIES
 
 MAX_QUESTION_BYTES = 4096
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from broadcaster.bodies import UPLOADS_PER_ADDRESS
+from broadcaster.node.bodies import UPLOADS_PER_ADDRESS
 from tests.support.processes import Node
 from tests.support.tokens import SECRET, token
 from tests.support.wait import wait_until

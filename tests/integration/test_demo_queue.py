@@ -15,7 +15,7 @@ import redis.asyncio as redis
 from broadcaster.demo.answer import simulated_answer, tokens
 from broadcaster.demo.producer import run_producer
 from broadcaster.demo.queue import Job
-from broadcaster.settings import Settings
+from broadcaster.node.settings import Settings
 from tests.support.processes import RedisServer
 from tests.support.wait import eventually
 

@@ -21,9 +21,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from aiohttp.web_protocol import RequestHandler
 
-from broadcaster.app import create_app
-from broadcaster.settings import Settings
-from broadcaster.state import HUB
+from broadcaster import create_app
+from broadcaster.node.settings import Settings
+from broadcaster.node.state import HUB
 from tests.support.wait import wait_until
 
 PUBLISH = {"Authorization": "Bearer s3cret"}

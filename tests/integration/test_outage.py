@@ -11,8 +11,8 @@ import pytest
 from aiohttp.test_utils import TestServer
 from redis.asyncio import Redis
 
-from broadcaster.app import create_app
-from broadcaster.settings import Settings
+from broadcaster import create_app
+from broadcaster.node.settings import Settings
 from tests.support.client import subscribe
 from tests.support.processes import RedisServer
 from tests.support.sse import Event

@@ -9,10 +9,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from broadcaster.app import create_app
+from broadcaster import create_app
 from broadcaster.core.ids import EventId
-from broadcaster.settings import Settings
-from broadcaster.state import STATE
+from broadcaster.node.settings import Settings
+from broadcaster.node.state import STATE
 from tests.support.client import subscribe
 from tests.support.sse import Event
 from tests.support.wait import wait_until

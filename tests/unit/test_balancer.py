@@ -22,7 +22,7 @@ from broadcaster.cluster.configs import (
     hard_file_limit,
     render_nginx,
 )
-from broadcaster.settings import Settings
+from broadcaster.node.settings import Settings
 from tests.support.processes import free_port, wait_port
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,10 +10,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from broadcaster.app import create_app
+from broadcaster import create_app
 from broadcaster.demo.answer import simulated_answer, tokens
 from broadcaster.demo.routes import DEMO
-from broadcaster.settings import Settings
+from broadcaster.node.settings import Settings
 from tests.support.client import subscribe
 from tests.support.tokens import SECRET, token
 

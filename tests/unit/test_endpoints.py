@@ -12,8 +12,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from broadcaster.app import create_app
-from broadcaster.settings import Settings
+from broadcaster import create_app
+from broadcaster.node.settings import Settings
 from tests.support.tokens import SECRET, token
 
 Client = TestClient[web.Request, web.Application]

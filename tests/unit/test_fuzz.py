@@ -12,8 +12,8 @@ from aiohttp.test_utils import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from broadcaster.app import create_app
-from broadcaster.settings import Settings
+from broadcaster import create_app
+from broadcaster.node.settings import Settings
 
 Client = TestClient[web.Request, web.Application]
 MakeClient = Callable[..., Awaitable[Client]]

@@ -6,7 +6,7 @@ import logging
 
 from aiohttp.http_exceptions import BadHttpMessage
 
-from broadcaster.logs import MalformedRequests, RedactTokens
+from broadcaster.node.logs import MalformedRequests, RedactTokens
 
 
 def record(message: str, failure: BaseException | None = None) -> logging.LogRecord:

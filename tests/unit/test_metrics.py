@@ -8,8 +8,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from broadcaster.app import create_app
-from broadcaster.settings import Settings
+from broadcaster import create_app
+from broadcaster.node.settings import Settings
 from tests.support.client import subscribe
 from tests.support.wait import eventually
 

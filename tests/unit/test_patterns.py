@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from broadcaster.auth import matches, reaches
+from broadcaster.node.auth import matches, reaches
 
 ALPHABET = "ab.*"
 

@@ -15,13 +15,13 @@ from aiohttp.test_utils import TestClient
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from broadcaster.app import create_app
+from broadcaster import create_app
 from broadcaster.brokers.memory import MemoryBroker
 from broadcaster.brokers.protocol import KEY_LIMIT_REASON, KeyLimit
 from broadcaster.cli import load_settings
 from broadcaster.core.publication import Publication
-from broadcaster.settings import Settings
-from broadcaster.state import HUB, METRICS
+from broadcaster.node.settings import Settings
+from broadcaster.node.state import HUB, METRICS
 from tests.support.client import subscribe
 from tests.support.sse import Event
 from tests.support.tokens import SECRET, token

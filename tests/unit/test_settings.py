@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from broadcaster.cli import load_settings
-from broadcaster.settings import Settings, unknown_variables
+from broadcaster.node.settings import Settings, unknown_variables
 
 
 def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:

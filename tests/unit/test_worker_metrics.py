@@ -5,7 +5,7 @@ from __future__ import annotations
 from prometheus_client.parser import text_string_to_metric_families
 
 from broadcaster.core.metrics import Metrics
-from broadcaster.workers.metrics import merged
+from broadcaster.node.workers.metrics import merged
 
 
 def exposition(events: int, connections: float) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from broadcaster.state import SETTINGS
+from broadcaster.node.state import SETTINGS
 
 ALLOWED_HEADERS = "Authorization, Content-Type, Last-Event-ID"
 

@@ -9,15 +9,15 @@ from functools import partial
 
 from aiohttp import web
 
-from broadcaster.auth import AuthError, require
 from broadcaster.core.channels import check_channel
 from broadcaster.core.history import Start
 from broadcaster.core.metrics import RejectReason
 from broadcaster.core.sse import encode_comment, encode_retry, jittered_retry
-from broadcaster.limits import client_ip
-from broadcaster.replies import error
-from broadcaster.state import AUTH, BROKER, LIMITER, METRICS, SETTINGS, STATE, TRUSTED_PROXIES
-from broadcaster.streaming.response import STREAM_HEADERS, EventStreamResponse
+from broadcaster.node.auth import AuthError, require
+from broadcaster.node.events.response import STREAM_HEADERS, EventStreamResponse
+from broadcaster.node.limits import client_ip
+from broadcaster.node.replies import error
+from broadcaster.node.state import AUTH, BROKER, LIMITER, METRICS, SETTINGS, STATE, TRUSTED_PROXIES
 
 MAX_TAIL = 10_000
 _TAIL = re.compile(r"[0-9]{1,5}")

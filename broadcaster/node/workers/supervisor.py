@@ -12,23 +12,26 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from types import FrameType
 
-from broadcaster import logs
-from broadcaster.ports import ListenError
-from broadcaster.runloop import run
-from broadcaster.server import serve
-from broadcaster.settings import Settings
-from broadcaster.workers.slot import WorkerSlot
+from broadcaster.node import logs
+from broadcaster.node.app import Part
+from broadcaster.node.ports import ListenError
+from broadcaster.node.runloop import run
+from broadcaster.node.server import serve
+from broadcaster.node.settings import Settings
+from broadcaster.node.workers.slot import WorkerSlot
 
 log = logging.getLogger(__name__)
 
 
-def supervise(settings: Settings) -> None:
-    """Run `settings.workers` nodes on one port until SIGTERM or SIGINT, then drain them all.
+def supervise(settings: Settings, parts: Sequence[Part] = ()) -> None:
+    """Run `settings.workers` nodes (with `parts`) on one port until SIGTERM or SIGINT,
+    then drain them all.
 
     A worker that ends once it listened is started again. One that ends before (a port
     taken by another program, Redis refusing its password...) would fail again: then all
@@ -54,7 +57,9 @@ def supervise(settings: Settings) -> None:
             listening[index].close()
         listening[index], says = context.Pipe(duplex=False)
         slot = WorkerSlot(index, slots)
-        worker = context.Process(target=_work, args=(settings, slot, says), name=f"worker-{index}")
+        worker = context.Process(
+            target=_work, args=(settings, slot, says, tuple(parts)), name=f"worker-{index}"
+        )
         worker.start()
         says.close()  # the worker's end: once it is gone, a silent pipe reads as EOF
         return worker
@@ -111,12 +116,14 @@ def _drain(workers: list[BaseProcess], bound: float) -> None:
             worker.join()
 
 
-def _work(settings: Settings, slot: WorkerSlot, listening: Connection) -> None:
+def _work(
+    settings: Settings, slot: WorkerSlot, listening: Connection, parts: tuple[Part, ...]
+) -> None:
     """One worker process: a full node named `<node id>/<index>`."""
     mine = settings.model_copy(update={"node_id": f"{settings.node_id}/{slot.index}"})
     logs.configure(mine)
     try:
-        run(serve(mine, slot, lambda: listening.send(True)))
+        run(serve(mine, slot, lambda: listening.send(True), parts))
     except ListenError as exc:
         listening.send(str(exc))  # the parent says it, once for all workers
         sys.exit(1)

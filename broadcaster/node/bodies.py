@@ -9,9 +9,9 @@ from collections import Counter
 
 from aiohttp import web
 
-from broadcaster.limits import client_ip
-from broadcaster.replies import Refused
-from broadcaster.state import SETTINGS, TRUSTED_PROXIES
+from broadcaster.node.limits import client_ip
+from broadcaster.node.replies import Refused
+from broadcaster.node.state import SETTINGS, TRUSTED_PROXIES
 
 UPLOADS_PER_ADDRESS = 32  # request bodies one client address may be sending at once
 

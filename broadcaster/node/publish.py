@@ -8,14 +8,14 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, field_validator
 
-from broadcaster.auth import require
-from broadcaster.bodies import read_body
 from broadcaster.brokers.protocol import BrokerUnavailable, KeyLimit
 from broadcaster.core.channels import check_channel
 from broadcaster.core.publication import Publication, check_key, encode_data
 from broadcaster.core.sse import check_field
-from broadcaster.replies import Refused, invalid_reason
-from broadcaster.state import AUTH, BROKER, METRICS, SETTINGS
+from broadcaster.node.auth import require
+from broadcaster.node.bodies import read_body
+from broadcaster.node.replies import Refused, invalid_reason
+from broadcaster.node.state import AUTH, BROKER, METRICS, SETTINGS
 
 MAX_BATCH = 1000
 routes = web.RouteTableDef()

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from broadcaster.core.metrics import Metrics
-from broadcaster.workers.slot import WorkerSlot
+from broadcaster.node.workers.slot import WorkerSlot
 
 READ_TIMEOUT = 2.0
 

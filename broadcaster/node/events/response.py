@@ -16,8 +16,8 @@ from broadcaster.core.metrics import Counts
 from broadcaster.core.replay import Replay
 from broadcaster.core.sse import encode_event, encode_retry
 from broadcaster.delivery.stream import Stream
-from broadcaster.state import BROKER, HUB, METRICS, SETTINGS
-from broadcaster.streaming.handoff import StreamSocket, hand_off
+from broadcaster.node.events.handoff import StreamSocket, hand_off
+from broadcaster.node.state import BROKER, HUB, METRICS, SETTINGS
 
 log = logging.getLogger(__name__)
 

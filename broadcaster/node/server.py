@@ -8,19 +8,19 @@ import gc
 import logging
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from aiohttp import web
 
-from broadcaster.app import create_app
 from broadcaster.brokers.redis.client import redacted
-from broadcaster.header_timeout import HeaderTimeout
-from broadcaster.logs import access_log_options
-from broadcaster.ports import cannot_listen
-from broadcaster.settings import Settings
-from broadcaster.state import EXPOSITION, HUB, METRICS, STATE
-from broadcaster.workers.metrics import WorkerMetrics
-from broadcaster.workers.slot import WorkerSlot
+from broadcaster.node.app import Part, create_app
+from broadcaster.node.header_timeout import HeaderTimeout
+from broadcaster.node.logs import access_log_options
+from broadcaster.node.ports import cannot_listen
+from broadcaster.node.settings import Settings
+from broadcaster.node.state import EXPOSITION, HUB, METRICS, STATE
+from broadcaster.node.workers.metrics import WorkerMetrics
+from broadcaster.node.workers.slot import WorkerSlot
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +32,16 @@ async def serve(
     settings: Settings,
     slot: WorkerSlot | None = None,
     listening: Callable[[], None] | None = None,
+    parts: Sequence[Part] = (),
 ) -> None:
     """Serve a node until a stop signal; open streams end cleanly before exit. Raises
     `ListenError` when it cannot listen.
 
     As one of several workers (`slot`), it shares the port with its siblings and its
     `/metrics` shows theirs too. `listening` is called once it accepts connections.
+    `parts` are the node's optional parts (see `create_app`).
     """
-    app = create_app(settings)
+    app = create_app(settings, parts=parts)
     workers = None if slot is None else WorkerMetrics(app[METRICS], slot)
     if workers is not None:
         app[EXPOSITION] = workers.exposition

@@ -7,12 +7,12 @@ from typing import Protocol
 
 from aiohttp import web
 
-from broadcaster.auth import Authenticator
 from broadcaster.brokers.protocol import Broker
 from broadcaster.core.metrics import Metrics
 from broadcaster.delivery.hub import Hub
-from broadcaster.limits import ConnectionLimiter, IPNetwork
-from broadcaster.settings import Settings
+from broadcaster.node.auth import Authenticator
+from broadcaster.node.limits import ConnectionLimiter, IPNetwork
+from broadcaster.node.settings import Settings
 
 
 class Exposition(Protocol):

@@ -13,7 +13,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_log import AccessLogger
 
-from broadcaster.settings import Settings
+from broadcaster.node.settings import Settings
 
 
 class JsonFormatter(logging.Formatter):

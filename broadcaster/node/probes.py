@@ -5,8 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from broadcaster.replies import error
-from broadcaster.state import BROKER, EXPOSITION, STATE
+from broadcaster.node.replies import error
+from broadcaster.node.state import BROKER, EXPOSITION, STATE
 
 routes = web.RouteTableDef()
 

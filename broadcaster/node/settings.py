@@ -13,9 +13,9 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from broadcaster.auth import load_public_key
 from broadcaster.brokers.redis.client import check_url
-from broadcaster.limits import parse_networks
+from broadcaster.node.auth import load_public_key
+from broadcaster.node.limits import parse_networks
 
 _TOKEN = re.compile(r"[!-~]+")
 

@@ -11,7 +11,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from broadcaster.replies import Refused
+from broadcaster.node.replies import Refused
 
 COOKIE = "broadcaster_token"
 

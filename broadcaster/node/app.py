@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from aiohttp import web
 
-from broadcaster import demo, http_publish, probes
-from broadcaster.auth import Authenticator
-from broadcaster.bodies import UPLOADS, Uploads
 from broadcaster.brokers.memory import MemoryBroker
 from broadcaster.brokers.protocol import Broker
 from broadcaster.brokers.redis import RedisBroker
 from broadcaster.core.metrics import Counts, Metrics
-from broadcaster.cors import add_cors_headers, preflight
 from broadcaster.delivery.hub import Hub
-from broadcaster.limits import ConnectionLimiter, parse_networks
-from broadcaster.settings import Settings
-from broadcaster.state import (
+from broadcaster.node import probes, publish
+from broadcaster.node.auth import Authenticator
+from broadcaster.node.bodies import UPLOADS, Uploads
+from broadcaster.node.cors import add_cors_headers, preflight
+from broadcaster.node.events import endpoint
+from broadcaster.node.limits import ConnectionLimiter, parse_networks
+from broadcaster.node.settings import Settings
+from broadcaster.node.state import (
     AUTH,
     BROKER,
     EXPOSITION,
@@ -29,7 +30,6 @@ from broadcaster.state import (
     TRUSTED_PROXIES,
     NodeState,
 )
-from broadcaster.streaming import endpoint
 
 
 def make_broker(settings: Settings, counts: Counts | None = None) -> Broker:
@@ -49,8 +49,16 @@ def make_broker(settings: Settings, counts: Counts | None = None) -> Broker:
     )
 
 
-def create_app(settings: Settings, broker: Broker | None = None) -> web.Application:
-    """Build a node's application; `broker` overrides the one the settings choose."""
+Part = Callable[[web.Application], None]
+"""An optional part of a node, which adds its routes and lifecycle to the application
+(the demo is one: `broadcaster.create_app` gives a node every part)."""
+
+
+def create_app(
+    settings: Settings, broker: Broker | None = None, *, parts: Sequence[Part] = ()
+) -> web.Application:
+    """Build a node's application with `parts`; `broker` overrides the one the settings
+    choose."""
     app = web.Application(client_max_size=settings.max_message_bytes)
     app[SETTINGS] = settings
     app[METRICS] = metrics = Metrics()
@@ -89,8 +97,9 @@ def create_app(settings: Settings, broker: Broker | None = None) -> web.Applicat
     metrics.gauge("broadcaster_uploads", "Request bodies being read.", lambda: uploads.count)
     app.add_routes(endpoint.routes)
     app.add_routes(probes.routes)
-    app.add_routes(http_publish.routes)
-    demo.install(app)
+    app.add_routes(publish.routes)
+    for part in parts:
+        part(app)
     for path in ("/events", "/publish"):
         app.router.add_route("OPTIONS", path, preflight)
     app.on_response_prepare.append(add_cors_headers)
