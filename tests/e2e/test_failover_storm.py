@@ -8,9 +8,10 @@ import asyncio
 import itertools
 import os
 import signal
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -44,9 +45,15 @@ class Topology:
 
     group: SentinelGroup
     links: list[SwitchableProxy]
+    killing: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def lose_the_tail_and_kill(self) -> None:
-        """Cut replication, let the primary take publishes nobody replicates, kill it."""
+        """Cut replication, let the primary take publishes nobody replicates, kill it.
+        One failover at a time: the next waits until this one's primary is dead."""
+        async with self.killing:
+            await self._lose_the_tail_and_kill()
+
+    async def _lose_the_tail_and_kill(self) -> None:
         primary = await primary_of(self.group)
         if primary is self.group.primary:  # the first failover: the links lead to it
             seq = int(primary.cli("HGET", "sse:meta", "seq"))
@@ -110,12 +117,18 @@ async def primary_of(group: SentinelGroup) -> RedisServer:
     found: list[RedisServer] = []
 
     async def one() -> bool:
-        alive = [s for s in (group.primary, *group.replicas) if s.process.poll() is None]  # type: ignore[union-attr]
-        found[:] = [s for s in alive if s.cli("ROLE").startswith("master")]
+        found[:] = [s for s in (group.primary, *group.replicas) if says_primary(s)]
         return len(found) == 1
 
     await eventually(one, 30, "one primary")
     return found[0]
+
+
+def says_primary(server: RedisServer) -> bool:
+    try:
+        return server.cli("ROLE").startswith("master")
+    except subprocess.CalledProcessError:
+        return False  # killed (maybe not yet reaped)
 
 
 def kill(server: RedisServer) -> None:
@@ -241,7 +254,14 @@ async def storm(
             wanted = [s for s in sent if s.channel in follows and order(s.id) > order(position)]
             headers = {"Last-Event-ID": position}
             async with subscribe(session, other.url, follows, headers=headers) as resumed:
-                await wait_until(covered(resumed, wanted), 30, "the resume")
+                try:
+                    await wait_until(covered(resumed, wanted), 30, "the resume")
+                except AssertionError:
+                    got = [(event.event, event.id) for event in resumed.events]
+                    raise AssertionError(
+                        f"resumed from {position} on {other.url}: wanted "
+                        f"{[sent.id for sent in wanted]}, got {got}"
+                    ) from None
                 check_stream(resumed.events, wanted, replicas)
 
 
