@@ -41,7 +41,7 @@ class Hub:
         self._metrics = metrics or Metrics()
         self._heartbeat_interval = heartbeat_interval
         self.outbox = Outbox(self._metrics.counts)
-        self._channels: dict[str, Fanout] = {}
+        self._channels: dict[str, Fanout[Stream]] = {}
         # The broker subscription of each channel: resolved once messages flow.
         self._ready: dict[str, asyncio.Future[None]] = {}
         self._streams: set[Stream] = set()
@@ -80,7 +80,7 @@ class Hub:
             if fanout is None:
                 # First local subscriber: the refcount change and the broker call happen
                 # in one step, so concurrent first and last subscribers cannot reorder.
-                fanout = self._channels[channel] = Fanout()
+                fanout = self._channels[channel] = Fanout[Stream]()
                 self._ready[channel] = self._broker.subscribe(channel)
             fanout.individual.add(stream)
             if not self._ready[channel].done():

@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import Any, Generic, Protocol, TypeVar
 
 from broadcaster.core.metrics import Counts
 
-if TYPE_CHECKING:
-    from broadcaster.delivery.stream import Stream
+
+class Writer(Protocol):
+    """What the outbox writes to (a client's `Stream`): its own queued frames, or bytes
+    shared with others, framed as a chunk when `chunked`."""
+
+    chunked: bool
+
+    def flush(self) -> None:
+        """Write what is queued for this writer alone."""
+        ...
+
+    def send(self, data: bytes, now: float) -> bool:
+        """Write shared bytes; whether they went (not to an ended writer)."""
+        ...
+
 
 # Flushing may take at most about four fifths of the loop's time: when events come back
 # sooner after a flush than a quarter of what that flush took, the next flush waits out
@@ -19,9 +32,19 @@ if TYPE_CHECKING:
 # latency at 5 and 10 msg/s to 10k streams, for the same throughput at 50 msg/s.)
 FLUSH_WAIT_SHARE = 0.25
 MAX_FLUSH_DEFER = 0.05
+LAST_CHUNK = b"0\r\n\r\n"
+"""The end of a chunked HTTP/1.1 body."""
 
 
-class Fanout:
+def http_chunk(body: bytes) -> bytes:
+    """`body` framed as one chunk of a chunked HTTP/1.1 body (the one place it is done)."""
+    return b"%x\r\n%b\r\n" % (len(body), body)
+
+
+W = TypeVar("W", bound=Writer)
+
+
+class Fanout(Generic[W]):
     """Who follows one channel, split by how frames reach them.
 
     Live streams that follow this channel alone are `sharing`: a turn's frames of the
@@ -33,8 +56,8 @@ class Fanout:
     __slots__ = ("frames", "individual", "sharing")
 
     def __init__(self) -> None:
-        self.sharing: set[Stream] = set()
-        self.individual: set[Stream] = set()
+        self.sharing: set[W] = set()
+        self.individual: set[W] = set()
         self.frames: list[bytes] = []
         """This turn's frames for the sharing streams."""
 
@@ -58,9 +81,9 @@ class Outbox:
 
     def __init__(self, counts: Counts | None = None) -> None:
         self.counts = counts or Counts()
-        self._streams: list[Stream] = []
-        self._fanouts: list[Fanout] = []
-        self._promoted: list[tuple[Fanout, Stream]] = []
+        self._streams: list[Writer] = []
+        self._fanouts: list[Fanout[Any]] = []  # of any kind of writer
+        self._promoted: list[tuple[Fanout[Any], Writer]] = []
         self._handle: asyncio.Handle | None = None
         self._last_cost = 0.0
         self._last_end = 0.0
@@ -74,13 +97,13 @@ class Outbox:
             self._loop = asyncio.get_running_loop()
         return self._loop
 
-    def mark(self, stream: Stream) -> None:
+    def mark(self, stream: Writer) -> None:
         """Have `stream`'s own frames flushed at the end of this turn (later if overloaded)."""
         self._streams.append(stream)
         if self._handle is None:
             self._schedule()
 
-    def share(self, fanout: Fanout, frame: bytes) -> None:
+    def share(self, fanout: Fanout[W], frame: bytes) -> None:
         """Queue `frame` for every sharing stream of `fanout`."""
         if not fanout.frames:
             self._fanouts.append(fanout)
@@ -88,7 +111,7 @@ class Outbox:
         if self._handle is None:
             self._schedule()
 
-    def promote(self, fanout: Fanout, stream: Stream) -> None:
+    def promote(self, fanout: Fanout[W], stream: W) -> None:
         """Move `stream` from individual frames to `fanout`'s shared bytes.
 
         Mid-turn, the frames already queued for sharing went to it individually too: then
@@ -115,7 +138,7 @@ class Outbox:
         for fanout in fanouts:
             frames, fanout.frames = fanout.frames, []
             body = b"".join(frames)
-            chunk = b"%x\r\n%b\r\n" % (len(body), body)
+            chunk = http_chunk(body)
             written = 0
             for stream in fanout.sharing:
                 written += stream.send(chunk if stream.chunked else body, started)
@@ -137,7 +160,7 @@ class Outbox:
             self._handle = loop.call_later(min(wait, MAX_FLUSH_DEFER), self.flush)
 
 
-def _move(fanout: Fanout, stream: Stream) -> None:
+def _move(fanout: Fanout[W], stream: W) -> None:
     if stream in fanout.individual:  # not if it left meanwhile
         fanout.individual.discard(stream)
         fanout.sharing.add(stream)

@@ -9,7 +9,7 @@ from typing import Literal
 
 from broadcaster.core.ids import EventId
 from broadcaster.core.sse import HEARTBEAT
-from broadcaster.delivery.outbox import Outbox
+from broadcaster.delivery.outbox import LAST_CHUNK, Outbox, http_chunk
 
 Reason = Literal["shutdown", "max_age", "token_expired", "slow", "gone", "unavailable"]
 """Why a stream ended: the node is stopping, the stream reached its age or its token's,
@@ -184,7 +184,7 @@ class Stream:
         if self._pending:
             self._write_pending()
         if self.chunked:
-            transport.write(b"0\r\n\r\n")
+            transport.write(LAST_CHUNK)
         transport.close()
         if transport.get_write_buffer_size():
             # A client that stops reading would keep the connection open for good.
@@ -198,7 +198,7 @@ class Stream:
         counts.bytes_sent += len(body)
         self._pending_events = 0
         if self.chunked:
-            self._transport.write(b"%x\r\n%b\r\n" % (len(body), body))
+            self._transport.write(http_chunk(body))
         else:
             self._transport.write(body)
         self.last_write = self._outbox.loop.time()
