@@ -1,33 +1,41 @@
-"""A spec-following event-stream parser (WHATWG HTML, "Interpreting an event stream")."""
+"""The event stream as a browser's EventSource reads it, for tests: the product's own
+decoder (`broadcaster.client.subscriber.EventDecoder`, per the HTML standard), fed text
+in any pieces, with what tests look at besides (comments, the latest `retry:`)."""
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from broadcaster.client.subscriber import EventDecoder
 
 _LINE = re.compile(r"\r\n|\r|\n")
 
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One dispatched event, as a browser's EventSource would see it."""
+    """One dispatched event, as a browser's EventSource would see it (`id` is its
+    `lastEventId`: the stream's position once it was dispatched)."""
 
     data: str
     event: str = "message"
     id: str = ""
 
 
-@dataclass(slots=True)
 class Parser:
     """Feed text in any pieces; complete events come out."""
 
-    last_event_id: str = ""
-    retry: int | None = None
-    comments: int = 0
-    _buffer: str = ""
-    _data: list[str] = field(default_factory=list)
-    _event: str = ""
-    _has_data: bool = False
+    def __init__(self) -> None:
+        self._decoder = EventDecoder()
+        self._buffer = ""
+        self.comments = 0
+        self.retry: int | None = None
+        """The latest valid `retry:` hint, if any came."""
+
+    @property
+    def last_event_id(self) -> str:
+        """Where a reconnect resumes from."""
+        return self._decoder.last_event_id
 
     def feed(self, text: str) -> list[Event]:
         """Parse `text`; return the events it completes."""
@@ -39,36 +47,24 @@ class Parser:
             if match is None or (match.group() == "\r" and match.end() == len(self._buffer)):
                 return events
             line, self._buffer = self._buffer[: match.start()], self._buffer[match.end() :]
-            event = self._line(line)
-            if event is not None:
-                events.append(event)
+            if line.startswith(":"):
+                self.comments += 1
+            elif line.partition(":")[0] == "retry":
+                self.retry = self._retry(line)
+                continue
+            decoded = self._decoder.feed(line)
+            if decoded is not None:
+                events.append(Event(decoded.data, decoded.event, self._decoder.last_event_id))
 
-    def _line(self, line: str) -> Event | None:
-        if line == "":
-            return self._dispatch()
-        if line.startswith(":"):
-            self.comments += 1
-            return None
-        name, colon, value = line.partition(":")
-        if colon and value.startswith(" "):
-            value = value[1:]
-        if name == "data":
-            self._data.append(value)
-            self._has_data = True
-        elif name == "event":
-            self._event = value
-        elif name == "id" and "\0" not in value:
-            self.last_event_id = value
-        elif name == "retry" and value.isdigit():
-            self.retry = int(value)
-        return None
-
-    def _dispatch(self) -> Event | None:
-        data, has_data, event = self._data, self._has_data, self._event
-        self._data, self._has_data, self._event = [], False, ""
-        if not has_data:
-            return None
-        return Event("\n".join(data), event or "message", self.last_event_id)
+    def _retry(self, line: str) -> int | None:
+        """Feed a `retry:` line; the hint if the decoder took it, else the one before."""
+        decoder = self._decoder
+        kept, decoder.retry_ms = decoder.retry_ms, -1  # to see whether it takes this one
+        decoder.feed(line)
+        if decoder.retry_ms < 0:
+            decoder.retry_ms = kept
+            return self.retry
+        return decoder.retry_ms
 
 
 def parse(text: str) -> list[Event]:
