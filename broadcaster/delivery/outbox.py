@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any, Generic, Protocol, TypeVar
 
 from broadcaster.core.metrics import Counts
@@ -69,6 +70,7 @@ class Outbox:
     """Flushes, once per loop turn, every stream and fan-out written since the last flush."""
 
     __slots__ = (
+        "_clock",
         "_fanouts",
         "_handle",
         "_last_cost",
@@ -79,8 +81,13 @@ class Outbox:
         "counts",
     )
 
-    def __init__(self, counts: Counts | None = None) -> None:
+    def __init__(
+        self, counts: Counts | None = None, clock: Callable[[], float] | None = None
+    ) -> None:
         self.counts = counts or Counts()
+        self._clock = clock
+        """What measures a flush's cost and the time since (the loop's clock, unless a
+        test gives one that it moves itself)."""
         self._streams: list[Writer] = []
         self._fanouts: list[Fanout[Any]] = []  # of any kind of writer
         self._promoted: list[tuple[Fanout[Any], Writer]] = []
@@ -129,6 +136,7 @@ class Outbox:
             self._handle = None
         loop = self.loop
         started = loop.time()
+        began = self._now()
         # Own frames first: a stream promoted this turn has older frames among them.
         streams, self._streams = self._streams, []
         for stream in streams:
@@ -148,12 +156,15 @@ class Outbox:
             promoted, self._promoted = self._promoted, []
             for fanout, stream in promoted:
                 _move(fanout, stream)
-        self._last_end = loop.time()
-        self._last_cost = self._last_end - started
+        self._last_end = self._now()
+        self._last_cost = self._last_end - began
+
+    def _now(self) -> float:
+        return self._clock() if self._clock is not None else self.loop.time()
 
     def _schedule(self) -> None:
         loop = self.loop
-        wait = self._last_cost * FLUSH_WAIT_SHARE - (loop.time() - self._last_end)
+        wait = self._last_cost * FLUSH_WAIT_SHARE - (self._now() - self._last_end)
         if wait <= 0:
             self._handle = loop.call_soon(self.flush)
         else:

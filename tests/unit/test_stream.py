@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 from broadcaster.delivery.outbox import Outbox
 from broadcaster.delivery.stream import Stream
@@ -87,19 +86,21 @@ async def test_a_stream_ended_before_it_starts_leaves_its_connection_alone() -> 
 
 
 async def test_after_a_slow_flush_events_of_later_turns_share_one_write() -> None:
+    now = [0.0]  # the outbox's clock: each write costs a second of it, and no real time
+
     class SlowTransport(FakeTransport):
         def write(self, data: bytes | bytearray | memoryview) -> None:
-            time.sleep(0.005)  # a flush this costly means the node is overloaded
+            now[0] += 1.0  # a flush this costly means the node is overloaded
             super().write(data)
 
     transport = SlowTransport()
-    stream = Stream(transport, Outbox(), ["c"], max_pending_bytes=1000)
+    stream = Stream(transport, Outbox(clock=lambda: now[0]), ["c"], max_pending_bytes=1000)
     stream.start(chunked=False)
     stream.push(b"1")
     await turn()
     assert transport.writes == [b"1"]
     stream.push(b"2")
-    await turn()  # the next flush waits as long as the last one took...
+    await turn()  # the next flush waits (MAX_FLUSH_DEFER: the last one took so long)...
     stream.push(b"3")
     await wait_until(lambda: len(transport.writes) == 2, 2, "the deferred flush")
     assert transport.writes == [b"1", b"23"]  # ...so these two share one write
