@@ -12,6 +12,7 @@ from redis.asyncio.client import Pipeline
 
 from broadcaster.brokers.protocol import BrokerUnavailable
 from broadcaster.brokers.redis.client import LINK_ERRORS
+from broadcaster.brokers.redis.library import history_key
 from broadcaster.brokers.redis.pages import (
     FROM_OLDEST,
     FUNCTION,
@@ -94,7 +95,7 @@ class RedisHistory:
         async with self._in_flight, self._client.pipeline(transaction=True) as pipe:
             self._queue_sequence(pipe)
             for channel, after in positions.items():
-                key = f"{self._prefix}history:{channel}"
+                key = history_key(self._prefix, channel)
                 pipe.exists(key)
                 if EventId.parse(after) is not None:
                     pipe.xrange(key, min=f"({after}", max="+")
@@ -113,7 +114,7 @@ class RedisHistory:
         async with self._in_flight, self._client.pipeline(transaction=True) as pipe:
             self._queue_sequence(pipe)
             for channel in channels:
-                pipe.exists(f"{self._prefix}history:{channel}")
+                pipe.exists(history_key(self._prefix, channel))
             if request is not None:
                 pipe.fcall_ro(FUNCTION, len(request.channels), *request.args(self._prefix))
             return list(await pipe.execute())

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from broadcaster.brokers.redis.library import history_key
 from broadcaster.core.history import Entry
 from broadcaster.core.ids import EventId
 from broadcaster.core.message import Message
@@ -32,7 +33,7 @@ class PageRequest:
 
     def args(self, prefix: str) -> list[str | int]:
         """The FCALL_RO arguments after the function's name and key count."""
-        keys = [f"{prefix}history:{channel}" for channel in self.channels]
+        keys = [history_key(prefix, channel) for channel in self.channels]
         return [*keys, self.upper, PAGE_BYTES, self.budget, self.tail, *self.cursors]
 
 
