@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import math
 import random
+import time
+from collections.abc import Callable, Sequence
 
 from broadcaster.brokers.protocol import Broker
 from broadcaster.core.ids import EventId
@@ -22,8 +24,9 @@ EXPIRIES: tuple[Reason, ...] = ("max_age", "token_expired")
 class Hub:
     """Keeps this node's subscriptions and hands each message to every local subscriber.
 
-    Streams `join` (subscribed, frames held for the replay), `go_live` once their preamble
-    is out, and `leave`. The hub's `outbox` writes what each loop turn delivered.
+    Streams `open` here, `join` (subscribed, frames held for the replay), `go_live` once
+    their preamble is out, and leave when their connection is gone. The hub's `outbox`
+    writes what each loop turn delivered.
     """
 
     def __init__(
@@ -69,6 +72,34 @@ class Hub:
             self._heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._heartbeat
+
+    def open(
+        self,
+        transport: asyncio.Transport,
+        channels: Sequence[str],
+        *,
+        max_pending_bytes: int,
+        release: Callable[[], None],
+        token_expires: float = math.inf,
+    ) -> Stream:
+        """A new stream of `channels` on `transport`, ending at the node's max age or at
+        `token_expires` (seconds since the epoch). Once its connection is gone, it leaves
+        the hub and calls `release` (its connection slot)."""
+        loop = self.outbox.loop
+
+        def ended(stream: Stream) -> None:
+            self.leave(stream)
+            release()
+
+        return Stream(
+            transport,
+            self.outbox,
+            channels,
+            max_pending_bytes=max_pending_bytes,
+            expires_at=self.expiry(),
+            token_expires_at=loop.time() + (token_expires - time.time()),
+            on_end=ended,
+        )
 
     async def join(self, stream: Stream) -> None:
         """Attach `stream` to its channels; returns once the broker delivers them all."""

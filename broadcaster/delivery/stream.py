@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 from broadcaster.core.ids import EventId
@@ -18,19 +18,28 @@ its client could not keep up or went away, or the rest of its replay was out of 
 CLOSE_LINGER = 10.0
 
 
-class Stream:
+def _nothing(stream: Stream) -> None:
+    """What a stream nobody else holds lets go of when it ends: nothing."""
+
+
+class Stream(asyncio.Protocol):
     """An open SSE response, written to its transport directly once live.
 
     Frames pushed before `start` wait, so a stream can subscribe before its headers go out
     and before its replay is read; `start` then drops the ones the replay already holds.
     Live, it takes its own frames through `push` (written at the end of the turn), or
-    bytes shared with other streams through `send`, and owns its connection: ending the
-    stream ends the response body and closes the connection.
+    bytes shared with other streams through `send`.
+
+    The stream owns its whole life. Live, it is its connection's protocol. `close(reason)`
+    is the one way to end it: the response body ends and the connection closes. Once the
+    connection is gone (`connection_lost`), the stream lets go, exactly once, of what it
+    held: `on_end` leaves the hub and frees the connection slot.
     """
 
     __slots__ = (
         "_after",
         "_max_pending",
+        "_on_end",
         "_outbox",
         "_pending",
         "_pending_events",
@@ -55,6 +64,7 @@ class Stream:
         max_pending_bytes: int,
         expires_at: float = math.inf,
         token_expires_at: float = math.inf,
+        on_end: Callable[[Stream], None] = _nothing,
     ) -> None:
         loop = outbox.loop
         self.channels = tuple(channels)
@@ -67,6 +77,7 @@ class Stream:
         self.last_write = loop.time()
         self._transport = transport
         self._outbox = outbox
+        self._on_end: Callable[[Stream], None] | None = on_end  # None once called
         self._max_pending = max_pending_bytes
         self._pending: list[bytes] = []
         self._pending_ids: list[EventId | None] | None = []  # only until start
@@ -175,6 +186,17 @@ class Stream:
             self._transport.abort()  # the response writing the preamble stops with it
         self._pending.clear()
         self._pending_events = 0
+
+    def data_received(self, data: bytes) -> None:
+        """An event stream's client has nothing more to say (the stream is never reused)."""
+
+    def connection_lost(self, exc: Exception | None = None) -> None:
+        """The connection is gone, or no longer the stream's: the stream ends (`gone`, if
+        it had not ended) and lets go of its hub membership and connection slot, once."""
+        self.close("gone")
+        on_end, self._on_end = self._on_end, None
+        if on_end is not None:
+            on_end(self)
 
     def _end_connection(self, *, clean: bool) -> None:
         transport = self._transport

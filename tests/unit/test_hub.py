@@ -224,3 +224,24 @@ async def test_after_a_replay_not_caught_up_a_stream_drops_what_it_replayed() ->
     hub.deliver("c", Message("5-4", None, "5-4"))
     await wait_until(lambda: len(transport.writes) == 2, 5, "the next flush")
     assert transport.writes[1] == b"id: 5-4\ndata: 5-4\n\n"
+
+
+async def test_a_stream_lets_go_of_its_slot_and_the_hub_once_its_connection_is_gone() -> None:
+    broker = RecordingBroker()
+    hub = Hub(broker, heartbeat_interval=15)
+    released: list[Stream] = []
+    transport = FakeTransport()
+    stream = hub.open(
+        transport, ["c"], max_pending_bytes=1 << 20, release=lambda: released.append(stream)
+    )
+    joined = asyncio.create_task(hub.join(stream))
+    await wait_until(lambda: broker.pending)
+    broker.confirm()
+    await joined
+    hub.go_live(stream, chunked=False)
+    stream.close("max_age")  # the body ends; the connection may still be draining
+    assert (hub.stream_count, released, transport.ended) == (1, [], "close")
+    stream.connection_lost(None)
+    stream.connection_lost(None)  # (however often it is told)
+    assert (hub.stream_count, released, stream.reason) == (0, [stream], "max_age")
+    assert broker.calls == [("subscribe", "c"), ("unsubscribe", "c")]

@@ -4,7 +4,7 @@ While a handler runs, aiohttp keeps for its connection the parsed request, the p
 and its parser, the response and its writer, two tasks and a stack of coroutine frames:
 about 9 KB of the 12 KB an idle stream cost. None of it is needed once the headers and
 the preamble are out: from then on the node only writes, and the client has nothing more
-to say. So the connection gets a `StreamSocket` as its protocol, aiohttp is told the
+to say. So the stream becomes the connection's protocol, aiohttp is told the
 connection is no longer its own, the handler returns, and aiohttp lets go of everything.
 
 aiohttp has no public way to take a connection over; this relies on its request handler
@@ -15,35 +15,13 @@ closing nothing once its `transport` is None, and releasing its state in
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
-
 from aiohttp import web
 
 from broadcaster.delivery.stream import Stream
 
 
-class StreamSocket(asyncio.Protocol):
-    """The protocol of a connection whose stream is live. Whatever the client sends is
-    dropped; when the connection is gone, the stream ends and `lost` tidies up after it."""
-
-    __slots__ = ("_lost", "_stream")
-
-    def __init__(self, stream: Stream, lost: Callable[[Stream], None]) -> None:
-        self._stream = stream
-        self._lost = lost
-
-    def data_received(self, data: bytes) -> None:
-        """An event stream's client has nothing more to say (the stream is never reused)."""
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        """The stream is over, however it ended."""
-        self._stream.close("gone")
-        self._lost(self._stream)
-
-
-def hand_off(request: web.Request, socket: StreamSocket) -> None:
-    """Give `request`'s connection to `socket`; aiohttp forgets it once the handler returns.
+def hand_off(request: web.Request, stream: Stream) -> None:
+    """Give `request`'s connection to `stream`; aiohttp forgets it once the handler returns.
 
     The response must not end its body either: the stream does that when it ends.
     """
@@ -52,7 +30,7 @@ def hand_off(request: web.Request, socket: StreamSocket) -> None:
         raise ConnectionResetError("the client went away before its stream went live")
     handler = request.protocol  # aiohttp's request handler for this connection
     task = request.task  # the handler's request loop
-    transport.set_protocol(socket)
+    transport.set_protocol(stream)
     transport.resume_reading()  # to notice the client leave, even if aiohttp had paused
     # aiohttp closes its transport when its request loop ends: now it has none, and the
     # loop ends after this request...

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Callable, Sequence
 
 import orjson
@@ -15,8 +14,7 @@ from broadcaster.core.history import Start
 from broadcaster.core.metrics import Counts
 from broadcaster.core.replay import Replay
 from broadcaster.core.sse import encode_event, encode_retry
-from broadcaster.delivery.stream import Stream
-from broadcaster.node.events.handoff import StreamSocket, hand_off
+from broadcaster.node.events.handoff import hand_off
 from broadcaster.node.state import BROKER, HUB, METRICS, SETTINGS
 
 log = logging.getLogger(__name__)
@@ -64,19 +62,13 @@ class EventStreamResponse(web.StreamResponse):
         if transport is None:
             release()
             raise web.HTTPBadRequest(text="connection closed\n")
-        stream = Stream(
+        stream = hub.open(
             transport,
-            hub.outbox,
             channels,
             max_pending_bytes=app[SETTINGS].max_pending_bytes,
-            expires_at=hub.expiry(),
-            token_expires_at=hub.outbox.loop.time() + (token_expires - time.time()),
+            release=release,
+            token_expires=token_expires,
         )
-
-        def lost(stream: Stream) -> None:
-            hub.leave(stream)
-            release()
-
         try:
             # Subscribed before the history read and the headers: nothing falls in between.
             await hub.join(stream)
@@ -85,7 +77,7 @@ class EventStreamResponse(web.StreamResponse):
             await self._send(opening, replayed, app[METRICS].counts)
             if not stream.ended:  # (the node may have begun to shut down meanwhile)
                 self.force_close()
-                hand_off(request, StreamSocket(stream, lost))
+                hand_off(request, stream)
                 self._handed_off = True
                 hub.go_live(
                     stream,
@@ -103,8 +95,9 @@ class EventStreamResponse(web.StreamResponse):
             transport.abort()
         finally:
             if not self._handed_off:
-                stream.close("gone")  # if it has not ended: its handler was cancelled
-                lost(stream)
+                # The stream never had the connection to itself (or its handler was
+                # cancelled): it ends here, and lets go of its slot and the hub.
+                stream.connection_lost()
 
     async def write_eof(self, data: bytes = b"") -> None:
         """End the body, unless the stream owns the connection (it ends the body itself)."""
