@@ -25,9 +25,10 @@ from typing import Any, cast
 
 import uvloop
 
+from broadcaster.cluster.processes import free_port
+
 from .csub import default_client
 from .measure import COUNTS, Recorder
-from .node import free_port
 from .pool import WorkerPool
 
 HEAD = (

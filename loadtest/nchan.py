@@ -5,19 +5,18 @@ with our node: same URL shape (`GET /events?channel=<name>`, EventSource), publi
 
 from __future__ import annotations
 
-import contextlib
 import grp
 import os
 import pwd
 import resource
-import shutil
-import signal
 import string
 import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .node import Managed, free_port, pinned
+from broadcaster.cluster.processes import free_port, stop_group, which
+
+from .node import Managed, pinned
 
 CONF = Path(__file__).with_name("nchan.conf")
 # Debian's libnginx-mod-nchan installs the module here (mod-nchan.conf loads it from there).
@@ -36,13 +35,10 @@ class Nginx(Managed):
     """The nginx master; stopping it also kills a worker the master left behind."""
 
     def stop(self) -> None:
-        pid = self.proc.pid if self.proc is not None else None
-        super().stop()
-        if pid is not None:
-            # The master leads its own session (start_new_session): if it was killed
-            # rather than stopped, its worker would otherwise live on, holding the port.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
+        # The master leads its own session: if it were killed rather than stopped, its
+        # worker would otherwise live on, holding the port. So its whole group goes.
+        if self.proc is not None:
+            stop_group(self.proc)
 
 
 def module_path() -> Path:
@@ -75,7 +71,7 @@ def nginx(log_dir: Path, core: int | None, redis_url: str) -> tuple[Nginx, str]:
     port = free_port()
     conf = prefix / "nginx.conf"
     conf.write_text(config(prefix, port, redis_url))
-    binary = shutil.which("nginx") or "/usr/sbin/nginx"
+    binary = which("nginx") or "nginx"
     command = pinned([binary, "-p", str(prefix), "-c", str(conf), "-e", "stderr"], core)
     return Nginx("nchan", command, dict(os.environ), log_dir / "nchan.log"), (
         f"http://127.0.0.1:{port}"

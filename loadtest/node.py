@@ -1,24 +1,28 @@
 """Processes under test: a redis-server and a broadcaster node on free loopback ports,
-plus what we read from them (RSS, Prometheus gauges)."""
+plus what we read from them (Prometheus gauges, CPU time). Starting, waiting and
+stopping are the product's own (broadcaster.cluster.processes)."""
 
 from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
+from broadcaster.cluster.processes import (
+    StartError,
+    free_port,
+    redis_argv,
+    settings_env,
+    spawn,
+    stop,
+    wait_for_http,
+    wait_for_redis,
+)
+
 BROADCASTER = Path(sys.executable).with_name("broadcaster")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def pinned(command: list[str], core: int | None) -> list[str]:
@@ -36,15 +40,8 @@ class Managed:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        with open(self.log, "ab") as out:
-            # Own session: a Ctrl-C reaches only us, and we stop the child in order.
-            self.proc = subprocess.Popen(
-                self.command,
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        # Own session: a Ctrl-C reaches only us, and we stop the child in order.
+        self.proc = spawn(self.command, log=self.log, env=self.env, own_session=True)
 
     @property
     def pid(self) -> int:
@@ -52,44 +49,20 @@ class Managed:
         return self.proc.pid
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
+        stop(self.proc)
 
 
 def start_redis(log_dir: Path, core: int | None) -> tuple[Managed, str]:
     port = free_port()
-    command = [
-        "redis-server",
-        "--port",
-        str(port),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--protected-mode",
-        "no",
-    ]
+    command = redis_argv(port, None, "--protected-mode", "no")
     redis = Managed("redis", pinned(command, core), dict(os.environ), log_dir / "redis.log")
     redis.start()
-    deadline = time.time() + 10
-    while time.time() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-                sock.sendall(b"PING\r\n")
-                if sock.recv(64).startswith(b"+PONG"):
-                    return redis, f"redis://127.0.0.1:{port}"
-        except OSError:
-            time.sleep(0.05)
-    redis.stop()
-    raise RuntimeError("redis-server did not start; see " + str(redis.log))
+    try:
+        wait_for_redis(port, 10, redis.proc)
+    except StartError:
+        redis.stop()
+        raise RuntimeError("redis-server did not start; see " + str(redis.log)) from None
+    return redis, f"redis://127.0.0.1:{port}"
 
 
 def node_command(port: int, core: int | None) -> list[str]:
@@ -97,45 +70,25 @@ def node_command(port: int, core: int | None) -> list[str]:
 
 
 def node_env(token: str, redis_url: str | None) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        BROADCASTER_PUBLISH_TOKEN=token,
-        BROADCASTER_MAX_CONNECTIONS="100000",
-        BROADCASTER_ACCESS_LOG="off",
-        BROADCASTER_LOG_LEVEL="WARNING",
-        BROADCASTER_REDIS_URL=redis_url or "",
+    return settings_env(
+        {
+            "publish_token": token,
+            "max_connections": "100000",
+            "access_log": "off",
+            "log_level": "WARNING",
+            "redis_url": redis_url or "",
+        }
     )
-    return env
 
 
 def start_node(node: Managed, base_url: str, timeout: float = 20) -> None:
     """Start `node` and wait until /readyz answers 200."""
     node.start()
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if node.proc is not None and node.proc.poll() is not None:
-            break
-        try:
-            with urllib.request.urlopen(base_url + "/readyz", timeout=1) as answer:
-                if answer.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.1)
-    node.stop()
-    raise RuntimeError("the node did not become ready; see " + str(node.log))
-
-
-def rss_kb(pid: int | None) -> int | None:
-    """VmRSS of `pid` in kB, from /proc."""
-    if pid is None:
-        return None
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
+        wait_for_http(base_url + "/readyz", node.proc, timeout)
+    except StartError:
+        node.stop()
+        raise RuntimeError("the node did not become ready; see " + str(node.log)) from None
 
 
 def gauge(base_url: str, name: str) -> float | None:

@@ -26,7 +26,9 @@ from typing import Any
 import aiohttp
 import redis.asyncio as redis
 
-from .node import Managed, free_port, gauge, node_command, node_env, rss_kb, start_node, start_redis
+from broadcaster.cluster.processes import free_port, rss_kb
+
+from .node import Managed, gauge, node_command, node_env, start_node, start_redis
 
 CHANNELS = [f"replay{n}" for n in range(16)]
 RETAINED = 1000

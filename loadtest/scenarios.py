@@ -8,8 +8,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from broadcaster.cluster.processes import rss_kb
+
 from .measure import Recorder, run_step
-from .node import rss_kb
 from .pool import WorkerPool, merge
 from .publisher import Publisher
 from .target import Target

@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+from broadcaster.cluster.processes import free_port
+
 from . import nchan
-from .node import Managed, free_port, gauge, node_command, node_env, start_node, start_redis
+from .node import Managed, gauge, node_command, node_env, start_node, start_redis
 
 NODE_CORE = 0
 

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +20,20 @@ from broadcaster.cluster.configs import (
     render_prometheus,
     render_sentinel,
 )
+from broadcaster.cluster.processes import (
+    SERVE,
+    Ended,
+    StartError,
+    free_port,
+    node_env,
+    reap,
+    redis_argv,
+    settings_env,
+    spawn,
+    wait_for_http,
+    wait_for_port,
+    which,
+)
 from broadcaster.node.ports import holder, holders
 
 INSTALL = {
@@ -35,17 +44,11 @@ INSTALL = {
 
 
 START_TIMEOUT = 30  # seconds each part may take to answer
+PORT_TIMEOUT = 15  # seconds Redis and the Sentinels may take to listen
 
 
 class ClusterError(Exception):
     """The cluster cannot start; the message says what to do."""
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -68,21 +71,12 @@ class Cluster:
         """Start everything and wait until each part answers."""
         binaries = ["redis-server", "nginx"] + (["prometheus"] if self.prometheus else [])
         for binary in binaries:
-            if shutil.which(binary) is None and not Path(f"/usr/sbin/{binary}").exists():
-                raise ClusterError(f"{binary} is not installed: {INSTALL[binary]}")
+            _which(binary)
         redis_url = self._start_redis()
         node_ports = [free_port() for _ in range(self.nodes)]
         for n, node_port in enumerate(node_ports, 1):
-            env = {
-                **os.environ,
-                "BROADCASTER_REDIS_URL": redis_url,
-                "BROADCASTER_HOST": "127.0.0.1",
-                "BROADCASTER_PORT": str(node_port),
-                "BROADCASTER_NODE_ID": f"node{n}",
-                "BROADCASTER_TRUSTED_PROXIES": "127.0.0.1",
-                **self.node_env,
-            }
-            self._spawn(f"node{n}", [sys.executable, "-m", "broadcaster", "serve"], env)
+            env = node_env(node_port, redis_url, node_id=f"node{n}", trusted_proxies="127.0.0.1")
+            self._spawn(f"node{n}", list(SERVE), {**env, **self.node_env})
             self.addresses[f"node{n}"] = f"http://127.0.0.1:{node_port}"
         for n, node_port in enumerate(node_ports, 1):
             self._wait_http(f"node{n}", f"http://127.0.0.1:{node_port}/readyz")
@@ -107,7 +101,7 @@ class Cluster:
             self._wait_http("lb", f"{tls_url}/healthz", context=trust, port=self.tls_port)
             self.addresses["lb-tls"] = tls_url
         if self.demo:
-            env = {**os.environ, "BROADCASTER_REDIS_URL": redis_url, **self.node_env}
+            env = {**settings_env({"redis_url": redis_url}), **self.node_env}
             self._spawn("demo", [sys.executable, "-m", "broadcaster", "demo"], env)
             self.addresses["demo"] = "producer"
         if self.prometheus:
@@ -130,20 +124,20 @@ class Cluster:
         """Redis (AOF), and with `sentinel` a replica and three Sentinels; the nodes' URL."""
         port = free_port()
         self._spawn("redis", self._redis_server(port, "--repl-diskless-sync-delay", "0"))
-        _wait_port(port)
+        self._wait_port("redis", port)
         self.addresses["redis"] = f"redis://127.0.0.1:{port}"
         if not self.sentinel:
             return self.addresses["redis"]
         replica = free_port()
         self._spawn("replica", self._redis_server(replica, "--replicaof", "127.0.0.1", str(port)))
-        _wait_port(replica)
+        self._wait_port("replica", replica)
         self.addresses["replica"] = f"redis://127.0.0.1:{replica}"
         sentinels = [free_port() for _ in range(3)]
         for n, sentinel in enumerate(sentinels, 1):
             config = self.workdir / f"sentinel{n}.conf"  # Sentinel rewrites it: its own file
             config.write_text(render_sentinel(sentinel, port, self.workdir))
             self._spawn(f"sentinel{n}", [_which("redis-server"), str(config), "--sentinel"])
-            _wait_port(sentinel)
+            self._wait_port(f"sentinel{n}", sentinel)
             self.addresses[f"sentinel{n}"] = f"127.0.0.1:{sentinel}"
         hosts = ",".join(f"127.0.0.1:{sentinel}" for sentinel in sentinels)
         return f"redis+sentinel://{hosts}/{SENTINEL_SERVICE}"
@@ -151,12 +145,7 @@ class Cluster:
     def _redis_server(self, port: int, *extra: str) -> list[str]:
         data = self.workdir / f"redis-{port}"
         data.mkdir(exist_ok=True)
-        return [
-            _which("redis-server"),
-            *("--port", str(port), "--bind", "127.0.0.1", "--dir", str(data)),
-            *("--appendonly", "yes", "--save", ""),
-            *extra,
-        ]
+        return redis_argv(port, data, *extra, durable=True, binary=_which("redis-server"))
 
     def pid(self, name: str) -> int:
         """The pid behind an address: nginx serves both `lb` and `lb-tls`."""
@@ -188,11 +177,7 @@ class Cluster:
                 continue
             process.send_signal(signal.SIGQUIT if name == "lb" else signal.SIGTERM)
         for process in self.processes.values():
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            reap(process)
 
     def log_path(self, name: str) -> Path:
         """Where the process `name` writes its output."""
@@ -209,27 +194,33 @@ class Cluster:
         answer must come from `name` itself: a process left over from another run may hold
         the port (and answer) while ours fails to bind it."""
         process = self.processes[name]
+        try:
+            wait_for_http(url, process, START_TIMEOUT, context)
+        except Ended:
+            if port is not None and holders(port):
+                raise self._port_taken(name, port) from None
+            raise self._ended(name) from None
+        except StartError:
+            raise ClusterError(
+                f"{url} did not answer within {START_TIMEOUT}s; see {self.log_path(name)}"
+            ) from None
+        if port is not None and process.pid not in holders(port):
+            raise self._port_taken(name, port)
+
+    def _wait_port(self, name: str, port: int) -> None:
+        try:
+            wait_for_port(port, PORT_TIMEOUT, self.processes[name])
+        except Ended:
+            raise self._ended(name) from None
+        except StartError:
+            raise ClusterError(f"nothing listens on port {port}") from None
+
+    def _ended(self, name: str) -> ClusterError:
         log = self.log_path(name)
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if process.poll() is not None:
-                if port is not None and holders(port):
-                    raise self._port_taken(name, port)
-                raise ClusterError(
-                    f"{name} (pid {process.pid}) exited while starting: {_last_line(log)}; "
-                    f"see {log}"
-                )
-            try:
-                with urllib.request.urlopen(url, timeout=1, context=context) as answer:
-                    if answer.status == 200:
-                        if port is not None and process.pid not in holders(port):
-                            raise self._port_taken(name, port)
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            if time.monotonic() > deadline:
-                raise ClusterError(f"{url} did not answer within {START_TIMEOUT}s; see {log}")
-            time.sleep(0.1)
+        return ClusterError(
+            f"{name} (pid {self.processes[name].pid}) exited while starting: {_last_line(log)}; "
+            f"see {log}"
+        )
 
     def _port_taken(self, name: str, port: int) -> ClusterError:
         return ClusterError(
@@ -239,15 +230,9 @@ class Cluster:
         )
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
-        log = self.log_path(name).open("ab")
-        self.processes[name] = subprocess.Popen(
-            argv,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=self.workdir,
-            start_new_session=True,  # Ctrl-C goes to `broadcaster cluster`, which stops all
-        )
+        # Its own session: Ctrl-C goes to `broadcaster cluster`, which stops all in order.
+        log = self.log_path(name)
+        self.processes[name] = spawn(argv, log=log, env=env, cwd=self.workdir, own_session=True)
 
 
 def run(cluster: Cluster) -> None:
@@ -279,19 +264,10 @@ def run(cluster: Cluster) -> None:
 
 
 def _which(binary: str) -> str:
-    return shutil.which(binary) or f"/usr/sbin/{binary}"
-
-
-def _wait_port(port: int, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise ClusterError(f"nothing listens on port {port}") from None
-            time.sleep(0.05)
+    found = which(binary)
+    if found is None:
+        raise ClusterError(f"{binary} is not installed: {INSTALL[binary]}")
+    return found
 
 
 def _last_line(log: Path) -> str:

@@ -3,8 +3,6 @@ Chromium asks, and the page shows the whole answer."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,8 +10,9 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, Page
 
+from broadcaster.cluster.processes import free_port, settings_env, spawn, stop, wait_for_port
 from tests.support.browser import chromium
-from tests.support.processes import Node, RedisServer, free_port, wait_port
+from tests.support.processes import Node, RedisServer
 
 pytestmark = pytest.mark.slow
 
@@ -36,26 +35,23 @@ def example(
     # As its README says: both addresses the page may be opened at are allowed origins.
     origins = f"http://localhost:{port},http://127.0.0.1:{port}"
     node = start_node(redis_server.url, cors_origins=origins, publish_token=TOKEN)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BROADCASTER_")}
-    env.update(BROADCASTER_URL=node.url, EXAMPLE_TOKEN_DELAY="0.02")
+    settings = {"url": node.url}
     if request.param == "straight to redis":
-        env["BROADCASTER_REDIS_URL"] = redis_server.url
+        settings["redis_url"] = redis_server.url
     else:
-        env["BROADCASTER_PUBLISH_TOKEN"] = TOKEN if request.param == "through the node" else "no"
-    with (tmp_path / "uvicorn.log").open("wb") as log:
-        app = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "app:app", "--port", str(port)],
-            cwd=EXAMPLE,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        settings["publish_token"] = TOKEN if request.param == "through the node" else "no"
+    env = {**settings_env(settings, inherit=False), "EXAMPLE_TOKEN_DELAY": "0.02"}
+    app = spawn(
+        [sys.executable, "-m", "uvicorn", "app:app", "--port", str(port)],
+        log=tmp_path / "uvicorn.log",
+        env=env,
+        cwd=EXAMPLE,
+    )
     try:
-        wait_port(port, timeout=20)
+        wait_for_port(port, timeout=20, process=app)
         yield port, request.param
     finally:
-        app.terminate()
-        app.wait(timeout=15)
+        stop(app)
 
 
 async def test_the_example_streams_a_whole_answer_to_the_page(example: tuple[int, str]) -> None:

@@ -9,7 +9,6 @@ drift apart unnoticed.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import signal
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from broadcaster.cluster.processes import settings_env, spawn, stop, stop_group
 from tests.support.sse import Event, Parser
 
 pytestmark = pytest.mark.slow
@@ -67,7 +67,7 @@ class Background:
                 env=env,
                 stdout=sink,
                 stderr=errors,  # (curl's progress meter, when not on a terminal)
-                start_new_session=True,
+                start_new_session=True,  # stopped with what it started (stop_group)
             )
 
     def __call__(self) -> str:
@@ -76,13 +76,7 @@ class Background:
 
     def stop(self) -> None:
         """SIGTERM, as Ctrl-C would; SIGKILL if it lingers."""
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        stop_group(self.process)
 
 
 class Shell:
@@ -90,7 +84,7 @@ class Shell:
 
     def __init__(self, cwd: Path) -> None:
         self.cwd = cwd
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("BROADCASTER_")}
+        self.env = settings_env(inherit=False)
         self.background: list[Background] = []
 
     def run(self, command: str) -> str:
@@ -169,16 +163,14 @@ def redis_on_6379(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     binary = shutil.which("redis-server")
     assert binary, "redis-server is missing: apt-get install redis-server"
     data = tmp_path_factory.mktemp("redis")
-    server = subprocess.Popen(
-        [binary, "--port", str(REDIS_PORT), "--save", "", "--appendonly", "no", "--dir", data],
-        stdout=subprocess.DEVNULL,
+    server = spawn(
+        [binary, "--port", str(REDIS_PORT), "--save", "", "--appendonly", "no", "--dir", str(data)]
     )
     try:
         wait(lambda: port_in_use(REDIS_PORT), "redis-server on 6379")
         yield
     finally:
-        server.kill()
-        server.wait()
+        stop(server, signal.SIGKILL)
 
 
 def test_try_it(shell: Shell) -> None:
@@ -214,7 +206,7 @@ def test_try_it(shell: Shell) -> None:
 
 @pytest.mark.usefixtures("redis_on_6379")
 def test_a_cluster_on_redis(shell: Shell) -> None:
-    text = section("### A cluster on Redis")
+    text = section("## A cluster on Redis")
     commands = shell_commands(text)
     serves = [c for c in commands if "broadcaster serve" in c]
     demo = [c for c in commands if "broadcaster demo" in c]

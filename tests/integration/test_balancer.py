@@ -22,8 +22,8 @@ from broadcaster.cluster.configs import (
     hard_file_limit,
     render_nginx,
 )
+from broadcaster.cluster.processes import free_port, wait_for_port
 from broadcaster.node.settings import Settings
-from tests.support.processes import free_port, wait_port
 
 ROOT = Path(__file__).resolve().parents[2]
 TLS_BEGIN, TLS_END = "# tls: begin", "# tls: end"
@@ -200,7 +200,7 @@ def test_nginx_starts_on_the_loopback_config_without_alerts(
     listen = re.findall(r"listen 127\.0\.0\.1:(\d+)", config.read_text())
     assert len(listen) == 2
     for port in listen:
-        wait_port(int(port))
+        wait_for_port(int(port), 10)
     nofile = int(directive(config.read_text(), "worker_rlimit_nofile"))
     # Each worker sets its limit as it starts: setrlimit did not fail if all have it.
     limits = wait_for_worker_limits(process.pid, (nofile, nofile))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -11,7 +10,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from .processes import free_port
+from broadcaster.cluster.processes import free_port, settings_env
 
 Cluster = dict[str, tuple[str, int]]  # name -> (address, pid)
 
@@ -39,7 +38,7 @@ def local_cluster(
             str(port),
             *flags,
         ],
-        env={**os.environ, **{f"BROADCASTER_{k.upper()}": v for k, v in env.items()}},
+        env=settings_env(env),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -1,37 +1,31 @@
-"""Real servers on free loopback ports: redis-server and `broadcaster serve` nodes."""
+"""Real servers on free loopback ports: redis-server and `broadcaster serve` nodes, as
+the tests drive them. Starting, waiting and stopping are the product's own
+(broadcaster.cluster.processes, which `broadcaster cluster` and loadtest use too)."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
 import urllib.request
 from pathlib import Path
 
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_port(port: int, timeout: float = 10) -> None:
-    """Wait until something accepts connections on `port`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"nothing listens on port {port} after {timeout}s") from None
-            time.sleep(0.02)
+from broadcaster.cluster.processes import (
+    SERVE,
+    StartError,
+    answers,
+    free_port,
+    node_env,
+    redis_argv,
+    rss_kb,
+    settings_env,
+    spawn,
+    stop,
+    wait_for_http,
+    wait_for_port,
+)
 
 
 class RedisServer:
@@ -62,30 +56,13 @@ class RedisServer:
 
     def start(self) -> None:
         """Start (or restart) the server and wait for it to accept connections."""
-        self.process = subprocess.Popen(
-            [
-                self.binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.workdir),
-                *self.extra,
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        wait_port(self.port)
+        argv = redis_argv(self.port, self.workdir, *self.extra, binary=self.binary)
+        self.process = spawn(argv)
+        wait_for_port(self.port, 10, self.process)
 
     def kill(self) -> None:
         """SIGKILL the server and reap it."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+        stop(self.process, signal.SIGKILL)
 
     def cli(self, *args: str) -> str:
         """Run redis-cli against this server; return its output."""
@@ -122,10 +99,9 @@ def caught_up(primary: RedisServer, *replicas: RedisServer) -> bool:
 
 def rss_bytes(pid: int) -> int:
     """A process's resident memory, in bytes."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmRSS for {pid}")
+    kb = rss_kb(pid)
+    assert kb is not None, f"no VmRSS for {pid}"
+    return kb * 1024
 
 
 class Node:
@@ -134,38 +110,22 @@ class Node:
     def __init__(self, redis_url: str | None, workdir: Path, **settings: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("BROADCASTER_")}
-        env.update(BROADCASTER_HOST="127.0.0.1", BROADCASTER_NODE_ID=f"node-{self.port}")
-        env.update({f"BROADCASTER_{k.upper()}": v for k, v in settings.items()})
-        env["BROADCASTER_PORT"] = str(self.port)
-        if redis_url:
-            env["BROADCASTER_REDIS_URL"] = redis_url
-        self.env = env
+        settings = {"node_id": f"node-{self.port}", **settings}
+        self.env = node_env(self.port, redis_url or None, inherit=False, **settings)
         self.log = workdir / f"node-{self.port}.log"
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         """Start the node and wait until it reports ready."""
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "broadcaster", "serve"],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 15
-        while not self.ready():
-            assert self.process.poll() is None, f"node exited: {self.log.read_text()}"
-            assert time.monotonic() < deadline, f"node not ready: {self.log.read_text()}"
-            time.sleep(0.05)
+        self.process = spawn(SERVE, log=self.log, env=self.env)
+        try:
+            wait_for_http(f"{self.url}/readyz", self.process, 15)
+        except StartError as exc:
+            raise AssertionError(f"node not ready ({exc}): {self.log.read_text()}") from None
 
     def ready(self) -> bool:
         """Whether /readyz answers 200."""
-        try:
-            with urllib.request.urlopen(f"{self.url}/readyz", timeout=1) as answer:
-                return bool(answer.status == 200)
-        except (urllib.error.URLError, OSError):
-            return False
+        return answers(f"{self.url}/readyz")
 
     def metric(self, series: str) -> float:
         """The value of one series in the node's /metrics (`name` or `name{labels}`)."""
@@ -187,14 +147,7 @@ class Node:
 
     def stop(self) -> None:
         """Stop the node (SIGTERM, then SIGKILL if it lingers)."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop(self.process)
 
 
 class Prometheus:
@@ -211,34 +164,24 @@ class Prometheus:
             "scrape_configs:\n"
             f"  - job_name: broadcaster\n    static_configs: [{{targets: {targets}}}]\n"
         )
-        self.process = subprocess.Popen(
+        self.process = spawn(
             [
                 binary,
                 f"--config.file={config}",
                 f"--storage.tsdb.path={workdir / 'prometheus-data'}",
                 f"--web.listen-address=127.0.0.1:{self.port}",
             ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            log=workdir / "prometheus.log",
         )
-        deadline = time.monotonic() + 30
-        while not self.ready():
-            assert self.process.poll() is None, "prometheus exited"
-            assert time.monotonic() < deadline, "prometheus not ready after 30s"
-            time.sleep(0.1)
+        wait_for_http(f"{self.url}/-/ready", self.process, 30)
 
     def ready(self) -> bool:
         """Whether /-/ready answers 200."""
-        try:
-            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as answer:
-                return bool(answer.status == 200)
-        except (urllib.error.URLError, OSError):
-            return False
+        return answers(f"{self.url}/-/ready")
 
     def stop(self) -> None:
         """Stop Prometheus."""
-        self.process.terminate()
-        self.process.wait(timeout=15)
+        stop(self.process)
 
 
 class SentinelGroup:
@@ -285,12 +228,8 @@ class SentinelGroup:
                 f"sentinel down-after-milliseconds {self.service} 1000\n"
                 f"sentinel failover-timeout {self.service} 4000\n"
             )
-            self.sentinels.append(
-                subprocess.Popen(
-                    [self.primary.binary, str(config), "--sentinel"], stdout=subprocess.DEVNULL
-                )
-            )
-            wait_port(port)
+            self.sentinels.append(spawn([self.primary.binary, str(config), "--sentinel"]))
+            wait_for_port(port, 10, self.sentinels[-1])
 
     def master_port(self) -> int | None:
         """The primary's port as the first Sentinel sees it now."""
@@ -333,8 +272,7 @@ class SentinelGroup:
     def stop(self) -> None:
         """Kill everything."""
         for sentinel in self.sentinels:
-            sentinel.kill()
-            sentinel.wait()
+            stop(sentinel, signal.SIGKILL)
         for server in (self.primary, *self.replicas):
             server.kill()
 
@@ -342,11 +280,9 @@ class SentinelGroup:
 def run_broadcaster(*args: str, **settings: str) -> subprocess.CompletedProcess[str]:
     """Run `broadcaster ARGS` to its end with only these BROADCASTER_ settings (`port="1"`
     sets BROADCASTER_PORT); what it printed and its exit status."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BROADCASTER_")}
-    env.update({f"BROADCASTER_{name.upper()}": value for name, value in settings.items()})
     return subprocess.run(
         [sys.executable, "-m", "broadcaster", *args],
-        env=env,
+        env=settings_env(settings, inherit=False),
         capture_output=True,
         text=True,
         timeout=60,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from .processes import free_port
+from broadcaster.cluster.processes import free_port
 
 
 class ReplyDroppingProxy:
