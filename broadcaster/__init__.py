@@ -5,16 +5,20 @@ from importlib.metadata import PackageNotFoundError, version
 from aiohttp import web
 
 from broadcaster import demo
+from broadcaster.brokers.config import LibraryConfig
 from broadcaster.brokers.protocol import Broker
 from broadcaster.client import (
-    AsyncPublisher,
+    Event,
     HttpPublisher,
     Publisher,
     PublishError,
     RedisPublisher,
+    SubscribeError,
     SyncHttpPublisher,
     SyncPublisher,
     SyncRedisPublisher,
+    subscribe,
+    subscribe_sync,
 )
 from broadcaster.core.message import Message
 from broadcaster.core.publication import Publication
@@ -38,17 +42,21 @@ except PackageNotFoundError:  # imported from a source tree that was never insta
     __version__ = "0+unknown"
 
 __all__ = [
-    "AsyncPublisher",
+    "Event",
     "HttpPublisher",
+    "LibraryConfig",
     "Message",
     "Publication",
     "PublishError",
     "Publisher",
     "RedisPublisher",
     "Settings",
+    "SubscribeError",
     "SyncHttpPublisher",
     "SyncPublisher",
     "SyncRedisPublisher",
     "__version__",
     "create_app",
+    "subscribe",
+    "subscribe_sync",
 ]

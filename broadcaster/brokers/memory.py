@@ -7,6 +7,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Sequence
 
+from broadcaster.brokers.config import DEFAULT_CONFIG, LibraryConfig
 from broadcaster.brokers.protocol import IDEMPOTENCY_MAX_KEYS, KEY_LIMIT_REASON, Deliver, KeyLimit
 from broadcaster.core.history import ChannelHistory, Entry, Head, Snapshot, Start, begin
 from broadcaster.core.ids import EventId
@@ -24,16 +25,14 @@ class MemoryBroker:
     def __init__(
         self,
         *,
-        history_maxlen: int = 1000,
-        history_ttl: float = 86400,
-        idempotency_window: float = 300,
+        config: LibraryConfig = DEFAULT_CONFIG,
         max_replay_bytes: int = 4 * 1_048_576,
     ) -> None:
         self._deliver: Deliver | None = None
         self._channels: set[str] = set()
-        self._maxlen = history_maxlen
+        self._maxlen = config.history_maxlen
         self._max_replay_bytes = max_replay_bytes
-        self._ttl_ms = int(history_ttl * 1000)
+        self._ttl_ms = config.history_ttl * 1000
         self._epoch_ms = _now_ms()
         self._last = EventId(self._epoch_ms, 0)
         # Least recently published first, so idle channels expire from the front.
@@ -41,7 +40,7 @@ class MemoryBroker:
         self._published_ms: dict[str, int] = {}
         # (channel, idempotency key) -> the first publish's id, and until when it counts.
         self._keys: OrderedDict[tuple[str, str], tuple[str, int]] = OrderedDict()
-        self._window_ms = round(idempotency_window * 1000)
+        self._window_ms = round(config.idempotency_window * 1000)
         self._counted: dict[str, tuple[int, int]] = {}  # channel -> keys, until when
         # Replays computed since the last publish, shared by clients asking the same (a
         # reconnect storm): the snapshot, merge and encoding are done once. Kept at most

@@ -63,7 +63,9 @@ def _run(args: argparse.Namespace) -> None:
 def _publisher(settings: Settings, url: str | None) -> SyncPublisher:
     """Straight to Redis with a Redis URL (and no --url), else through a node."""
     if url is None and settings.redis_url is not None:
-        return SyncRedisPublisher(connect_sync(settings.redis_url), **settings.library_options())
+        return SyncRedisPublisher(
+            connect_sync(settings.redis_url), config=settings.library_config()
+        )
     token = settings.publish_token.get_secret_value() if settings.publish_token else ""
     return SyncHttpPublisher(url or DEFAULT_URL, token)
 

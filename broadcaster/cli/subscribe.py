@@ -11,7 +11,9 @@ import sys
 from types import FrameType
 from typing import Any
 
+from broadcaster.client import events as stream_events
 from broadcaster.client import subscriber
+from broadcaster.client.subscription import SubscribeError
 
 
 def add(commands: Any) -> None:
@@ -56,7 +58,7 @@ def _run(args: argparse.Namespace) -> None:
         sys.exit(0)
 
     signal.signal(signal.SIGTERM, stop)
-    events = subscriber.follow(
+    events = subscriber.subscribe_sync(
         args.url,
         args.channels,
         last_event_id="earliest" if args.earliest else args.last_event_id,
@@ -70,10 +72,10 @@ def _run(args: argparse.Namespace) -> None:
             else:
                 line = f"[{event.id or ''}] {event.event}: {one_line(event.data)}"
             print(line, flush=True)
-            notice = subscriber.reset_notice(event)
+            notice = stream_events.reset_notice(event)
             if notice is not None:
                 notify(notice)
-    except subscriber.SubscribeError as exc:
+    except SubscribeError as exc:
         print(f"broadcaster: {exc}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:

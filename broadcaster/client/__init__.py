@@ -1,26 +1,35 @@
-"""Publishing from Python: async and sync, through Redis or through a node.
+"""The client side, from Python: publishing (through Redis or through a node) and
+subscribing.
 
-Every publisher has `publish`, `publish_many` and `stream`, and retries connection
-errors and timeouts with idempotency keys, so a retry never publishes twice.
+One naming convention: the async class or function has the plain name, and its
+synchronous twin adds `Sync` (classes) or `_sync` (functions): `RedisPublisher` and
+`SyncRedisPublisher`, `subscribe` and `subscribe_sync`. `Publisher` and `SyncPublisher`
+are the bases that `publish`, `publish_many` and `stream` come from; every publisher
+retries connection errors and timeouts with idempotency keys, so a retry never
+publishes twice.
 """
 
-from broadcaster.client.asynchronous import AsyncPublisher
+from broadcaster.client.asynchronous import Publisher
 from broadcaster.client.errors import PublishError
+from broadcaster.client.events import Event
 from broadcaster.client.http_publishers import HttpPublisher, SyncHttpPublisher
 from broadcaster.client.items import Item
 from broadcaster.client.redis_publishers import RedisPublisher, SyncRedisPublisher
+from broadcaster.client.subscriber import subscribe, subscribe_sync
+from broadcaster.client.subscription import SubscribeError
 from broadcaster.client.synchronous import SyncPublisher
 
-Publisher = AsyncPublisher
-
 __all__ = [
-    "AsyncPublisher",
+    "Event",
     "HttpPublisher",
     "Item",
     "PublishError",
     "Publisher",
     "RedisPublisher",
+    "SubscribeError",
     "SyncHttpPublisher",
     "SyncPublisher",
     "SyncRedisPublisher",
+    "subscribe",
+    "subscribe_sync",
 ]

@@ -17,7 +17,7 @@ Deliver = Callable[[Sequence[Publication]], Awaitable[list[str]]]
 MAX_PENDING = 1000  # chunks a stream buffers before it waits for the sender
 
 
-class AsyncPublisher(ABC):
+class Publisher(ABC):
     """`publish`, `publish_many` and `stream` over one way of sending a batch in order.
 
     With `retries` (default 3), every message carries an idempotency key (its own, or one

@@ -6,11 +6,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from broadcaster.brokers.protocol import Broker
-from broadcaster.client.asynchronous import AsyncPublisher
+from broadcaster.client.asynchronous import Publisher
 from broadcaster.core.publication import Publication
 
 
-class BrokerPublisher(AsyncPublisher):
+class BrokerPublisher(Publisher):
     """The publisher surface over `Broker.publish`; no retries (the broker is local)."""
 
     def __init__(self, broker: Broker) -> None:

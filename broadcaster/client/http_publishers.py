@@ -12,7 +12,7 @@ import aiohttp
 import httpx
 import orjson
 
-from broadcaster.client.asynchronous import AsyncPublisher
+from broadcaster.client.asynchronous import Publisher
 from broadcaster.client.errors import PublishError, Unavailable
 from broadcaster.client.synchronous import SyncPublisher
 from broadcaster.core.publication import Publication
@@ -20,7 +20,7 @@ from broadcaster.core.publication import Publication
 UNAVAILABLE = (502, 503, 504)
 
 
-class HttpPublisher(AsyncPublisher):
+class HttpPublisher(Publisher):
     """Publishes through a node from async code (aiohttp)."""
 
     retryable = (aiohttp.ClientConnectionError, TimeoutError, Unavailable)

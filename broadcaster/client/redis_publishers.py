@@ -1,31 +1,32 @@
 """Publishing through Redis (`FCALL sse_publish`), where every node listens.
 
-A batch is one pipeline of FCALLs: one round trip, published in order. With `replicas`,
-the pipeline ends with a WAIT: a publish is acknowledged once that many replicas hold it,
-and one they do not confirm in `replica_timeout` seconds is retried under its key. The
-prefix and retention settings only matter when no node has loaded the function yet.
+A batch is one pipeline of FCALLs: one round trip, published in order. With the
+config's `replicas`, the pipeline ends with a WAIT: a publish is acknowledged once that
+many replicas hold it, and one they do not confirm in `replica_timeout` seconds is
+retried under its key. The prefix must be the nodes'; the retention options only matter
+when no node has loaded the function yet.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import redis
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from broadcaster.brokers.config import DEFAULT_CONFIG, LibraryConfig
 from broadcaster.brokers.redis.client import connect, connect_sync
 from broadcaster.brokers.redis.library import Library, NotReplicated
-from broadcaster.client.asynchronous import AsyncPublisher
+from broadcaster.client.asynchronous import Publisher
 from broadcaster.client.synchronous import SyncPublisher
 from broadcaster.core.publication import Publication
 
 RETRYABLE = (RedisConnectionError, RedisTimeoutError, NotReplicated, OSError)
 
 
-class RedisPublisher(AsyncPublisher):
+class RedisPublisher(Publisher):
     """Publishes durably through Redis from async code."""
 
     retryable = RETRYABLE
@@ -34,24 +35,19 @@ class RedisPublisher(AsyncPublisher):
         self,
         client: aioredis.Redis,
         *,
-        prefix: str = "sse:",
-        history_maxlen: int = 1000,
-        history_ttl: int = 86400,
-        idempotency_window: float = 300,
-        replicas: int = 0,
-        replica_timeout: float = 1.0,
+        config: LibraryConfig = DEFAULT_CONFIG,
         retries: int = 3,
     ) -> None:
         super().__init__(retries=retries)
         self._client = client
-        self.library = Library(
-            prefix, history_maxlen, history_ttl, idempotency_window, replicas, replica_timeout
-        )
+        self.library = Library(config)
 
     @classmethod
-    def from_url(cls, url: str, **options: Any) -> RedisPublisher:
+    def from_url(
+        cls, url: str, *, config: LibraryConfig = DEFAULT_CONFIG, retries: int = 3
+    ) -> RedisPublisher:
         """A publisher for the Redis server at `url` (options as for the constructor)."""
-        return cls(connect(url), **options)
+        return cls(connect(url), config=config, retries=retries)
 
     async def aclose(self) -> None:
         """Close the Redis connection pool."""
@@ -70,24 +66,19 @@ class SyncRedisPublisher(SyncPublisher):
         self,
         client: redis.Redis,
         *,
-        prefix: str = "sse:",
-        history_maxlen: int = 1000,
-        history_ttl: int = 86400,
-        idempotency_window: float = 300,
-        replicas: int = 0,
-        replica_timeout: float = 1.0,
+        config: LibraryConfig = DEFAULT_CONFIG,
         retries: int = 3,
     ) -> None:
         super().__init__(retries=retries)
         self._client = client
-        self.library = Library(
-            prefix, history_maxlen, history_ttl, idempotency_window, replicas, replica_timeout
-        )
+        self.library = Library(config)
 
     @classmethod
-    def from_url(cls, url: str, **options: Any) -> SyncRedisPublisher:
+    def from_url(
+        cls, url: str, *, config: LibraryConfig = DEFAULT_CONFIG, retries: int = 3
+    ) -> SyncRedisPublisher:
         """A publisher for the Redis server at `url` (options as for the constructor)."""
-        return cls(connect_sync(url), **options)
+        return cls(connect_sync(url), config=config, retries=retries)
 
     def close(self) -> None:
         """Close the Redis connection pool."""

@@ -6,7 +6,7 @@ import asyncio
 import re
 from collections.abc import AsyncIterator
 
-from broadcaster.client import AsyncPublisher
+from broadcaster.client import Publisher
 
 _ANSWER = (
     "Here is a streamed answer to “{prompt}”. Each word you see arrived as its own "
@@ -26,7 +26,7 @@ def tokens(text: str) -> list[str]:
     return re.findall(r"\s*\S+", text)
 
 
-async def stream_answer(publisher: AsyncPublisher, channel: str, prompt: str, delay: float) -> None:
+async def stream_answer(publisher: Publisher, channel: str, prompt: str, delay: float) -> None:
     """Publish `thinking`, then one `token` event per word (`stream`), then `done`."""
     await publisher.publish(channel, {"prompt": prompt}, "thinking")
     await publisher.stream(channel, _words(prompt, delay), event="token", done_event="done")

@@ -25,7 +25,7 @@ async def run_producer(settings: Settings, redis_url: str) -> None:
     queue = JobQueue(
         client, settings.channel_prefix, settings.demo_queue_max, settings.demo_job_ttl
     )
-    publisher = RedisPublisher(client, **settings.library_options())
+    publisher = RedisPublisher(client, config=settings.library_config())
     slots = asyncio.Semaphore(settings.demo_queue_max)
     running: set[asyncio.Task[None]] = set()
 

@@ -36,16 +36,13 @@ def make_broker(settings: Settings, counts: Counts | None = None) -> Broker:
     """The embedded broker without REDIS_URL, else the Redis broker."""
     if settings.redis_url is None:
         return MemoryBroker(
-            history_maxlen=settings.history_maxlen,
-            history_ttl=settings.history_ttl,
-            idempotency_window=settings.idempotency_window,
-            max_replay_bytes=settings.max_replay_bytes,
+            config=settings.library_config(), max_replay_bytes=settings.max_replay_bytes
         )
     return RedisBroker.from_url(
         settings.redis_url,
         counts=counts,
+        config=settings.library_config(),
         max_replay_bytes=settings.max_replay_bytes,
-        **settings.library_options(),
     )
 
 

@@ -25,7 +25,7 @@ from fastapi import BackgroundTasks, FastAPI, HTTPException
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
-from broadcaster import AsyncPublisher, HttpPublisher, PublishError, RedisPublisher
+from broadcaster import HttpPublisher, Publisher, PublishError, RedisPublisher
 
 NODE_URL = os.environ.get("BROADCASTER_URL", "http://localhost:8080")  # for publishing
 PUBLIC_URL = os.environ.get("BROADCASTER_PUBLIC_URL", NODE_URL)  # where browsers subscribe
@@ -33,7 +33,7 @@ MAX_ANSWERS = 20  # answers streaming at once; more get 503
 TOKEN_DELAY = float(os.environ.get("EXAMPLE_TOKEN_DELAY", "0.05"))
 
 
-def publisher() -> AsyncPublisher:
+def publisher() -> Publisher:
     """Straight to Redis when BROADCASTER_REDIS_URL is set, else through the node with its
     publish token."""
     redis_url = os.environ.get("BROADCASTER_REDIS_URL")

@@ -10,6 +10,7 @@ import orjson
 import pytest
 import redis.asyncio as redis
 
+from broadcaster.brokers.config import LibraryConfig
 from broadcaster.brokers.memory import MemoryBroker
 from broadcaster.brokers.protocol import IDEMPOTENCY_MAX_KEYS, Broker, KeyLimit
 from broadcaster.brokers.redis import RedisBroker
@@ -50,9 +51,9 @@ async def subject(
     request: pytest.FixtureRequest, redis_server: RedisServer
 ) -> AsyncIterator[Subject]:
     if request.param == "memory":
-        subject = Subject(MemoryBroker(history_maxlen=MAXLEN))
+        subject = Subject(MemoryBroker(config=LibraryConfig(history_maxlen=MAXLEN)))
     else:
-        broker = RedisBroker.from_url(redis_server.url, history_maxlen=MAXLEN)
+        broker = RedisBroker.from_url(redis_server.url, config=LibraryConfig(history_maxlen=MAXLEN))
         subject = Subject(broker, redis_url=redis_server.url)
     await subject.broker.start(subject.deliver)
     yield subject
@@ -202,13 +203,12 @@ async def paging(
     request: pytest.FixtureRequest, redis_server: RedisServer
 ) -> AsyncIterator[Subject]:
     """A broker that retains 1,000 messages a channel and replays at most BOUND bytes."""
-    options = {"history_maxlen": 1000, "max_replay_bytes": BOUND}
+    config = LibraryConfig(history_maxlen=1000)
     if request.param == "memory":
-        subject = Subject(MemoryBroker(**options))
+        subject = Subject(MemoryBroker(config=config, max_replay_bytes=BOUND))
     else:
-        subject = Subject(
-            RedisBroker.from_url(redis_server.url, **options), redis_url=redis_server.url
-        )
+        broker = RedisBroker.from_url(redis_server.url, config=config, max_replay_bytes=BOUND)
+        subject = Subject(broker, redis_url=redis_server.url)
     await subject.broker.start(subject.deliver)
     yield subject
     await subject.broker.close()

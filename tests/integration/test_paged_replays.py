@@ -9,6 +9,7 @@ import orjson
 import pytest
 import redis.asyncio as redis
 
+from broadcaster.brokers.config import LibraryConfig
 from broadcaster.brokers.redis import RedisBroker
 from broadcaster.core.history import Start
 from broadcaster.core.publication import Publication
@@ -20,7 +21,7 @@ KILOBYTE = "x" * 1000
 
 @pytest.fixture
 async def broker(redis_server: RedisServer) -> AsyncIterator[RedisBroker]:
-    broker = RedisBroker.from_url(redis_server.url, history_maxlen=300)
+    broker = RedisBroker.from_url(redis_server.url, config=LibraryConfig(history_maxlen=300))
     await broker.start(lambda channel, message: None)
     yield broker
     await broker.close()

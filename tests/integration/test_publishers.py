@@ -12,8 +12,8 @@ import pytest
 import redis.asyncio as redis
 
 from broadcaster import (
-    AsyncPublisher,
     HttpPublisher,
+    Publisher,
     PublishError,
     RedisPublisher,
     SyncHttpPublisher,
@@ -29,7 +29,7 @@ KINDS = ["redis", "http", "sync-redis", "sync-http"]
 class Under:
     """A publisher under test, behind one async surface (sync ones run in a thread)."""
 
-    def __init__(self, publisher: AsyncPublisher | SyncPublisher) -> None:
+    def __init__(self, publisher: Publisher | SyncPublisher) -> None:
         self.publisher = publisher
 
     async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
@@ -47,7 +47,7 @@ class Under:
 
 def make(kind: str, redis_port: int, node_port: int, **options: Any) -> Under:
     redis_url, node_url = f"redis://127.0.0.1:{redis_port}", f"http://127.0.0.1:{node_port}"
-    makers: dict[str, Callable[[], AsyncPublisher | SyncPublisher]] = {
+    makers: dict[str, Callable[[], Publisher | SyncPublisher]] = {
         "redis": lambda: RedisPublisher.from_url(redis_url, **options),
         "http": lambda: HttpPublisher(node_url, "t", **options),
         "sync-redis": lambda: SyncRedisPublisher.from_url(redis_url, **options),

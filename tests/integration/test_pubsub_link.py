@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
+from broadcaster.brokers.config import LibraryConfig
 from broadcaster.brokers.redis import RedisBroker
 from broadcaster.brokers.redis.client import connect
 from broadcaster.brokers.redis.link import READ_SIZE, SILENT_CHECKS
@@ -19,13 +20,15 @@ from tests.support.processes import RedisServer
 from tests.support.wait import wait_until
 from tests.unit.test_message import envelope
 
+P_PREFIX = LibraryConfig(prefix="p:")
+
 Received = list[tuple[str, Message]]
 Setup = tuple[RedisBroker, aioredis.Redis, Received]
 
 
 @pytest.fixture
 async def setup(redis_server: RedisServer) -> AsyncIterator[Setup]:
-    broker = RedisBroker.from_url(redis_server.url, prefix="p:")
+    broker = RedisBroker.from_url(redis_server.url, config=LibraryConfig(prefix="p:"))
     probe = aioredis.Redis.from_url(redis_server.url)
     received: Received = []
     await broker.start(lambda channel, message: received.append((channel, message)))
@@ -99,7 +102,9 @@ async def test_an_idle_link_on_a_live_redis_is_never_given_up(redis_server: Redi
     # must take that as life however the loop's timers jitter. Comparing the last read's
     # age with the interval made a near-tie of it, and tiny intervals lost it often.
     counts = Counts()
-    broker = RedisBroker(connect(redis_server.url), prefix="p:", ping_interval=0.01, counts=counts)
+    broker = RedisBroker(
+        connect(redis_server.url), config=P_PREFIX, ping_interval=0.01, counts=counts
+    )
     await broker.start(lambda channel, message: None)
     try:
         await broker.subscribe("news")
@@ -114,7 +119,7 @@ async def test_an_idle_link_on_a_live_redis_is_never_given_up(redis_server: Redi
 
 async def test_a_silent_link_is_given_up_then_reconnected(redis_server: RedisServer) -> None:
     interval = 0.5
-    broker = RedisBroker(connect(redis_server.url), prefix="p:", ping_interval=interval)
+    broker = RedisBroker(connect(redis_server.url), config=P_PREFIX, ping_interval=interval)
     received: Received = []
     await broker.start(lambda channel, message: received.append((channel, message)))
     probe = aioredis.Redis.from_url(redis_server.url)

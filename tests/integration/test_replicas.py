@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 
 from broadcaster import RedisPublisher
+from broadcaster.brokers.config import LibraryConfig
 from tests.support.processes import RedisServer, replicas_online
 from tests.support.wait import wait_until
 
@@ -73,7 +74,7 @@ async def test_python_publishers_retry_until_the_replicas_confirm(
     await wait_until(lambda: replicas_online(primary), 10, "the replica")
     assert replica.process is not None
     async with RedisPublisher.from_url(
-        primary.url, replicas=1, replica_timeout=0.5, retries=10
+        primary.url, config=LibraryConfig(replicas=1, replica_timeout=0.5), retries=10
     ) as publisher:
         os.kill(replica.process.pid, signal.SIGSTOP)
         publishing = asyncio.create_task(publisher.publish("py", "once"))

@@ -1,5 +1,5 @@
 """The event stream as a browser's EventSource reads it, for tests: the product's own
-decoder (`broadcaster.client.subscriber.EventDecoder`, per the HTML standard), fed text
+decoder (`broadcaster.client.events.EventDecoder`, per the HTML standard), fed text
 in any pieces, with what tests look at besides (comments, the latest `retry:`)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from broadcaster.client.subscriber import EventDecoder
+from broadcaster.client.events import EventDecoder
 
 _LINE = re.compile(r"\r\n|\r|\n")
 

@@ -235,7 +235,7 @@ async def test_a_stream_lets_go_of_its_slot_and_the_hub_once_its_connection_is_g
         transport, ["c"], max_pending_bytes=1 << 20, release=lambda: released.append(stream)
     )
     joined = asyncio.create_task(hub.join(stream))
-    await wait_until(lambda: broker.pending)
+    await wait_until(lambda: bool(broker.pending))
     broker.confirm()
     await joined
     hub.go_live(stream, chunked=False)

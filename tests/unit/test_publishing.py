@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Sequence
 
 import pytest
 
-from broadcaster import AsyncPublisher, Publication, SyncPublisher
+from broadcaster import Publication, Publisher, SyncPublisher
 from broadcaster.brokers.redis.library import fcall_args
 from broadcaster.core.publication import check_key, encode_data
 
@@ -17,7 +17,7 @@ class Flaky(ConnectionError):
     """A connection error on the way back: the batch was published, the reply lost."""
 
 
-class FakeAsync(AsyncPublisher):
+class FakeAsync(Publisher):
     """Publishes into a list; optionally loses the first `lose` replies, like a network."""
 
     retryable = (Flaky,)

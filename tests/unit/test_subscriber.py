@@ -1,21 +1,29 @@
-"""`broadcaster.client.subscriber.follow`, the engine of `broadcaster subscribe`, against
-scripted and silent servers: the parser, the position, retries and refusals."""
+"""`broadcaster.client.subscriber`: `subscribe` and `subscribe_sync` (the engine of
+`broadcaster subscribe`), each against the same scripted and silent servers: the parser,
+the position, retries and refusals."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from itertools import islice
+from typing import Any
 
 import httpx
 import pytest
 
-from broadcaster.client.subscriber import Event, SubscribeError, follow
+from broadcaster.client.events import Event
+from broadcaster.client.subscriber import subscribe, subscribe_sync
+from broadcaster.client.subscription import SubscribeError
+
+Answer = Callable[[httpx.Request], httpx.Response]
+KINDS = pytest.mark.parametrize("kind", ["async", "sync"])
 
 
-def scripted(*answers: httpx.Response) -> tuple[httpx.Client, list[httpx.Request]]:
-    """A client whose requests get `answers` in turn; the requests are recorded."""
+def scripted(*answers: httpx.Response) -> tuple[Answer, list[httpx.Request]]:
+    """A server whose requests get `answers` in turn; the requests are recorded."""
     requests: list[httpx.Request] = []
     pending = list(answers)
 
@@ -23,15 +31,68 @@ def scripted(*answers: httpx.Response) -> tuple[httpx.Client, list[httpx.Request
         requests.append(request)
         return pending.pop(0)
 
-    return httpx.Client(transport=httpx.MockTransport(answer)), requests
+    return answer, requests
+
+
+class Chunks(httpx.SyncByteStream, httpx.AsyncByteStream):
+    """A body that arrives in these chunks, to either client."""
+
+    def __init__(self, chunks: tuple[bytes, ...]) -> None:
+        self._chunks = chunks
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self._chunks
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for chunk in self._chunks:
+            yield chunk
 
 
 def stream(*chunks: bytes) -> httpx.Response:
-    return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=iter(chunks))
+    return httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=Chunks(chunks))
 
 
-def test_only_events_with_data_come_out_and_every_block_moves_the_position() -> None:
-    client, requests = scripted(
+def follow(
+    kind: str,
+    answer: Answer | None,
+    count: int,
+    *args: Any,
+    sleep: Callable[[float], None] = lambda _: None,
+    **options: Any,
+) -> list[Event]:
+    """The first `count` events that `subscribe` or `subscribe_sync` yields, from `answer`
+    (a real server without one); `sleep` sees the delays between attempts."""
+    if kind == "sync":
+        client = None if answer is None else httpx.Client(transport=httpx.MockTransport(answer))
+        events = subscribe_sync(*args, client=client, sleep=sleep, **options)
+        try:
+            return list(islice(events, count))
+        finally:
+            events.close()
+
+    async def pause(delay: float) -> None:
+        sleep(delay)
+
+    async def take() -> list[Event]:
+        transport = None if answer is None else httpx.MockTransport(answer)
+        async with httpx.AsyncClient(transport=transport) as client:
+            events = subscribe(*args, client=client, sleep=pause, **options)
+            taken: list[Event] = []
+            try:
+                async for event in events:
+                    taken.append(event)
+                    if len(taken) == count:
+                        break
+            finally:
+                await events.aclose()
+            return taken
+
+    return asyncio.run(take())
+
+
+@KINDS
+def test_only_events_with_data_come_out_and_every_block_moves_the_position(kind: str) -> None:
+    answer, requests = scripted(
         stream(
             b"retry: 1500\n\n",  # a hint, not an event
             b"id: 1-1\ndata: a\n\n",
@@ -55,15 +116,17 @@ def test_only_events_with_data_come_out_and_every_block_moves_the_position() -> 
     delays: list[float] = []
     notices: list[str] = []
     events = follow(
+        kind,
+        answer,
+        5,
         "http://node/",
         ["a", "b"],
         last_event_id="0-1",
         token="t0ken",
-        client=client,
         notify=notices.append,
         sleep=delays.append,
     )
-    assert list(islice(events, 5)) == [
+    assert events == [
         Event("1-1", "message", "a"),
         Event("1-2", "note", "x\n\n y"),
         Event(None, "message", ""),
@@ -83,14 +146,15 @@ def test_only_events_with_data_come_out_and_every_block_moves_the_position() -> 
     ]
 
 
-def test_an_empty_id_forgets_the_position() -> None:
-    client, requests = scripted(
+@KINDS
+def test_an_empty_id_forgets_the_position(kind: str) -> None:
+    answer, requests = scripted(
         stream(b"id: 5-5\ndata: x\n\n"),
         stream(b"id:\n\n"),
         stream(b"data: y\n\n"),
     )
-    events = follow("http://node", ["a"], last_event_id="1-1", client=client, sleep=lambda _: None)
-    assert [e.data for e in islice(events, 2)] == ["x", "y"]
+    events = follow(kind, answer, 2, "http://node", ["a"], last_event_id="1-1")
+    assert [e.data for e in events] == ["x", "y"]
     assert [r.headers.get("last-event-id") for r in requests] == [None, "5-5", None]
     assert all(r.url.params["lastEventId"] == "1-1" for r in requests)
 
@@ -99,7 +163,8 @@ class Enough(Exception):
     pass
 
 
-def test_a_refusing_node_is_retried_ever_later_up_to_the_cap() -> None:
+@KINDS
+def test_a_refusing_node_is_retried_ever_later_up_to_the_cap(kind: str) -> None:
     def refuse(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
 
@@ -111,9 +176,8 @@ def test_a_refusing_node_is_retried_ever_later_up_to_the_cap() -> None:
             raise Enough
 
     notices: list[str] = []
-    client = httpx.Client(transport=httpx.MockTransport(refuse))
     with pytest.raises(Enough):
-        next(follow("http://node", ["a"], client=client, notify=notices.append, sleep=sleep))
+        follow(kind, refuse, 1, "http://node", ["a"], notify=notices.append, sleep=sleep)
     assert delays == [3, 6, 12, 24, 30, 30, 30]
     assert notices[0] == "cannot connect (connection refused), retrying in 3.0 s"
 
@@ -121,17 +185,22 @@ def test_a_refusing_node_is_retried_ever_later_up_to_the_cap() -> None:
 @pytest.mark.parametrize(
     ("answer", "status", "reason"),
     [
-        (httpx.Response(401, text="missing token\n"), 401, "missing token"),
-        (httpx.Response(404, html="<html>nginx</html>"), 404, "Not Found"),
-        (httpx.Response(200, text="hello"), 200, "not an event stream (Content-Type: text/plain)"),
+        ({"status_code": 401, "text": "missing token\n"}, 401, "missing token"),
+        ({"status_code": 404, "html": "<html>nginx</html>"}, 404, "Not Found"),
+        (
+            {"status_code": 200, "text": "hello"},
+            200,
+            "not an event stream (Content-Type: text/plain)",
+        ),
     ],
 )
+@KINDS
 def test_refusals_retrying_cannot_fix_raise(
-    answer: httpx.Response, status: int, reason: str
+    kind: str, answer: dict[str, Any], status: int, reason: str
 ) -> None:
-    client, requests = scripted(answer)
+    server, requests = scripted(httpx.Response(**answer))
     with pytest.raises(SubscribeError) as refused:
-        next(follow("http://node", ["a"], client=client))
+        follow(kind, server, 1, "http://node", ["a"])
     assert (refused.value.status, refused.value.reason) == (status, reason)
     assert len(requests) == 1
 
@@ -166,11 +235,13 @@ def silent_server() -> Iterator[tuple[str, list[bytes]]]:
             connection.close()
 
 
-def test_a_silent_connection_counts_as_lost(silent_server: tuple[str, list[bytes]]) -> None:
+@KINDS
+def test_a_silent_connection_counts_as_lost(
+    kind: str, silent_server: tuple[str, list[bytes]]
+) -> None:
     url, requests = silent_server
     notices: list[str] = []
-    events = follow(url, ["a"], read_timeout=0.5, notify=notices.append)
-    assert [e.data for e in islice(events, 2)] == ["a", "b"]
-    events.close()
+    events = follow(kind, None, 2, url, ["a"], read_timeout=0.5, notify=notices.append)
+    assert [e.data for e in events] == ["a", "b"]
     assert notices[0] == "connection lost (nothing received for 0.5 s), retrying in 0.0 s"
     assert b"\r\nlast-event-id: 1-1\r\n" in requests[1].lower()

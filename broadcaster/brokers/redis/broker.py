@@ -12,7 +12,6 @@ import asyncio
 import logging
 import random
 from collections.abc import Sequence
-from typing import Any
 
 import redis.asyncio as redis
 from redis.asyncio.connection import AbstractConnection
@@ -20,6 +19,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ResponseError
 
+from broadcaster.brokers.config import DEFAULT_CONFIG, LibraryConfig
 from broadcaster.brokers.protocol import KEY_LIMIT_REASON, BrokerUnavailable, Deliver, KeyLimit
 from broadcaster.brokers.redis.client import IN_FLIGHT, LINK_ERRORS, connect
 from broadcaster.brokers.redis.history import RedisHistory
@@ -48,12 +48,7 @@ class RedisBroker:
         self,
         client: redis.Redis,
         *,
-        prefix: str = "sse:",
-        history_maxlen: int = 1000,
-        history_ttl: int = 86400,
-        idempotency_window: float = 300,
-        replicas: int = 0,
-        replica_timeout: float = 1.0,
+        config: LibraryConfig = DEFAULT_CONFIG,
         max_replay_bytes: int = 4 * 1_048_576,
         ping_interval: float = 5.0,
         max_backoff: float = 5.0,
@@ -61,14 +56,13 @@ class RedisBroker:
     ) -> None:
         self._counts = counts or Counts()
         self._client = client
-        self._library = Library(
-            prefix, history_maxlen, history_ttl, idempotency_window, replicas, replica_timeout
-        )
+        self._library = Library(config)
+        prefix = config.prefix
         self._in_flight = asyncio.Semaphore(IN_FLIGHT)
         self._history = RedisHistory(
             client,
             prefix=prefix,
-            ttl=history_ttl,
+            ttl=config.history_ttl,
             max_replay_bytes=max_replay_bytes,
             in_flight=self._in_flight,
         )
@@ -97,9 +91,16 @@ class RedisBroker:
         self._replid: str | None = None  # the primary's replication history, once known
 
     @classmethod
-    def from_url(cls, url: str, **options: Any) -> RedisBroker:
+    def from_url(
+        cls,
+        url: str,
+        *,
+        config: LibraryConfig = DEFAULT_CONFIG,
+        max_replay_bytes: int = 4 * 1_048_576,
+        counts: Counts | None = None,
+    ) -> RedisBroker:
         """A broker for the Redis server at `url` (options as for the constructor)."""
-        return cls(connect(url), **options)
+        return cls(connect(url), config=config, max_replay_bytes=max_replay_bytes, counts=counts)
 
     @property
     def connected(self) -> bool:

@@ -13,6 +13,7 @@ import redis
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
+from broadcaster.brokers.config import DEFAULT_CONFIG, LibraryConfig
 from broadcaster.brokers.protocol import IDEMPOTENCY_MAX_KEYS, KEY_LIMIT_REASON
 from broadcaster.core.publication import Publication
 
@@ -29,23 +30,19 @@ def history_key(prefix: str, channel: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Library:
-    """The library as one node's settings render it (the prefix is pre-validated)."""
+    """The libraries as `config` renders them: loading them, and publishing through them."""
 
-    prefix: str = "sse:"
-    maxlen: int = 1000
-    ttl: int = 86400
-    idempotency_window: float = 300
-    replicas: int = 0  # a publish is acknowledged once this many replicas hold it (WAIT)
-    replica_timeout: float = 1.0  # seconds to wait for them
+    config: LibraryConfig = DEFAULT_CONFIG
 
     def code(self) -> str:
         """The Lua source to load."""
+        config = self.config
         return (
-            _SOURCE.replace("{{prefix}}", self.prefix)
-            .replace("{{maxlen}}", str(int(self.maxlen)))
-            .replace("{{ttl}}", str(int(self.ttl)))
+            _SOURCE.replace("{{prefix}}", config.prefix)
+            .replace("{{maxlen}}", str(config.history_maxlen))
+            .replace("{{ttl}}", str(config.history_ttl))
             .replace(
-                "{{idempotency_window_ms}}", str(max(1, round(self.idempotency_window * 1000)))
+                "{{idempotency_window_ms}}", str(max(1, round(config.idempotency_window * 1000)))
             )
             .replace("{{idempotency_max_keys}}", str(IDEMPOTENCY_MAX_KEYS))
             .replace("{{key_limit_reason}}", KEY_LIMIT_REASON)
@@ -100,16 +97,18 @@ class Library:
 
     def _wait(self) -> list[int] | None:
         """The WAIT that closes each pipeline, when replicas must confirm."""
-        if not self.replicas:
+        config = self.config
+        if not config.replicas:
             return None
-        return [self.replicas, max(1, round(self.replica_timeout * 1000))]
+        return [config.replicas, max(1, round(config.replica_timeout * 1000))]
 
     def _confirmed(self, replies: list[Any], confirmed: Any) -> list[str]:
         ids = _ids(replies)
-        if confirmed is not None and int(confirmed) < self.replicas:
+        config = self.config
+        if confirmed is not None and int(confirmed) < config.replicas:
             raise NotReplicated(
-                f"{confirmed} of {self.replicas} replicas confirmed within "
-                f"{self.replica_timeout:g} s: the message may or may not be delivered; "
+                f"{confirmed} of {config.replicas} replicas confirmed within "
+                f"{config.replica_timeout:g} s: the message may or may not be delivered; "
                 "retry with the same idempotency key"
             )
         return ids
