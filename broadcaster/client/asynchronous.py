@@ -10,11 +10,11 @@ from types import TracebackType
 from typing import Self
 
 from broadcaster.client.items import Item, StreamShape, publications
-from broadcaster.client.retries import KeyMaker, backoff
+from broadcaster.client.retries import MAX_PENDING, Retries
 from broadcaster.core.publication import Data, Publication
 
-Deliver = Callable[[Sequence[Publication]], Awaitable[list[str]]]
-MAX_PENDING = 1000  # chunks a stream buffers before it waits for the sender
+Send = Callable[[Sequence[Publication]], Awaitable[list[str]]]
+"""Publishes a batch in order (retrying as the publisher does); the ids."""
 
 
 class Publisher(ABC):
@@ -28,8 +28,7 @@ class Publisher(ABC):
     retryable: tuple[type[BaseException], ...] = ()
 
     def __init__(self, *, retries: int = 3) -> None:
-        self._retries = retries
-        self._keys = KeyMaker()
+        self._retries = Retries(retries)
 
     @abstractmethod
     async def _send(self, batch: Sequence[Publication]) -> list[str]:
@@ -90,15 +89,13 @@ class Publisher(ABC):
             sender.cancel()
 
     async def _deliver(self, batch: Sequence[Publication]) -> list[str]:
-        if self._retries:
-            batch = [publication.keyed(self._keys()) for publication in batch]
+        batch = self._retries.keyed(batch)
         for attempt in itertools.count():
             try:
                 return await self._send(batch)
-            except self.retryable:
-                if attempt >= self._retries:
-                    raise
-            await asyncio.sleep(backoff(attempt))
+            except self.retryable as failure:
+                delay = self._retries.delay(attempt, failure)
+            await asyncio.sleep(delay)
         raise AssertionError("unreachable")
 
     async def __aenter__(self) -> Self:
@@ -125,7 +122,7 @@ async def _chunks(source: AsyncIterable[Data] | Iterable[Data]) -> AsyncIterator
 class _Sender:
     """Sends publications in order, a batch at a time: all that waited go in the next."""
 
-    def __init__(self, deliver: Deliver) -> None:
+    def __init__(self, deliver: Send) -> None:
         self._deliver = deliver
         self._pending: list[Publication] = []
         self._ids: list[str] = []

@@ -14,12 +14,12 @@ from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Self
 
-from broadcaster.client.asynchronous import MAX_PENDING
 from broadcaster.client.items import Item, StreamShape, publications
-from broadcaster.client.retries import KeyMaker, backoff
+from broadcaster.client.retries import MAX_PENDING, Retries
 from broadcaster.core.publication import Data, Publication
 
-Deliver = Callable[[Sequence[Publication]], list[str]]
+SendSync = Callable[[Sequence[Publication]], list[str]]
+"""Publishes a batch in order (retrying as the publisher does); the ids."""
 
 
 class SyncPublisher(ABC):
@@ -32,9 +32,7 @@ class SyncPublisher(ABC):
     retryable: tuple[type[BaseException], ...] = ()
 
     def __init__(self, *, retries: int = 3) -> None:
-        self._retries = retries
-        self._keys = KeyMaker()
-        self._keys_lock = threading.Lock()
+        self._retries = Retries(retries)
 
     @abstractmethod
     def _send(self, batch: Sequence[Publication]) -> list[str]:
@@ -95,16 +93,13 @@ class SyncPublisher(ABC):
             sender.stop()
 
     def _deliver(self, batch: Sequence[Publication]) -> list[str]:
-        if self._retries:
-            with self._keys_lock:
-                batch = [publication.keyed(self._keys()) for publication in batch]
+        batch = self._retries.keyed(batch)
         for attempt in itertools.count():
             try:
                 return self._send(batch)
-            except self.retryable:
-                if attempt >= self._retries:
-                    raise
-            time.sleep(backoff(attempt))
+            except self.retryable as failure:
+                delay = self._retries.delay(attempt, failure)
+            time.sleep(delay)
         raise AssertionError("unreachable")
 
     def __enter__(self) -> Self:
@@ -122,7 +117,7 @@ class SyncPublisher(ABC):
 class _Sender:
     """A thread that sends publications in order, a batch at a time."""
 
-    def __init__(self, deliver: Deliver) -> None:
+    def __init__(self, deliver: SendSync) -> None:
         self._deliver = deliver
         self._pending: list[Publication] = []
         self._ids: list[str] = []

@@ -30,7 +30,7 @@ MalformedReason = Literal["utf8", "envelope", "forged"]
 
 REJECT_REASONS: tuple[RejectReason, ...] = get_args(RejectReason)
 MALFORMED_REASONS: tuple[MalformedReason, ...] = get_args(MalformedReason)
-Reason = TypeVar("Reason", bound=str)
+Label = TypeVar("Label", bound=str)
 
 
 @dataclass(slots=True)
@@ -138,7 +138,7 @@ class Buckets:
         )
 
 
-def _labelled(name: str, text: str, counts: Counter[Reason]) -> CounterMetricFamily:
+def _labelled(name: str, text: str, counts: Counter[Label]) -> CounterMetricFamily:
     family = CounterMetricFamily(name, text, labels=["reason"])
     for reason, value in sorted(counts.items()):
         family.add_metric([reason], value)

@@ -16,8 +16,8 @@ from broadcaster.core.sse import encode_position
 PAGE_BYTES = 1 << 17
 """About how many bytes of frames a replay reads and holds at a time."""
 
-Item = tuple[EventId, str, Message]  # where in the publish order, on which channel, what
-Page = list[Item]
+Placed = tuple[EventId, str, Message]  # where in the publish order, on which channel, what
+Page = list[Placed]
 More = Callable[[], AsyncIterator[Page]]
 """A replay's pages after its first, read as the client takes them: each call starts a
 cursor of its own (a replay is shared by the clients that asked the same)."""
@@ -135,7 +135,7 @@ def _notified(items: Page) -> bool:
     return any(message.id is None for _, _, message in items)
 
 
-def _pages(items: Iterable[Item], page_bytes: int) -> Iterator[Page]:
+def _pages(items: Iterable[Placed], page_bytes: int) -> Iterator[Page]:
     page: Page = []
     size = 0
     for item in items:

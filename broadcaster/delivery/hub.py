@@ -15,10 +15,10 @@ from broadcaster.core.message import Message
 from broadcaster.core.metrics import Metrics
 from broadcaster.core.sse import encode_retry, jittered_retry
 from broadcaster.delivery.outbox import Fanout, Outbox
-from broadcaster.delivery.stream import Reason, Stream
+from broadcaster.delivery.stream import DisconnectReason, Stream
 
 MAX_TICK = 1.0  # seconds between checks of expiries (a max age, a token's exp) at most
-EXPIRIES: tuple[Reason, ...] = ("max_age", "token_expired")
+EXPIRIES: tuple[DisconnectReason, ...] = ("max_age", "token_expired")
 
 
 class Hub:
@@ -168,7 +168,7 @@ class Hub:
         if fanout.sharing:
             self.outbox.share(fanout, frame)
 
-    def close_all(self, reason: Reason) -> None:
+    def close_all(self, reason: DisconnectReason) -> None:
         """End every open stream, each with its own jittered `retry:` so reconnects spread."""
         self._retire(list(self._streams), reason)
 
@@ -178,7 +178,7 @@ class Hub:
             return math.inf
         return asyncio.get_running_loop().time() + self._max_age * random.uniform(0.9, 1.1)
 
-    def _retire(self, streams: list[Stream], reason: Reason) -> None:
+    def _retire(self, streams: list[Stream], reason: DisconnectReason) -> None:
         # (An ended stream stays listed until its connection is gone: it is left alone.)
         live = [stream for stream in streams if not stream.ended]
         if live:

@@ -11,7 +11,7 @@ from broadcaster.core.ids import EventId
 from broadcaster.core.sse import HEARTBEAT
 from broadcaster.delivery.outbox import LAST_CHUNK, Outbox, http_chunk
 
-Reason = Literal["shutdown", "max_age", "token_expired", "slow", "gone", "unavailable"]
+DisconnectReason = Literal["shutdown", "max_age", "token_expired", "slow", "gone", "unavailable"]
 """Why a stream ended: the node is stopping, the stream reached its age or its token's,
 its client could not keep up or went away, or the rest of its replay was out of reach."""
 # How long a stream that ended cleanly waits for its client to read its last bytes.
@@ -70,8 +70,10 @@ class Stream(asyncio.Protocol):
         self.channels = tuple(channels)
         self.expires_at = min(expires_at, token_expires_at)
         """When it ends (loop time): its max age, or its token's `exp`, whichever is first."""
-        self.expiry: Reason = "token_expired" if token_expires_at < expires_at else "max_age"
-        self.reason: Reason | None = None
+        self.expiry: DisconnectReason = (
+            "token_expired" if token_expires_at < expires_at else "max_age"
+        )
+        self.reason: DisconnectReason | None = None
         """Why the stream ended, once it has."""
         self.chunked = False
         self.last_write = loop.time()
@@ -168,7 +170,7 @@ class Stream(asyncio.Protocol):
             self.close("slow")
         return True
 
-    def close(self, reason: Reason) -> None:
+    def close(self, reason: DisconnectReason) -> None:
         """End the stream for `reason`; idempotent.
 
         A live stream's connection closes: cleanly (what is queued, then the end of the
