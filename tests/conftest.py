@@ -4,18 +4,26 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from broadcaster import create_app
 from broadcaster.node.settings import Settings
+from tests.support.nodes import (
+    Client,
+    MakeClient,
+    MakeServer,
+    StartApp,
+    StartClient,
+    StartNode,
+    base_url,
+)
 from tests.support.processes import Node, RedisServer
+from tests.support.publish import TOKEN
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,7 +38,7 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 
 
 @pytest.fixture
-def start_node(tmp_path: Path) -> Iterator[Callable[..., Node]]:
+def start_node(tmp_path: Path) -> Iterator[StartNode]:
     """Start `broadcaster serve` processes; all are stopped after the test."""
     nodes: list[Node] = []
 
@@ -46,14 +54,22 @@ def start_node(tmp_path: Path) -> Iterator[Callable[..., Node]]:
 
 
 @pytest.fixture
-def start_app(
-    aiohttp_server: Callable[[web.Application], Awaitable[TestServer]],
-) -> Callable[..., Awaitable[str]]:
+def start_app(aiohttp_server: MakeServer) -> StartApp:
     """Start a node in this process (aiohttp test server); returns its base URL."""
 
     async def start(**settings: Any) -> str:
-        server = await aiohttp_server(create_app(Settings(**settings)))
-        return str(server.make_url("")).rstrip("/")
+        return base_url(await aiohttp_server(create_app(Settings(**settings))))
+
+    return start
+
+
+@pytest.fixture
+def start_client(aiohttp_client: MakeClient) -> StartClient:
+    """Start a node in this process with these settings; returns aiohttp's test client
+    of it (its `session` and `base_url(client)` for an HTTP client of your own)."""
+
+    async def start(**settings: Any) -> Client:
+        return await aiohttp_client(create_app(Settings(**settings)))
 
     return start
 
@@ -63,6 +79,17 @@ def broker_settings(request: pytest.FixtureRequest, redis_server: RedisServer) -
     """Settings for a node on each broker in turn: the embedded one, then a real Redis
     (started first, so it outlives the node)."""
     return {} if request.param == "memory" else {"redis_url": redis_server.url}
+
+
+@pytest.fixture
+def start_broker_app(broker_settings: dict[str, Any], start_app: StartApp) -> StartApp:
+    """Start a node in this process on each broker in turn (see `broker_settings`), taking
+    publishes with the token `tests.support.publish.TOKEN`; returns its base URL."""
+
+    async def start(**settings: Any) -> str:
+        return await start_app(**{"publish_token": TOKEN, **broker_settings, **settings})
+
+    return start
 
 
 @pytest.fixture
