@@ -15,6 +15,7 @@ from broadcaster.demo.answer import simulated_answer
 from tests.support.browser import chromium
 from tests.support.cluster import local_cluster
 from tests.support.processes import Node
+from tests.support.publish import publish
 
 pytestmark = pytest.mark.slow
 
@@ -105,12 +106,7 @@ async def test_tricky_payloads_arrive_exactly(
     channel = await page.text_content("#channel")
     async with aiohttp.ClientSession() as session:
         for data in TRICKY:
-            async with session.post(
-                f"{node.url}/publish",
-                json={"channel": channel, "data": data},
-                headers={"Authorization": "Bearer t"},
-            ) as answer:
-                assert answer.status == 200
+            await publish(session, node.url, channel or "", data)
     await page.wait_for_function(f"window.received.length >= {len(TRICKY)}", timeout=20_000)
     received = [event["data"] for event in await page.evaluate("window.received")]
     assert received == [d.replace("\r\n", "\n").replace("\r", "\n") for d in TRICKY]

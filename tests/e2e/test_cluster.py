@@ -12,6 +12,7 @@ import pytest
 
 from tests.support.client import Subscriber, subscribe
 from tests.support.processes import Node, RedisServer
+from tests.support.publish import publish
 from tests.support.sse import Event
 from tests.support.wait import eventually
 
@@ -50,17 +51,13 @@ async def test_every_publish_path_reaches_clients_on_every_node(
             for _ in range(2)
         ]
         redis_server.cli("PUBLISH", "sse:news", "from redis-cli")
-        answer = await session.post(
-            f"{cluster[2].url}/publish",
-            json={"channel": "news", "data": "over http\nto node 3"},
-            headers={"Authorization": f"Bearer {TOKEN}"},
+        http_id = await publish(
+            session, cluster[2].url, "news", "over http\nto node 3", token=TOKEN
         )
-        assert answer.status == 200, await answer.text()
         code, cli_id, _ = await cli_publish(
             "news", "from the cli", "--event", "note", BROADCASTER_REDIS_URL=redis_server.url
         )
         assert code == 0
-        http_id = (await answer.json())["id"]
         expected = [
             Event("from redis-cli"),
             Event("over http\nto node 3", "message", http_id),

@@ -8,12 +8,9 @@ import aiohttp
 
 from tests.support.client import subscribe
 from tests.support.processes import Node, RedisServer
+from tests.support.publish import bearer
 from tests.support.tokens import SECRET, token
 from tests.support.wait import eventually
-
-
-def bearer(value: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {value}"}
 
 
 async def test_with_jwt_nobody_injects_through_the_demo(start_node: Callable[..., Node]) -> None:

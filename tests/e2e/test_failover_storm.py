@@ -21,8 +21,10 @@ import pytest
 
 from tests.support.client import subscribe
 from tests.support.eventsource import EventSource
+from tests.support.nodes import StartNode
 from tests.support.processes import Node, RedisServer, SentinelGroup
 from tests.support.proxy import SwitchableProxy
+from tests.support.publish import post
 from tests.support.sse import Event
 from tests.support.wait import eventually, wait_until
 
@@ -94,17 +96,15 @@ async def topology(tmp_path: Path) -> AsyncIterator[Callable[[int], Awaitable[To
 async def publish(session: aiohttp.ClientSession, nodes: list[Node], n: int) -> Sent:
     """Publish message `n` through a node, retrying under one key until it is acknowledged."""
     channel, data = CHANNELS[n % 3], f"m{n}"
-    headers = {"Authorization": "Bearer t", "Idempotency-Key": f"storm-{n}"}
     deadline = asyncio.get_running_loop().time() + 60
     for attempt in itertools.count():
         assert asyncio.get_running_loop().time() < deadline, f"message {n} never acknowledged"
         node = nodes[(n + attempt) % len(nodes)]
         try:
-            async with session.post(
-                f"{node.url}/publish", json={"channel": channel, "data": data}, headers=headers
-            ) as answer:
-                if answer.status == 200:
-                    return Sent(channel, data, str((await answer.json())["id"]))
+            body = {"channel": channel, "data": data}
+            status, answer = await post(session, node.url, body, key=f"storm-{n}")
+            if status == 200:
+                return Sent(channel, data, str(answer["id"]))
         except aiohttp.ClientError:
             pass
         await asyncio.sleep(0.1)  # a producer's backoff, not a wait for a condition
@@ -216,7 +216,7 @@ async def produce(topology: Topology, session: aiohttp.ClientSession, nodes: lis
 
 async def storm(
     topology: Topology,
-    start_node: Callable[..., Node],
+    start_node: StartNode,
     session: aiohttp.ClientSession,
     replicas: int,
     failovers: int,
@@ -269,19 +269,19 @@ Start = Callable[[int], Awaitable[Topology]]
 
 
 async def test_acknowledged_publishes_survive_a_failover_with_replicas(
-    topology: Start, start_node: Callable[..., Node], session: aiohttp.ClientSession
+    topology: Start, start_node: StartNode, session: aiohttp.ClientSession
 ) -> None:
     await storm(await topology(2), start_node, session, replicas=1, failovers=1)
 
 
 async def test_without_replicas_nothing_is_lost_silently(
-    topology: Start, start_node: Callable[..., Node], session: aiohttp.ClientSession
+    topology: Start, start_node: StartNode, session: aiohttp.ClientSession
 ) -> None:
     await storm(await topology(2), start_node, session, replicas=0, failovers=1)
 
 
 async def test_a_second_failover_right_after_the_first(
-    topology: Start, start_node: Callable[..., Node], session: aiohttp.ClientSession
+    topology: Start, start_node: StartNode, session: aiohttp.ClientSession
 ) -> None:
     # Three replicas, so one is left to confirm publishes after two promotions.
     await storm(await topology(3), start_node, session, replicas=1, failovers=2)

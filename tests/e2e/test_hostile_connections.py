@@ -11,6 +11,7 @@ import pytest
 
 from tests.support.client import subscribe
 from tests.support.processes import Node
+from tests.support.publish import post
 from tests.support.sse import Event
 from tests.support.wait import eventually
 
@@ -39,11 +40,8 @@ async def test_half_open_connections_and_header_floods(start_node: Callable[...,
             async with session.get(f"{node.url}/healthz", headers=flood) as answer:
                 assert answer.status == 400
         async with subscribe(session, node.url, ["ok"]) as sub:
-            body = {"channel": "ok", "data": "still serving"}
-            async with session.post(
-                f"{node.url}/publish", json=body, headers={"Authorization": "Bearer t"}
-            ) as answer:
-                published = (await answer.json())["id"]
+            _, sent = await post(session, node.url, {"channel": "ok", "data": "still serving"})
+            published = sent["id"]
             assert await sub.wait_for(1) == [Event("still serving", id=published)]
         # The node answers every connection that never finished its headers, then closes it.
         answers = await asyncio.wait_for(

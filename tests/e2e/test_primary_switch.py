@@ -11,8 +11,10 @@ import aiohttp
 import pytest
 
 from tests.support.eventsource import EventSource
+from tests.support.nodes import StartNode
 from tests.support.processes import Node, RedisServer, caught_up, replicas_online
 from tests.support.proxy import SwitchableProxy
+from tests.support.publish import publish
 from tests.support.wait import eventually, wait_until
 
 pytestmark = pytest.mark.slow
@@ -28,7 +30,7 @@ async def metric(session: aiohttp.ClientSession, node: Node, name: str) -> float
 
 async def test_a_promoted_replica_behind_the_same_address(
     redis_pair: tuple[RedisServer, RedisServer],
-    start_node: Callable[..., Node],
+    start_node: StartNode,
     session: aiohttp.ClientSession,
 ) -> None:
     old, new = redis_pair
@@ -45,14 +47,7 @@ async def test_a_promoted_replica_behind_the_same_address(
             clients.append(client)
         await wait_until(lambda: all(c.connects for c in clients), 10, "the clients")
 
-        async def publish(data: str) -> str:
-            body = {"channel": "sw", "data": data}
-            headers = {"Authorization": "Bearer t"}
-            async with session.post(f"{node.url}/publish", json=body, headers=headers) as r:
-                assert r.status == 200, await r.text()
-                return str((await r.json())["id"])
-
-        ids = [await publish(f"m{n}") for n in range(10)]
+        ids = [await publish(session, node.url, "sw", f"m{n}") for n in range(10)]
         await wait_until(lambda: caught_up(old, new), 10, "the replica to catch up")
         new.cli("REPLICAOF", "NO", "ONE")  # promoted: a new replication history
         old.kill()
@@ -63,7 +58,7 @@ async def test_a_promoted_replica_behind_the_same_address(
 
         await eventually(switched, 20, "the node to notice the new primary")
         await eventually(lambda: _ready(node), 20, "the node to be ready again")
-        ids += [await publish(f"n{n}") for n in range(10)]
+        ids += [await publish(session, node.url, "sw", f"n{n}") for n in range(10)]
         for client in clients:
             await wait_until(received(client, 20), 20, "every event")
             assert [e.id for e in client.events] == ids, "none lost, none twice, in order"

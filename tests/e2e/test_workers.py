@@ -14,11 +14,11 @@ from collections.abc import Callable
 import aiohttp
 
 from tests.support.processes import Node, RedisServer, run_broadcaster
+from tests.support.publish import publish
 from tests.support.wait import wait_until
 
 SHUTDOWN_TIMEOUT = 5
 TOKEN = "workers-token"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 HELLO = re.compile(rb'event: hello\ndata: \{"node":"([^"]+)"\}')
 
 
@@ -86,10 +86,7 @@ async def test_workers_share_the_port_and_every_publish_reaches_all_of_them(
     streams = await open_on_every_worker(node.port, 2, "news")
     assert {s.worker for s in streams} == {"w/0", "w/1"}
     for n in range(5):  # each POST lands on either worker
-        async with session.post(
-            f"{node.url}/publish", json={"channel": "news", "data": f"m{n}"}, headers=AUTH
-        ) as answer:
-            assert answer.status == 200, await answer.text()
+        await publish(session, node.url, "news", f"m{n}", token=TOKEN)
     for stream in streams:
         await stream.read_until(lambda s=stream: s.received.count(b"data: m") == 5)  # type: ignore[misc]
         assert re.findall(rb"data: (m\d)", stream.received) == [b"m0", b"m1", b"m2", b"m3", b"m4"]
@@ -131,10 +128,7 @@ async def test_a_fallen_worker_is_replaced_and_the_other_keeps_streaming(
     survivors = [s for s in streams if s.worker == "w/1"]
     # Both workers serve again: new connections reach a new worker 0 too.
     fresh = await open_on_every_worker(node.port, 2, "c")
-    async with session.post(
-        f"{node.url}/publish", json={"channel": "c", "data": "after"}, headers=AUTH
-    ) as answer:
-        assert answer.status == 200
+    await publish(session, node.url, "c", "after", token=TOKEN)
     for stream in survivors + fresh:
         await stream.read_until(lambda s=stream: b"data: after" in s.received)  # type: ignore[misc]
     for stream in streams + fresh:

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable
 
 import aiohttp
 
 from tests.support.client import subscribe
+from tests.support.nodes import StartApp
 from tests.support.processes import RedisServer
 from tests.support.sse import Event
 from tests.support.wait import eventually
-
-StartApp = Callable[..., Awaitable[str]]
 
 
 async def test_subscription_churn_settles_to_the_truth(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -16,10 +16,10 @@ from broadcaster.demo.answer import simulated_answer, tokens
 from broadcaster.demo.producer import run_producer
 from broadcaster.demo.queue import Job
 from broadcaster.node.settings import Settings
+from tests.support.nodes import StartApp
 from tests.support.processes import RedisServer
 from tests.support.wait import eventually
 
-StartApp = Callable[..., Awaitable[str]]
 QUEUE = "sse:demo:jobs"
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack
 
 import aiohttp
@@ -15,11 +15,12 @@ from broadcaster.brokers.redis import RedisBroker
 from broadcaster.core.history import Start
 from broadcaster.core.ids import EventId
 from tests.support.client import Subscriber, subscribe
+from tests.support.nodes import StartApp
 from tests.support.processes import RedisServer
+from tests.support.publish import fcall
 from tests.support.sse import Event
 from tests.support.wait import eventually
 
-StartApp = Callable[..., Awaitable[str]]
 Published = list[tuple[str, str]]  # (channel, id) in publish order
 
 
@@ -27,11 +28,6 @@ Published = list[tuple[str, str]]  # (channel, id) in publish order
 async def client(redis_server: RedisServer) -> AsyncIterator[redis.Redis]:
     async with redis.Redis.from_url(redis_server.url) as client:
         yield client
-
-
-async def fcall(client: redis.Redis, channel: str, data: str, event: str | None = None) -> str:
-    args = [data] + ([event] if event else [])
-    return (await client.fcall("sse_publish", 1, channel, *args)).decode()  # type: ignore[no-any-return]
 
 
 def expected_after(published: Published, channels: Sequence[str], after: str | None) -> list[str]:

@@ -4,19 +4,16 @@ lost id, is told (`reset`, reason `failover`) where the lost messages would have
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
 import aiohttp
 import orjson
 
 from tests.support.client import subscribe
 from tests.support.eventsource import EventSource
+from tests.support.nodes import StartApp
 from tests.support.processes import RedisServer, caught_up, replicas_online
 from tests.support.proxy import SwitchableProxy
+from tests.support.publish import post, publish
 from tests.support.wait import eventually, wait_until
-
-StartApp = Callable[..., Awaitable[str]]
-AUTH = {"Authorization": "Bearer t"}
 
 
 async def test_lost_messages_are_told_and_ids_never_repeat(
@@ -27,21 +24,15 @@ async def test_lost_messages_are_told_and_ids_never_repeat(
     async with SwitchableProxy(old.port) as proxy:
         base = await start_app(redis_url=f"redis://127.0.0.1:{proxy.port}", publish_token="t")
 
-        async def publish(data: str) -> str:
-            body = {"channel": "x", "data": data}
-            async with session.post(f"{base}/publish", json=body, headers=AUTH) as answer:
-                assert answer.status == 200, await answer.text()
-                return str((await answer.json())["id"])
-
         stayed = EventSource(session, f"{base}/events?channel=x")
         try:
             await wait_until(lambda: stayed.connects == 1, 10, "a client")
-            kept = [await publish(f"m{n}") for n in range(3)]
+            kept = [await publish(session, base, "x", f"m{n}") for n in range(3)]
             await wait_until(lambda: caught_up(old, new), 10, "the replica to catch up")
             # A partition: the replica is promoted while the old primary still takes
             # publishes (that clients get live) and dies before they could replicate.
             new.cli("REPLICAOF", "NO", "ONE")
-            lost = [await publish(f"lost{n}") for n in range(2)]
+            lost = [await publish(session, base, "x", f"lost{n}") for n in range(2)]
             await wait_until(lambda: len(stayed.events) == 5, 10, "the lost ones, live")
             old.kill()
             proxy.switch(new.port)
@@ -53,13 +44,11 @@ async def test_lost_messages_are_told_and_ids_never_repeat(
             assert orjson.loads(notice.data) == {"channels": ["x"], "reason": "failover"}
 
             async def publishes() -> bool:
-                async with session.post(
-                    f"{base}/publish", json={"channel": "x", "data": "probe"}, headers=AUTH
-                ) as answer:
-                    return answer.status == 200
+                status, _ = await post(session, base, {"channel": "x", "data": "probe"})
+                return status == 200
 
             await eventually(publishes, 20, "publishing on the new primary")
-            fresh = await publish("after")
+            fresh = await publish(session, base, "x", "after")
             assert fresh not in lost and all(fresh > i for i in [*kept, *lost])
             gaps = new.cli("LRANGE", "sse:gaps", "0", "-1").split()
             assert gaps == [f"{kept[-1]}|{gaps[0].split('|')[1]}|{lost[-1]}"], gaps

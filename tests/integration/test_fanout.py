@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 
 import aiohttp
@@ -12,10 +12,10 @@ import redis.asyncio as redis
 from broadcaster.client import RedisPublisher
 from broadcaster.core.ids import EventId
 from tests.support.client import subscribe
+from tests.support.nodes import StartApp
 from tests.support.processes import RedisServer
+from tests.support.publish import publish
 from tests.support.wait import eventually
-
-StartApp = Callable[..., Awaitable[str]]
 
 
 @pytest.fixture
@@ -34,12 +34,7 @@ async def test_every_publish_path_reaches_every_node(
     async with AsyncExitStack() as stack:
         subs = [await stack.enter_async_context(subscribe(session, url, ["news"])) for url in nodes]
         redis_server.cli("PUBLISH", "sse:news", "from redis-cli")
-        answer = await session.post(
-            f"{nodes[1]}/publish",
-            json={"channel": "news", "data": "over http", "event": "update"},
-            headers={"Authorization": "Bearer t"},
-        )
-        assert answer.status == 200
+        await publish(session, nodes[1], "news", "over http", event="update")
         async with RedisPublisher.from_url(redis_server.url) as publisher:
             await publisher.publish("news", "from python", event="note")
         for sub in subs:

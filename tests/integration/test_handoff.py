@@ -24,18 +24,18 @@ from aiohttp.web_protocol import RequestHandler
 from broadcaster import create_app
 from broadcaster.node.settings import Settings
 from broadcaster.node.state import HUB
+from tests.support.nodes import MakeServer, base_url
+from tests.support.publish import publish
 from tests.support.wait import wait_until
 
-PUBLISH = {"Authorization": "Bearer s3cret"}
+TOKEN = "s3cret"
 REQUEST = b"GET /events?channel=c&hello HTTP/1.1\r\nHost: node\r\n\r\n"
-
-MakeServer = Callable[[web.Application], Awaitable[TestServer]]
 
 
 async def start(
     aiohttp_server: MakeServer, refs: list[weakref.ref[object]]
 ) -> tuple[web.Application, TestServer]:
-    app = create_app(Settings(publish_token="s3cret", max_connections=1))
+    app = create_app(Settings(publish_token=TOKEN, max_connections=1))
 
     @web.middleware
     async def watch(
@@ -81,15 +81,6 @@ async def live_stream(
         writer.close()
 
 
-async def publish(server: TestServer, data: str) -> None:
-    async with aiohttp.ClientSession() as session:
-        body = {"channel": "c", "data": data}
-        async with session.post(
-            server.make_url("/publish"), json=body, headers=PUBLISH
-        ) as response:
-            assert response.status == 200, await response.text()
-
-
 async def test_a_live_stream_keeps_nothing_of_aiohttp_and_still_streams(
     aiohttp_server: MakeServer,
 ) -> None:
@@ -106,7 +97,8 @@ async def test_a_live_stream_keeps_nothing_of_aiohttp_and_still_streams(
         assert app[HUB].stream_count == 1
 
         writer.write(b"whatever the client says now is ignored\r\n\r\n")
-        await publish(server, "still here")
+        async with aiohttp.ClientSession() as session:
+            await publish(session, base_url(server), "c", "still here", token=TOKEN)
         assert b"data: still here" in await read_until(reader, b"still here")
 
 
@@ -143,7 +135,8 @@ async def test_an_http10_stream_is_unframed_and_ends_when_the_node_closes_it(
     http10 = REQUEST.replace(b"HTTP/1.1", b"HTTP/1.0")
     async with live_stream(server, http10) as (reader, _, head):
         assert head.startswith(b"HTTP/1.0 200 OK") and b"chunked" not in head.lower()
-        await publish(server, "plain")
+        async with aiohttp.ClientSession() as session:
+            await publish(session, base_url(server), "c", "plain", token=TOKEN)
         assert (await read_until(reader, b"plain\n\n")).endswith(b"data: plain\n\n")
         app[HUB].close_all("shutdown")
         rest = await asyncio.wait_for(reader.read(), 10)  # the end of the body is the close

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import aiohttp
 import pytest
@@ -15,79 +13,67 @@ import redis.asyncio as redis
 
 from broadcaster import SyncHttpPublisher, SyncPublisher, SyncRedisPublisher
 from tests.support.client import subscribe
-from tests.support.processes import Node, RedisServer
+from tests.support.nodes import StartApp, StartNode
+from tests.support.processes import RedisServer
+from tests.support.publish import post
 from tests.support.wait import eventually
 
-StartApp = Callable[..., Awaitable[str]]
-AUTH = {"Authorization": "Bearer t"}
+Node = tuple[aiohttp.ClientSession, str]
 
 
 @pytest.fixture
-async def node(
-    broker_settings: dict[str, Any], start_app: StartApp
-) -> AsyncIterator[tuple[str, aiohttp.ClientSession]]:
+async def node(start_broker_app: StartApp, session: aiohttp.ClientSession) -> Node:
     """A node on each broker in turn."""
-    base = await start_app(publish_token="t", idempotency_window=1, **broker_settings)
-    async with aiohttp.ClientSession() as session:
-        yield base, session
+    return session, await start_broker_app(idempotency_window=1)
 
 
-async def post(
-    node: tuple[str, aiohttp.ClientSession], body: Any, key: str | None = None
-) -> tuple[int, Any]:
-    base, session = node
-    headers = {**AUTH, **({"Idempotency-Key": key} if key else {})}
-    async with session.post(f"{base}/publish", json=body, headers=headers) as answer:
-        return answer.status, await (answer.json() if answer.status == 200 else answer.text())
-
-
-async def retained(node: tuple[str, aiohttp.ClientSession], channel: str, count: int) -> list[str]:
+async def retained(node: Node, channel: str, count: int) -> list[str]:
     """The ids a late joiner gets: everything retained on `channel` (expects `count`)."""
-    base, session = node
+    session, base = node
     async with subscribe(session, base, [channel], query={"lastEventId": "earliest"}) as sub:
-        marker = await post(node, {"channel": channel, "data": "end"})
+        marker = await post(*node, {"channel": channel, "data": "end"})
         events = await sub.wait_for(count + 1)
         assert events[-1].id == marker[1]["id"]
         return [event.data for event in events[:-1]]
 
 
-async def test_the_header_makes_a_publish_idempotent(node: Any) -> None:
+async def test_the_header_makes_a_publish_idempotent(node: Node) -> None:
     body = {"channel": "pay", "data": "paid"}
-    status, first = await post(node, body, key="order-1")
+    status, first = await post(*node, body, key="order-1")
     assert status == 200
-    assert await post(node, body, key="order-1") == (200, first)
-    assert await post(node, body, key='"order-1"') == (200, first), "a quoted key is the same"
-    assert await post(node, {"channel": "pay", "data": "paid", "idempotency_key": "order-1"}) == (
+    assert await post(*node, body, key="order-1") == (200, first)
+    assert await post(*node, body, key='"order-1"') == (200, first), "a quoted key is the same"
+    assert await post(*node, {"channel": "pay", "data": "paid", "idempotency_key": "order-1"}) == (
         200,
         first,
     )
     assert await retained(node, "pay", 1) == ["paid"]
 
 
-async def test_repeats_racing_the_original_publish_once(node: Any) -> None:
+async def test_repeats_racing_the_original_publish_once(node: Node) -> None:
     body = {"channel": "race", "data": "once"}
-    answers = await asyncio.gather(*(post(node, body, key="same") for _ in range(20)))
+    answers = await asyncio.gather(*(post(*node, body, key="same") for _ in range(20)))
     assert {status for status, _ in answers} == {200}
     assert len({answer["id"] for _, answer in answers}) == 1
     assert await retained(node, "race", 1) == ["once"]
 
 
-async def test_an_array_is_keyed_per_message(node: Any) -> None:
+async def test_an_array_is_keyed_per_message(node: Node) -> None:
     batch = [{"channel": "arr", "data": "a"}, {"channel": "arr", "data": "b"}]
-    status, ids = await post(node, batch, key="batch-9")
+    status, ids = await post(*node, batch, key="batch-9")
     assert status == 200 and len(ids) == 2
-    assert await post(node, batch, key="batch-9") == (200, ids)
-    status, longer = await post(node, [*batch, {"channel": "arr", "data": "c"}], key="batch-9")
+    assert await post(*node, batch, key="batch-9") == (200, ids)
+    status, longer = await post(*node, [*batch, {"channel": "arr", "data": "c"}], key="batch-9")
     assert status == 200 and longer[:2] == ids and longer[2] not in ids
     assert await retained(node, "arr", 3) == ["a", "b", "c"]
 
 
-async def test_a_key_counts_only_within_the_window(node: Any) -> None:
+async def test_a_key_counts_only_within_the_window(node: Node) -> None:
     body = {"channel": "win", "data": "x"}
-    _, first = await post(node, body, key="k")
+    _, first = await post(*node, body, key="k")
 
     async def forgotten() -> bool:
-        return bool((await post(node, body, key="k"))[1] != first)
+        return bool((await post(*node, body, key="k"))[1] != first)
 
     await eventually(forgotten, 10, "the 1 s window to pass")
 
@@ -96,13 +82,13 @@ async def test_a_key_counts_only_within_the_window(node: Any) -> None:
     ("key", "reason"),
     [("has space", "idempotency key must be 1 to 255"), ("x" * 300, "idempotency key")],
 )
-async def test_a_bad_key_gets_400(node: Any, key: str, reason: str) -> None:
-    status, text = await post(node, {"channel": "c", "data": "x"}, key=key)
+async def test_a_bad_key_gets_400(node: Node, key: str, reason: str) -> None:
+    status, text = await post(*node, {"channel": "c", "data": "x"}, key=key)
     assert status == 400 and reason in text and text.count("\n") == 1
 
 
 async def test_fcall_takes_a_key_after_the_event(
-    redis_server: RedisServer, start_node: Callable[..., Node]
+    redis_server: RedisServer, start_node: StartNode
 ) -> None:
     start_node(redis_server.url)  # loads the function
     first = redis_server.cli("FCALL", "sse_publish", "1", "f", "data", "", "k1").strip()
@@ -141,7 +127,7 @@ def publish_from_threads(publisher: SyncPublisher, threads: int) -> list[str]:
 
 
 def test_sync_publishers_share_across_threads(
-    redis_server: RedisServer, start_node: Callable[..., Node]
+    redis_server: RedisServer, start_node: StartNode
 ) -> None:
     node = start_node(redis_server.url, publish_token="t")
     for publisher in (
@@ -153,7 +139,7 @@ def test_sync_publishers_share_across_threads(
 
 
 async def test_sync_publishers_from_an_event_loops_thread_pool(
-    redis_server: RedisServer, start_node: Callable[..., Node]
+    redis_server: RedisServer, start_node: StartNode
 ) -> None:
     node = start_node(redis_server.url, publish_token="t")
     loop = asyncio.get_running_loop()

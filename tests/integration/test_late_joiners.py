@@ -6,37 +6,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
 
 import aiohttp
 import orjson
 import pytest
 
 from tests.support.client import Subscriber, subscribe
+from tests.support.nodes import StartApp
+from tests.support.publish import publish
 
-StartApp = Callable[..., Awaitable[str]]
-Node = tuple[str, aiohttp.ClientSession]
+Node = tuple[aiohttp.ClientSession, str]
 
 
 @pytest.fixture
-async def node(
-    broker_settings: dict[str, Any], start_app: StartApp
-) -> AsyncIterator[tuple[str, aiohttp.ClientSession]]:
+async def node(start_broker_app: StartApp, session: aiohttp.ClientSession) -> Node:
     """A node on each broker in turn."""
-    base = await start_app(publish_token="t", history_maxlen=5, **broker_settings)
-    async with aiohttp.ClientSession() as session:
-        yield base, session
-
-
-async def publish(node: Node, channel: str, data: str) -> str:
-    base, session = node
-    body = {"channel": channel, "data": data}
-    async with session.post(
-        f"{base}/publish", json=body, headers={"Authorization": "Bearer t"}
-    ) as answer:
-        assert answer.status == 200, await answer.text()
-        return str((await answer.json())["id"])
+    return session, await start_broker_app(history_maxlen=5)
 
 
 def ids(sub: Subscriber) -> list[str]:
@@ -44,14 +29,14 @@ def ids(sub: Subscriber) -> list[str]:
 
 
 async def test_earliest_replays_all_retained_then_goes_live(node: Node) -> None:
-    published = [await publish(node, "a" if n % 3 else "b", f"m{n}") for n in range(8)]
-    base, session = node
+    published = [await publish(*node, "a" if n % 3 else "b", f"m{n}") for n in range(8)]
+    session, base = node
     by_query = subscribe(session, base, ["a", "b"], query={"lastEventId": "earliest"})
     by_header = subscribe(session, base, ["a", "b"], headers={"Last-Event-ID": "earliest"})
     for joining in (by_query, by_header):
         async with joining as sub:
             await sub.wait_for(len(published))
-            live = await publish(node, "b", "live")
+            live = await publish(*node, "b", "live")
             await sub.wait_for(len(published) + 1)
             assert ids(sub) == [*published, live]
             assert all(event.event == "message" for event in sub.events), "no reset"
@@ -59,8 +44,8 @@ async def test_earliest_replays_all_retained_then_goes_live(node: Node) -> None:
 
 
 async def test_earliest_after_a_trim_is_what_is_retained_without_reset(node: Node) -> None:
-    published = [await publish(node, "trimmed", f"m{n}") for n in range(9)]  # maxlen 5
-    base, session = node
+    published = [await publish(*node, "trimmed", f"m{n}") for n in range(9)]  # maxlen 5
+    session, base = node
     async with subscribe(session, base, ["trimmed"], query={"lastEventId": "earliest"}) as sub:
         await sub.wait_for(5)
         assert ids(sub) == published[-5:]
@@ -69,15 +54,15 @@ async def test_earliest_after_a_trim_is_what_is_retained_without_reset(node: Nod
 
 async def test_tail_replays_the_newest_of_all_channels_together(node: Node) -> None:
     channels = ["c1", "c2", "c3"]
-    published = [await publish(node, channels[n % 3], f"m{n}") for n in range(10)]
-    base, session = node
+    published = [await publish(*node, channels[n % 3], f"m{n}") for n in range(10)]
+    session, base = node
     async with subscribe(session, base, channels, query={"tail": "4"}) as sub:
         await sub.wait_for(4)
-        live = await publish(node, "c2", "live")
+        live = await publish(*node, "c2", "live")
         await sub.wait_for(5)
         assert ids(sub) == [*published[-4:], live]
     async with subscribe(session, base, channels, query={"tail": "0"}) as sub:
-        live = await publish(node, "c3", "only live")
+        live = await publish(*node, "c3", "only live")
         await sub.wait_for(1)
         assert ids(sub) == [live], "nothing replayed before the live message"
     async with subscribe(session, base, ["c1"], query={"tail": "50"}) as sub:
@@ -86,8 +71,8 @@ async def test_tail_replays_the_newest_of_all_channels_together(node: Node) -> N
 
 
 async def test_a_reconnect_resumes_from_its_id_not_from_the_start(node: Node) -> None:
-    published = [await publish(node, "r", f"m{n}") for n in range(4)]
-    base, session = node
+    published = [await publish(*node, "r", f"m{n}") for n in range(4)]
+    session, base = node
     # A browser reconnects with the same URL plus the Last-Event-ID header.
     for query in ({"tail": "3"}, {"lastEventId": "earliest"}):
         headers = {"Last-Event-ID": published[1]}
@@ -99,13 +84,13 @@ async def test_a_reconnect_resumes_from_its_id_not_from_the_start(node: Node) ->
 async def test_late_joiners_during_a_publish_storm_miss_nothing_and_repeat_nothing(
     node: Node,
 ) -> None:
-    base, session = node
+    session, base = node
     published: list[str] = []
     done = asyncio.Event()
 
     async def storm() -> None:
         for n in range(300):
-            published.append(await publish(node, "storm", f"m{n}"))
+            published.append(await publish(*node, "storm", f"m{n}"))
         done.set()
 
     task = asyncio.create_task(storm())
@@ -128,15 +113,13 @@ async def test_late_joiners_during_a_publish_storm_miss_nothing_and_repeat_nothi
 
 @pytest.mark.parametrize("start", [{"lastEventId": "earliest"}, {"tail": "10"}, "after the first"])
 async def test_a_replay_over_max_replay_bytes_is_its_newest_part_with_a_trimmed_reset(
-    broker_settings: dict[str, Any], start_app: StartApp, start: dict[str, str] | str
+    start_broker_app: StartApp, start: dict[str, str] | str
 ) -> None:
     # Each event's frame is about 1 KB: a 4 KB bound keeps the newest 3 of 8.
-    base = await start_app(
-        publish_token="t", history_maxlen=100, max_replay_bytes=4096, **broker_settings
-    )
+    base = await start_broker_app(history_maxlen=100, max_replay_bytes=4096)
     async with aiohttp.ClientSession() as session:
-        node = (base, session)
-        published = [await publish(node, "a" if n % 2 else "b", "x" * 1000) for n in range(8)]
+        node = (session, base)
+        published = [await publish(*node, "a" if n % 2 else "b", "x" * 1000) for n in range(8)]
         query = {"lastEventId": published[0]} if start == "after the first" else start
         assert isinstance(query, dict)
         async with subscribe(session, base, ["a", "b"], query=query) as sub:
@@ -146,5 +129,5 @@ async def test_a_replay_over_max_replay_bytes_is_its_newest_part_with_a_trimmed_
             body = orjson.loads(reset.data)
             assert (sorted(body["channels"]), body["reason"]) == (["a", "b"], "trimmed")
             assert [event.id for event in kept] == published[-3:]
-            live = await publish(node, "a", "live")
+            live = await publish(*node, "a", "live")
             assert (await sub.wait_for(5))[-1].id == live

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 
 import aiohttp
 import pytest
@@ -14,11 +13,11 @@ from redis.asyncio import Redis
 from broadcaster import create_app
 from broadcaster.node.settings import Settings
 from tests.support.client import subscribe
+from tests.support.nodes import StartApp
 from tests.support.processes import RedisServer
+from tests.support.publish import fcall, post
 from tests.support.sse import Event
 from tests.support.wait import eventually, wait_until
-
-StartApp = Callable[..., Awaitable[str]]
 
 
 async def test_node_rides_out_a_redis_outage(
@@ -109,22 +108,20 @@ async def test_a_resume_while_the_link_is_down_waits_for_it_and_costs_nobody_any
     # outage, from the backfill, and the resumed one gets it once.
     base = await start_app(redis_url=redis_server.url, publish_token="t")
     admin = Redis.from_url(redis_server.url, single_connection_client=True)
-    headers = {"Authorization": "Bearer t"}
     try:
         async with (
             aiohttp.ClientSession() as session,
             subscribe(session, base, ["news"]) as stayed,
         ):
-            body = {"channel": "news", "data": "m1"}
-            async with session.post(f"{base}/publish", json=body, headers=headers) as sent:
-                first = (await sent.json())["id"]
+            _, sent = await post(session, base, {"channel": "news", "data": "m1"})
+            first = sent["id"]
             await stayed.wait_for(1)
 
             clients = int((await admin.info("clients"))["connected_clients"])
             await admin.config_set("maxclients", clients)  # these stay; no new one
             await admin.client_kill_filter(_type="pubsub")
             for data in ("m2", "m3"):
-                await admin.fcall("sse_publish", 1, "news", data)
+                await fcall(admin, "news", data)
 
             resume = {"Last-Event-ID": first}
             params = {"channel": "news"}
@@ -143,7 +140,7 @@ async def test_a_resume_while_the_link_is_down_waits_for_it_and_costs_nobody_any
 
             await eventually(relinked, 20, "the link to come back")
             async with subscribe(session, base, ["news"], headers=resume) as resumed:
-                await admin.fcall("sse_publish", 1, "news", "m4")
+                await fcall(admin, "news", "m4")
                 await stayed.wait_for(4)
                 await resumed.wait_for(3)
                 assert [e.data for e in stayed.events] == ["m1", "m2", "m3", "m4"]

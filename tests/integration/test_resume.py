@@ -3,42 +3,19 @@ error the stream. (The broker-level contract: tests/contract/test_broker.py.)"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any
-
 import aiohttp
 import orjson
-import pytest
 
 from tests.support.client import subscribe
+from tests.support.nodes import StartApp
+from tests.support.publish import publish
 from tests.support.sse import Event
-
-StartApp = Callable[..., Awaitable[str]]
-Node = tuple[aiohttp.ClientSession, str]
-AUTH = {"Authorization": "Bearer t"}
-
-
-@pytest.fixture
-def start(broker_settings: dict[str, Any], start_app: StartApp) -> Callable[..., Awaitable[str]]:
-    """Start a node on the broker of this run, with a publish token."""
-
-    async def node(**settings: Any) -> str:
-        return await start_app(publish_token="t", **broker_settings, **settings)
-
-    return node
-
-
-async def publish(session: aiohttp.ClientSession, base: str, channel: str, data: str) -> str:
-    body = {"channel": channel, "data": data}
-    async with session.post(f"{base}/publish", json=body, headers=AUTH) as answer:
-        assert answer.status == 200
-        return str((await answer.json())["id"])
 
 
 async def test_resume_replays_every_channel_in_order_then_goes_live(
-    start: Callable[..., Awaitable[str]], session: aiohttp.ClientSession
+    start_broker_app: StartApp, session: aiohttp.ClientSession
 ) -> None:
-    base = await start()
+    base = await start_broker_app()
     ids = [
         await publish(session, base, channel, data)
         for channel, data in [
@@ -62,9 +39,9 @@ async def test_resume_replays_every_channel_in_order_then_goes_live(
 
 
 async def test_a_reloaded_page_resumes_with_the_query_parameter(
-    start: Callable[..., Awaitable[str]], session: aiohttp.ClientSession
+    start_broker_app: StartApp, session: aiohttp.ClientSession
 ) -> None:
-    base = await start()
+    base = await start_broker_app()
     first = await publish(session, base, "a", "one")
     second = await publish(session, base, "a", "two")
     async with subscribe(session, f"{base}", ["a"], query={"lastEventId": first}) as sub:
@@ -72,9 +49,9 @@ async def test_a_reloaded_page_resumes_with_the_query_parameter(
 
 
 async def test_trimmed_history_starts_with_a_reset_then_live(
-    start: Callable[..., Awaitable[str]], session: aiohttp.ClientSession
+    start_broker_app: StartApp, session: aiohttp.ClientSession
 ) -> None:
-    base = await start(history_maxlen=2)
+    base = await start_broker_app(history_maxlen=2)
     ids = [await publish(session, base, "a", f"m{n}") for n in range(5)]
     async with subscribe(session, base, ["a", "b"], headers={"Last-Event-ID": ids[0]}) as sub:
         live = await publish(session, base, "a", "live")
@@ -91,9 +68,9 @@ async def test_trimmed_history_starts_with_a_reset_then_live(
 
 
 async def test_a_malformed_id_resets_and_never_errors_the_stream(
-    start: Callable[..., Awaitable[str]], session: aiohttp.ClientSession
+    start_broker_app: StartApp, session: aiohttp.ClientSession
 ) -> None:
-    base = await start()
+    base = await start_broker_app()
     await publish(session, base, "a", "before")
     for bad in ("nonsense", "1-2-3", "99999999999999-99999"):
         async with subscribe(session, base, ["a"], headers={"Last-Event-ID": bad}) as sub:
@@ -106,9 +83,9 @@ async def test_a_malformed_id_resets_and_never_errors_the_stream(
 
 
 async def test_an_id_with_nothing_new_replays_nothing(
-    start: Callable[..., Awaitable[str]], session: aiohttp.ClientSession
+    start_broker_app: StartApp, session: aiohttp.ClientSession
 ) -> None:
-    base = await start()
+    base = await start_broker_app()
     last = await publish(session, base, "a", "seen")
     async with subscribe(session, base, ["a", "quiet"], headers={"Last-Event-ID": last}) as sub:
         live = await publish(session, base, "a", "new")
