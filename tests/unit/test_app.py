@@ -2,34 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 
-from broadcaster import create_app
 from broadcaster.core.ids import EventId
-from broadcaster.node.settings import Settings
 from broadcaster.node.state import STATE
 from tests.support.client import subscribe
+from tests.support.nodes import Client, StartClient, base_url
 from tests.support.sse import Event
 from tests.support.wait import wait_until
 
-Client = TestClient[web.Request, web.Application]
-MakeClient = Callable[..., Awaitable[Client]]
 AUTH = {"Authorization": "Bearer s3cret"}
 
 
 @pytest.fixture
-async def client(aiohttp_client: MakeClient) -> Client:
-    settings = Settings(publish_token="s3cret", heartbeat_interval=0.2, retry_ms=1500)
-    return await aiohttp_client(create_app(settings))
-
-
-def base(client: Client) -> str:
-    return str(client.make_url("")).rstrip("/")
+async def client(start_client: StartClient) -> Client:
+    return await start_client(publish_token="s3cret", heartbeat_interval=0.2, retry_ms=1500)
 
 
 async def publish(client: Client, **body: Any) -> Any:
@@ -39,7 +28,7 @@ async def publish(client: Client, **body: Any) -> Any:
 
 
 async def test_stream_headers_and_first_retry_line(client: Client) -> None:
-    async with subscribe(client.session, base(client), ["news"]) as sub:
+    async with subscribe(client.session, base_url(client), ["news"]) as sub:
         headers = sub.response.headers
         assert headers["Content-Type"] == "text/event-stream"
         assert headers["Cache-Control"] == "no-cache"
@@ -52,8 +41,8 @@ async def test_stream_headers_and_first_retry_line(client: Client) -> None:
 
 async def test_published_messages_reach_every_subscriber(client: Client) -> None:
     async with (
-        subscribe(client.session, base(client), ["news"]) as one,
-        subscribe(client.session, base(client), ["news", "sport"]) as two,
+        subscribe(client.session, base_url(client), ["news"]) as one,
+        subscribe(client.session, base_url(client), ["news", "sport"]) as two,
     ):
         first = await publish(client, channel="news", data="a\r\nb", event="update")
         await publish(client, channel="sport", data={"score": [1, 0]})
@@ -66,7 +55,7 @@ async def test_published_messages_reach_every_subscriber(client: Client) -> None
 
 
 async def test_heartbeats_flow_on_a_silent_stream(client: Client) -> None:
-    async with subscribe(client.session, base(client), ["quiet"]) as sub:
+    async with subscribe(client.session, base_url(client), ["quiet"]) as sub:
         await wait_until(lambda: sub.parser.comments >= 2, 5, "two heartbeats")
         assert sub.raw.startswith(b"retry: 1500\n\n:\n\n:\n\n")
         assert sub.events == []
@@ -104,8 +93,8 @@ async def test_publish_needs_the_bearer_token(client: Client) -> None:
         assert answer.headers["WWW-Authenticate"] == "Bearer"
 
 
-async def test_publish_is_off_without_a_token(aiohttp_client: MakeClient) -> None:
-    client = await aiohttp_client(create_app(Settings()))
+async def test_publish_is_off_without_a_token(start_client: StartClient) -> None:
+    client = await start_client()
     answer = await client.post("/publish", json={"channel": "c", "data": "x"}, headers=AUTH)
     assert answer.status == 403
     assert "BROADCASTER_PUBLISH_TOKEN" in await answer.text()

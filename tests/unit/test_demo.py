@@ -3,32 +3,22 @@ publish, rate-limited per address, bounded, and gone when off."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 
-from broadcaster import create_app
 from broadcaster.demo.answer import simulated_answer, tokens
 from broadcaster.demo.routes import DEMO
-from broadcaster.node.settings import Settings
 from tests.support.client import subscribe
+from tests.support.nodes import Client, StartClient, base_url
 from tests.support.tokens import SECRET, token
 
-Client = TestClient[web.Request, web.Application]
-MakeClient = Callable[..., Awaitable[Client]]
 QUESTION = {"channel": "demo:abc", "prompt": "why?"}
 PUBLISHER = {"Authorization": "Bearer s3cret"}
 
 
-async def node(aiohttp_client: MakeClient, **settings: Any) -> Client:
-    return await aiohttp_client(create_app(Settings(**{"demo_token_delay": 0, **settings})))
-
-
-def base(client: Client) -> str:
-    return str(client.make_url("")).rstrip("/")
+async def node(start_client: StartClient, **settings: Any) -> Client:
+    return await start_client(**{"demo_token_delay": 0, **settings})
 
 
 def authorization(headers: dict[str, Any]) -> dict[str, str]:
@@ -47,9 +37,9 @@ async def refused(client: Client, status: int, reason: str, **request: Any) -> N
     assert not client.app[DEMO].answers
 
 
-async def test_an_answer_streams_on_a_demo_channel(aiohttp_client: MakeClient) -> None:
-    client = await node(aiohttp_client, node_id="n1")
-    async with subscribe(client.session, base(client), ["demo:abc"]) as sub:
+async def test_an_answer_streams_on_a_demo_channel(start_client: StartClient) -> None:
+    client = await node(start_client, node_id="n1")
+    async with subscribe(client.session, base_url(client), ["demo:abc"]) as sub:
         answer = await client.post("/demo/ask", json=QUESTION)
         assert answer.status == 202
         assert await answer.json() == {"channel": "demo:abc", "producer": "n1"}
@@ -59,9 +49,9 @@ async def test_an_answer_streams_on_a_demo_channel(aiohttp_client: MakeClient) -
         assert "".join(e.data for e in events[1:-1]) == simulated_answer("why?")
 
 
-async def test_other_channels_are_refused_and_get_nothing(aiohttp_client: MakeClient) -> None:
-    client = await node(aiohttp_client, publish_token="s3cret")
-    async with subscribe(client.session, base(client), ["payments"]) as sub:
+async def test_other_channels_are_refused_and_get_nothing(start_client: StartClient) -> None:
+    client = await node(start_client, publish_token="s3cret")
+    async with subscribe(client.session, base_url(client), ["payments"]) as sub:
         for channel in ("payments", "demo", "Demo:x", "xdemo:x"):
             body = {"channel": channel, "prompt": "inject"}
             await refused(
@@ -74,8 +64,8 @@ async def test_other_channels_are_refused_and_get_nothing(aiohttp_client: MakeCl
         assert [e.data for e in await sub.wait_for(1)] == ["marker"]
 
 
-async def test_the_prefix_is_a_setting_and_the_page_uses_it(aiohttp_client: MakeClient) -> None:
-    client = await node(aiohttp_client, demo_prefix="play:")
+async def test_the_prefix_is_a_setting_and_the_page_uses_it(start_client: StartClient) -> None:
+    client = await node(start_client, demo_prefix="play:")
     page = await (await client.get("/")).text()
     assert '"play:" + crypto.randomUUID()' in page
     await refused(client, 403, "starting with 'play:'")
@@ -111,13 +101,13 @@ async def test_the_prefix_is_a_setting_and_the_page_uses_it(aiohttp_client: Make
     ],
 )
 async def test_with_authentication_asking_needs_the_publish_right(
-    aiohttp_client: MakeClient,
+    start_client: StartClient,
     settings: dict[str, str],
     headers: dict[str, Any],
     status: int,
     reason: str,
 ) -> None:
-    client = await node(aiohttp_client, **settings)
+    client = await node(start_client, **settings)
     await refused(client, status, reason, headers=authorization(headers))
 
 
@@ -130,26 +120,26 @@ async def test_with_authentication_asking_needs_the_publish_right(
     ],
 )
 async def test_with_authentication_the_publish_right_may_ask(
-    aiohttp_client: MakeClient, settings: dict[str, str], headers: dict[str, Any]
+    start_client: StartClient, settings: dict[str, str], headers: dict[str, Any]
 ) -> None:
-    client = await node(aiohttp_client, **settings)
+    client = await node(start_client, **settings)
     answer = await client.post("/demo/ask", json=QUESTION, headers=authorization(headers))
     assert answer.status == 202, await answer.text()
 
 
-async def test_a_jwt_cookie_may_ask_as_the_page_does(aiohttp_client: MakeClient) -> None:
-    client = await node(aiohttp_client, jwt_secret=SECRET)
+async def test_a_jwt_cookie_may_ask_as_the_page_does(start_client: StartClient) -> None:
+    client = await node(start_client, jwt_secret=SECRET)
     cookies = {"broadcaster_token": token(publish=["demo:*"])}
-    page = str(client.make_url("")).rstrip("/")  # a browser sends the page's origin
+    page = base_url(client)  # a browser sends the page's origin
     answer = await client.post(
         "/demo/ask", json=QUESTION, cookies=cookies, headers={"Origin": page}
     )
     assert answer.status == 202, await answer.text()
 
 
-async def test_off_refuses_and_serves_no_demo_page(aiohttp_client: MakeClient) -> None:
-    client = await node(aiohttp_client, demo="off", publish_token="s3cret")
-    async with subscribe(client.session, base(client), ["demo:abc"]) as sub:
+async def test_off_refuses_and_serves_no_demo_page(start_client: StartClient) -> None:
+    client = await node(start_client, demo="off", publish_token="s3cret")
+    async with subscribe(client.session, base_url(client), ["demo:abc"]) as sub:
         for headers in ({}, PUBLISHER):
             answer = await client.post("/demo/ask", json=QUESTION, headers=headers)
             assert answer.status == 403
@@ -164,10 +154,8 @@ async def test_off_refuses_and_serves_no_demo_page(aiohttp_client: MakeClient) -
         assert [e.data for e in await sub.wait_for(1)] == ["marker"]
 
 
-async def test_asks_are_limited_per_client_address(aiohttp_client: MakeClient) -> None:
-    client = await node(
-        aiohttp_client, demo_asks_per_minute=2, trusted_proxies=("127.0.0.1", "::1")
-    )
+async def test_asks_are_limited_per_client_address(start_client: StartClient) -> None:
+    client = await node(start_client, demo_asks_per_minute=2, trusted_proxies=("127.0.0.1", "::1"))
     for _ in range(2):
         assert (await client.post("/demo/ask", json=QUESTION)).status == 202
     answer = await client.post("/demo/ask", json=QUESTION)
@@ -178,8 +166,8 @@ async def test_asks_are_limited_per_client_address(aiohttp_client: MakeClient) -
     assert (await client.post("/demo/ask", json=QUESTION, headers=elsewhere)).status == 202
 
 
-async def test_answers_under_way_are_bounded(aiohttp_client: MakeClient) -> None:
-    client = await node(aiohttp_client, demo_queue_max=2, demo_token_delay=5)
+async def test_answers_under_way_are_bounded(start_client: StartClient) -> None:
+    client = await node(start_client, demo_queue_max=2, demo_token_delay=5)
     for _ in range(2):
         assert (await client.post("/demo/ask", json=QUESTION)).status == 202
     answer = await client.post("/demo/ask", json=QUESTION)
@@ -200,7 +188,7 @@ async def test_answers_under_way_are_bounded(aiohttp_client: MakeClient) -> None
     ],
 )
 async def test_bad_questions_get_a_one_line_reason(
-    aiohttp_client: MakeClient, body: bytes, status: int, reason: str
+    start_client: StartClient, body: bytes, status: int, reason: str
 ) -> None:
-    client = await node(aiohttp_client)
+    client = await node(start_client)
     await refused(client, status, reason, data=body, json=None)

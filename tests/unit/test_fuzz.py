@@ -2,28 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
 from urllib.parse import quote
 
 import orjson
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from broadcaster import create_app
-from broadcaster.node.settings import Settings
+from tests.support.nodes import Client, StartClient
 
-Client = TestClient[web.Request, web.Application]
-MakeClient = Callable[..., Awaitable[Client]]
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 
 
 @pytest.fixture
-async def client(aiohttp_client: MakeClient) -> AsyncIterator[Client]:
-    settings_ = Settings(publish_token="t", max_message_bytes=4096, heartbeat_interval=60)
-    yield await aiohttp_client(create_app(settings_))
+async def client(start_client: StartClient) -> Client:
+    return await start_client(publish_token="t", max_message_bytes=4096, heartbeat_interval=60)
 
 
 def one_line(text: str) -> bool:

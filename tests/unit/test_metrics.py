@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from broadcaster import create_app
-from broadcaster.node.settings import Settings
 from tests.support.client import subscribe
+from tests.support.nodes import Client, StartClient, base_url
 from tests.support.wait import eventually
-
-Client = TestClient[web.Request, web.Application]
-MakeClient = Callable[..., Awaitable[Client]]
 
 
 async def scrape(client: Client) -> dict[str, float]:
@@ -29,11 +21,9 @@ async def scrape(client: Client) -> dict[str, float]:
     return samples
 
 
-async def test_counts_follow_what_happens(aiohttp_client: MakeClient) -> None:
-    client = await aiohttp_client(
-        create_app(Settings(publish_token="t", max_connections=1, heartbeat_interval=60))
-    )
-    base = str(client.make_url("")).rstrip("/")
+async def test_counts_follow_what_happens(start_client: StartClient) -> None:
+    client = await start_client(publish_token="t", max_connections=1, heartbeat_interval=60)
+    base = base_url(client)
     async with subscribe(client.session, base, ["a"]) as sub:
         for n in range(3):
             body = {"channel": "a", "data": f"m{n}"}
@@ -70,9 +60,9 @@ async def test_counts_follow_what_happens(aiohttp_client: MakeClient) -> None:
 
 
 async def test_every_labelled_series_exists_from_the_first_scrape(
-    aiohttp_client: MakeClient,
+    start_client: StartClient,
 ) -> None:
-    client = await aiohttp_client(create_app(Settings()))
+    client = await start_client()
     m = await scrape(client)
     for reason in ("cap", "ip_cap", "unauthorized", "forbidden", "bad_request", "draining"):
         assert m[f"broadcaster_connections_rejected_total{{reason={reason}}}"] == 0

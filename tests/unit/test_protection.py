@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
 
 import aiohttp
 import orjson
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
@@ -23,22 +21,21 @@ from broadcaster.core.publication import Publication
 from broadcaster.node.settings import Settings
 from broadcaster.node.state import HUB, METRICS
 from tests.support.client import subscribe
+from tests.support.nodes import Client, MakeClient, StartClient, base_url
 from tests.support.sse import Event
 from tests.support.tokens import SECRET, token
 from tests.support.wait import wait_until
 
-Client = TestClient[web.Request, web.Application]
-MakeClient = Callable[..., Awaitable[Client]]
 OTHER = "some-other-secret-of-32-bytes!!!!"
 
 
-async def node(aiohttp_client: MakeClient, **settings: Any) -> tuple[Client, str]:
-    client = await aiohttp_client(create_app(Settings(**settings)))
-    return client, str(client.make_url("")).rstrip("/")
+async def node(start_client: StartClient, **settings: Any) -> tuple[Client, str]:
+    client = await start_client(**settings)
+    return client, base_url(client)
 
 
-async def test_node_cap_answers_503_with_retry_after(aiohttp_client: MakeClient) -> None:
-    client, base = await node(aiohttp_client, max_connections=2)
+async def test_node_cap_answers_503_with_retry_after(start_client: StartClient) -> None:
+    client, base = await node(start_client, max_connections=2)
     async with subscribe(client.session, base, ["a"]), subscribe(client.session, base, ["b"]):
         refused = await client.get("/events?channel=c")
         assert refused.status == 503
@@ -49,16 +46,16 @@ async def test_node_cap_answers_503_with_retry_after(aiohttp_client: MakeClient)
         pass
 
 
-async def test_per_address_cap_answers_429(aiohttp_client: MakeClient) -> None:
-    client, base = await node(aiohttp_client, max_connections_per_ip=1)
+async def test_per_address_cap_answers_429(start_client: StartClient) -> None:
+    client, base = await node(start_client, max_connections_per_ip=1)
     async with subscribe(client.session, base, ["a"]):
         refused = await client.get("/events?channel=b")
         assert refused.status == 429 and "Retry-After" in refused.headers
 
 
-async def test_forwarded_for_counts_only_behind_a_trusted_proxy(aiohttp_client: MakeClient) -> None:
+async def test_forwarded_for_counts_only_behind_a_trusted_proxy(start_client: StartClient) -> None:
     trusting, base = await node(
-        aiohttp_client, max_connections_per_ip=1, trusted_proxies=("127.0.0.1",)
+        start_client, max_connections_per_ip=1, trusted_proxies=("127.0.0.1",)
     )
     async with AsyncExitStack() as stack:
         for address in ("203.0.113.1", "203.0.113.2"):
@@ -66,16 +63,16 @@ async def test_forwarded_for_counts_only_behind_a_trusted_proxy(aiohttp_client: 
             await stack.enter_async_context(subscribe(trusting.session, base, ["a"], headers))
         again = await trusting.get("/events?channel=a", headers={"X-Forwarded-For": "203.0.113.1"})
         assert again.status == 429
-    wary, base = await node(aiohttp_client, max_connections_per_ip=1)
+    wary, base = await node(start_client, max_connections_per_ip=1)
     async with subscribe(wary.session, base, ["a"], {"X-Forwarded-For": "203.0.113.1"}):
         spoofed = await wary.get("/events?channel=a", headers={"X-Forwarded-For": "203.0.113.9"})
         assert spoofed.status == 429  # the header is ignored: both are 127.0.0.1
 
 
 async def test_retry_mode_answers_200_with_a_jittered_retry_and_closes(
-    aiohttp_client: MakeClient,
+    start_client: StartClient,
 ) -> None:
-    client, base = await node(aiohttp_client, max_connections=1, overload_response="retry")
+    client, base = await node(start_client, max_connections=1, overload_response="retry")
     async with subscribe(client.session, base, ["a"]):
         answer = await client.get("/events?channel=b")
         assert answer.status == 200
@@ -115,9 +112,9 @@ async def test_a_node_without_its_broker_refuses_subscribers_politely(
 
 
 async def test_subscribing_needs_a_token_that_covers_every_channel(
-    aiohttp_client: MakeClient,
+    start_client: StartClient,
 ) -> None:
-    client, base = await node(aiohttp_client, jwt_secret=SECRET)
+    client, base = await node(start_client, jwt_secret=SECRET)
     good = token(subscribe=["user:42:*", "news"])
     cases = [
         ({}, "?channel=news", 401, "missing token"),
@@ -147,8 +144,8 @@ async def test_subscribing_needs_a_token_that_covers_every_channel(
         pass
 
 
-async def test_publishing_needs_a_publish_claim(aiohttp_client: MakeClient) -> None:
-    client, base = await node(aiohttp_client, jwt_secret=SECRET)
+async def test_publishing_needs_a_publish_claim(start_client: StartClient) -> None:
+    client, base = await node(start_client, jwt_secret=SECRET)
     reader = {"Authorization": f"Bearer {token(subscribe=['*'])}"}
     writer = {"Authorization": f"Bearer {token(publish=['room:*'])}"}
     body = {"channel": "room:1", "data": "hi"}
@@ -162,14 +159,14 @@ async def test_publishing_needs_a_publish_claim(aiohttp_client: MakeClient) -> N
     assert (await client.post("/publish", json=elsewhere, headers=writer)).status == 403
 
 
-async def test_public_keys_verify_rs_and_es_tokens(aiohttp_client: MakeClient) -> None:
+async def test_public_keys_verify_rs_and_es_tokens(start_client: StartClient) -> None:
     private = ec.generate_private_key(ec.SECP256R1())
     public = (
         private.public_key()
         .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
         .decode()
     )
-    client, base = await node(aiohttp_client, jwt_public_key=public)
+    client, base = await node(start_client, jwt_public_key=public)
     signed = token(private, "ES256", subscribe=["*"])
     async with subscribe(client.session, base, ["a"], {"Authorization": f"Bearer {signed}"}):
         pass
@@ -178,14 +175,14 @@ async def test_public_keys_verify_rs_and_es_tokens(aiohttp_client: MakeClient) -
     assert answer.status == 401
 
 
-async def test_a_token_labelled_for_another_key_type_is_a_401(aiohttp_client: MakeClient) -> None:
+async def test_a_token_labelled_for_another_key_type_is_a_401(start_client: StartClient) -> None:
     rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     public = (
         rsa_key.public_key()
         .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
         .decode()
     )
-    client, _ = await node(aiohttp_client, jwt_public_key=public)
+    client, _ = await node(start_client, jwt_public_key=public)
     es256 = token(ec.generate_private_key(ec.SECP256R1()), "ES256", subscribe=["*"])
     answer = await client.get("/events?channel=a", headers={"Authorization": f"Bearer {es256}"})
     assert answer.status == 401
@@ -194,10 +191,10 @@ async def test_a_token_labelled_for_another_key_type_is_a_401(aiohttp_client: Ma
 
 @pytest.mark.parametrize("origin", ["https://app.example", "http://localhost:3000"])
 async def test_cors_echoes_allowed_origins_with_credentials(
-    aiohttp_client: MakeClient, origin: str
+    start_client: StartClient, origin: str
 ) -> None:
     client, base = await node(
-        aiohttp_client, cors_origins=("https://app.example", "http://localhost:3000")
+        start_client, cors_origins=("https://app.example", "http://localhost:3000")
     )
     async with subscribe(client.session, base, ["a"], {"Origin": origin}) as sub:
         assert sub.response.headers["Access-Control-Allow-Origin"] == origin
@@ -209,8 +206,8 @@ async def test_cors_echoes_allowed_origins_with_credentials(
     assert "Authorization" in preflight.headers["Access-Control-Allow-Headers"]
 
 
-async def test_cors_never_answers_other_origins_or_a_wildcard(aiohttp_client: MakeClient) -> None:
-    client, base = await node(aiohttp_client, cors_origins=("https://app.example",))
+async def test_cors_never_answers_other_origins_or_a_wildcard(start_client: StartClient) -> None:
+    client, base = await node(start_client, cors_origins=("https://app.example",))
     async with subscribe(client.session, base, ["a"], {"Origin": "https://evil.example"}) as sub:
         assert "Access-Control-Allow-Origin" not in sub.response.headers
     preflight = await client.options("/events", headers={"Origin": "https://evil.example"})
@@ -219,8 +216,8 @@ async def test_cors_never_answers_other_origins_or_a_wildcard(aiohttp_client: Ma
         load_settings(cors_origins="*")
 
 
-async def test_a_burst_at_the_cap_admits_exactly_the_cap(aiohttp_client: MakeClient) -> None:
-    client, _ = await node(aiohttp_client, max_connections=25)
+async def test_a_burst_at_the_cap_admits_exactly_the_cap(start_client: StartClient) -> None:
+    client, _ = await node(start_client, max_connections=25)
     attempts = [client.get("/events?channel=burst") for _ in range(60)]
     answers = await asyncio.gather(*attempts)
     try:
@@ -238,9 +235,9 @@ def sized_body(size: int) -> bytes:
 
 @pytest.mark.parametrize("chunked", [False, True])
 async def test_a_publish_body_over_max_message_bytes_gets_413(
-    aiohttp_client: MakeClient, chunked: bool
+    start_client: StartClient, chunked: bool
 ) -> None:
-    client, _ = await node(aiohttp_client, publish_token="t", max_message_bytes=2048)
+    client, _ = await node(start_client, publish_token="t", max_message_bytes=2048)
     auth = {"Authorization": "Bearer t"}
 
     async def post(body: bytes) -> aiohttp.ClientResponse:
@@ -255,8 +252,8 @@ async def test_a_publish_body_over_max_message_bytes_gets_413(
     assert await answer.text() == "body is over BROADCASTER_MAX_MESSAGE_BYTES (2048 bytes)\n"
 
 
-async def test_injected_fields_arrive_as_literal_data(aiohttp_client: MakeClient) -> None:
-    client, base = await node(aiohttp_client, publish_token="t")
+async def test_injected_fields_arrive_as_literal_data(start_client: StartClient) -> None:
+    client, base = await node(start_client, publish_token="t")
     async with subscribe(client.session, base, ["a"]) as sub:
         attack = "x\n\nevent: admin\ndata: y\nid: 999-1\nretry: 1"
         body = {"channel": "a", "data": attack}
@@ -267,10 +264,10 @@ async def test_injected_fields_arrive_as_literal_data(aiohttp_client: MakeClient
 
 
 async def test_a_pathological_pattern_against_a_long_channel_is_refused_at_once(
-    aiohttp_client: MakeClient,
+    start_client: StartClient,
 ) -> None:
     # A backtracking matcher spent 13 s of a blocked loop on this (tests/unit/test_patterns).
-    client, _ = await node(aiohttp_client, jwt_secret=SECRET)
+    client, _ = await node(start_client, jwt_secret=SECRET)
     signed = token(subscribe=["*.*.*.*.*.public"])
     answer = await client.get(
         "/events", params={"channel": "." * 200}, headers={"Authorization": f"Bearer {signed}"}
@@ -280,12 +277,12 @@ async def test_a_pathological_pattern_against_a_long_channel_is_refused_at_once(
 
 @pytest.mark.parametrize("path", ["/publish", "/demo/ask"])
 async def test_cookie_authenticated_changes_must_come_from_an_allowed_origin_as_json(
-    aiohttp_client: MakeClient, path: str
+    start_client: StartClient, path: str
 ) -> None:
     # CSRF: a page on evil.example can make the browser POST with the victim's cookie,
     # as text/plain (no preflight). Only the node's own origin and CORS_ORIGINS may.
     client, base = await node(
-        aiohttp_client, jwt_secret=SECRET, cors_origins=("https://app.example",)
+        start_client, jwt_secret=SECRET, cors_origins=("https://app.example",)
     )
     client.session.cookie_jar.update_cookies({"broadcaster_token": token(publish=["demo:*"])})
     field = "prompt" if path == "/demo/ask" else "data"
@@ -327,7 +324,7 @@ async def test_a_stream_ends_when_its_token_expires(
         Settings(jwt_secret=SECRET, token_expiry=expiry, heartbeat_interval=0.2, retry_ms=100)
     )
     client = await aiohttp_client(app)
-    base = str(client.make_url("")).rstrip("/")
+    base = base_url(client)
     short = {"Authorization": f"Bearer {token(expires=2, subscribe=['a'])}"}
     async with subscribe(client.session, base, ["a"], short) as sub:
         if expiry == "end":
