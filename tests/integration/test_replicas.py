@@ -6,28 +6,19 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import Awaitable, Callable
 
 import aiohttp
 
 from broadcaster import RedisPublisher
 from broadcaster.brokers.config import LibraryConfig
+from tests.support.nodes import StartApp
 from tests.support.processes import RedisServer, replicas_online
+from tests.support.publish import post
 from tests.support.wait import wait_until
-
-StartApp = Callable[..., Awaitable[str]]
-AUTH = {"Authorization": "Bearer t"}
 
 
 def blocked(primary: RedisServer) -> bool:
     return "blocked_clients:0" not in primary.cli("INFO", "clients")
-
-
-async def post(session: aiohttp.ClientSession, base: str, data: str, key: str) -> tuple[int, str]:
-    body = {"channel": "r", "data": data}
-    headers = {**AUTH, "Idempotency-Key": key}
-    async with session.post(f"{base}/publish", json=body, headers=headers) as answer:
-        return answer.status, await answer.text()
 
 
 async def test_acknowledged_means_held_by_the_replicas(
@@ -38,7 +29,7 @@ async def test_acknowledged_means_held_by_the_replicas(
     base = await start_app(
         redis_url=primary.url, publish_token="t", publish_replicas=1, publish_replica_timeout=1
     )
-    status, text = await post(session, base, "held", "k1")
+    status, text = await post(session, base, {"channel": "r", "data": "held"}, key="k1")
     assert status == 200, text
     # The moment it is acknowledged, the replica has it.
     assert "held" in replica.cli("XRANGE", "sse:history:r", "-", "+")
@@ -46,7 +37,7 @@ async def test_acknowledged_means_held_by_the_replicas(
     assert replica.process is not None
     os.kill(replica.process.pid, signal.SIGSTOP)  # a replica that stops answering
     try:
-        status, text = await post(session, base, "unconfirmed", "k2")
+        status, text = await post(session, base, {"channel": "r", "data": "unconfirmed"}, key="k2")
         assert status == 503
         assert text == (
             "0 of 1 replicas confirmed within 1 s: the message may or may not be delivered; "
@@ -55,7 +46,8 @@ async def test_acknowledged_means_held_by_the_replicas(
     finally:
         os.kill(replica.process.pid, signal.SIGCONT)
     await wait_until(lambda: replicas_online(primary), 10, "the replica again")
-    status, _ = await post(session, base, "unconfirmed", "k2")  # the retry
+    # The retry:
+    status, _ = await post(session, base, {"channel": "r", "data": "unconfirmed"}, key="k2")
     assert status == 200
     entries = primary.cli("XRANGE", "sse:history:r", "-", "+")
     assert entries.count("unconfirmed") == 1, "published once"
@@ -63,7 +55,7 @@ async def test_acknowledged_means_held_by_the_replicas(
     stricter = await start_app(
         redis_url=primary.url, publish_token="t", publish_replicas=2, publish_replica_timeout=0.2
     )
-    status, text = await post(session, stricter, "needs two", "k3")
+    status, text = await post(session, stricter, {"channel": "r", "data": "needs two"}, key="k3")
     assert status == 503 and text.startswith("1 of 2 replicas confirmed within 0.2 s")
 
 
