@@ -18,14 +18,13 @@ import asyncio
 import json
 import multiprocessing as mp
 import os
-import socket
 import time
 from collections import deque
 from typing import Any, cast
 
 import uvloop
 
-from broadcaster.cluster.processes import free_port
+from broadcaster.cluster.processes import free_port, wait_for_port
 
 from .csub import default_client
 from .measure import COUNTS, Recorder
@@ -143,7 +142,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     server.start()
     pool = WorkerPool(args.workers, generator, client=args.client)
     try:
-        await asyncio.to_thread(_listening, port)
+        await asyncio.to_thread(wait_for_port, port, 10.0)
         url = f"http://127.0.0.1:{port}/events?channel=bench"
         opened = await pool.open(url, [["bench"]] * args.clients)
         rec = Recorder(pool, server.pid)
@@ -170,19 +169,6 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         "blaster_cpu_pct": round(100 * server_s / wall, 1),
         **{k: totals[k] for k in COUNTS if k != "events"},
     }
-
-
-def _listening(port: int, timeout: float = 10.0) -> None:
-    """Return once the blaster accepts connections."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
 
 
 def main(argv: list[str] | None = None) -> int:
