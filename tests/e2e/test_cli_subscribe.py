@@ -9,13 +9,13 @@ import signal
 import subprocess
 import sys
 import threading
-import urllib.request
 from collections.abc import Callable
 from typing import IO, Any
 
 import pytest
 
 from tests.support.cluster import fcall_publish, local_cluster
+from tests.support.metrics import metric_sync
 from tests.support.processes import Node, RedisServer
 from tests.support.tokens import SECRET, token
 from tests.support.wait import wait_until
@@ -91,11 +91,7 @@ def redis_cli(redis_url: str, *args: str) -> str:
 
 
 def open_streams(node_url: str) -> int:
-    with urllib.request.urlopen(f"{node_url}/metrics", timeout=5) as answer:
-        for line in answer.read().decode().splitlines():
-            if line.startswith("broadcaster_connections "):
-                return int(float(line.split()[1]))
-    raise AssertionError("no broadcaster_connections in /metrics")
+    return int(metric_sync(node_url, "broadcaster_connections"))
 
 
 @pytest.mark.slow

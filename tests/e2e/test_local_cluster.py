@@ -18,6 +18,7 @@ import pytest
 
 from tests.support.cluster import fcall_publish, local_cluster
 from tests.support.eventsource import EventSource
+from tests.support.metrics import metric
 from tests.support.processes import Node
 from tests.support.wait import eventually, wait_until
 
@@ -33,11 +34,7 @@ def received(client: EventSource, count: int) -> Callable[[], bool]:
 
 
 async def connections(session: aiohttp.ClientSession, node: str) -> int:
-    async with session.get(f"{node}/metrics") as answer:
-        for line in (await answer.text()).splitlines():
-            if line.startswith("broadcaster_connections "):
-                return int(float(line.split()[1]))
-    raise AssertionError("no broadcaster_connections")
+    return int(await metric(session, node, "broadcaster_connections"))
 
 
 async def test_cluster_balances_survives_a_node_and_is_scraped(

@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 
 from tests.support.eventsource import EventSource
+from tests.support.metrics import metric
 from tests.support.nodes import StartNode
 from tests.support.processes import Node, RedisServer, caught_up, replicas_online
 from tests.support.proxy import SwitchableProxy
@@ -18,14 +19,6 @@ from tests.support.publish import publish
 from tests.support.wait import eventually, wait_until
 
 pytestmark = pytest.mark.slow
-
-
-async def metric(session: aiohttp.ClientSession, node: Node, name: str) -> float:
-    async with session.get(f"{node.url}/metrics") as answer:
-        for line in (await answer.text()).splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[1])
-    raise AssertionError(f"no {name}")
 
 
 async def test_a_promoted_replica_behind_the_same_address(
@@ -54,7 +47,7 @@ async def test_a_promoted_replica_behind_the_same_address(
         proxy.switch(new.port)
 
         async def switched() -> bool:
-            return await metric(session, node, "broadcaster_redis_failovers_total") == 1
+            return await metric(session, node.url, "broadcaster_redis_failovers_total") == 1
 
         await eventually(switched, 20, "the node to notice the new primary")
         await eventually(lambda: _ready(node), 20, "the node to be ready again")

@@ -9,7 +9,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 from broadcaster.cluster.processes import (
@@ -26,6 +25,7 @@ from broadcaster.cluster.processes import (
     wait_for_http,
     wait_for_port,
 )
+from tests.support.metrics import metric_sync
 
 
 class RedisServer:
@@ -129,11 +129,7 @@ class Node:
 
     def metric(self, series: str) -> float:
         """The value of one series in the node's /metrics (`name` or `name{labels}`)."""
-        with urllib.request.urlopen(f"{self.url}/metrics", timeout=5) as answer:
-            for line in answer.read().decode().splitlines():
-                if line.startswith(series + " "):
-                    return float(line.split()[1])
-        raise AssertionError(f"no {series} in /metrics")
+        return metric_sync(self.url, series)
 
     def rss(self) -> int:
         """The node process's resident memory, in bytes."""
