@@ -18,6 +18,8 @@ from typing import cast
 
 from aiohttp import web
 
+from broadcaster.node.aiohttp_internals import WrappedSite
+
 TIMED_OUT = b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ProtocolFactory = Callable[[], asyncio.Protocol]
@@ -36,7 +38,9 @@ class HeaderTimeout:
     ) -> web.BaseSite:
         """A TCP listener for `runner` whose connections this timeout watches; with
         `reuse_port`, other processes may listen on the same port (SO_REUSEPORT)."""
-        return _WatchedSite(runner, host, port, self, backlog, reuse_port=reuse_port)
+        return WrappedSite(
+            runner, host, port, lambda inner: _Watched(inner, self), backlog, reuse_port=reuse_port
+        )
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -110,44 +114,3 @@ class _Watched(asyncio.Protocol):
             with contextlib.suppress(OSError, RuntimeError):
                 self._transport.write(TIMED_OUT)
             self._transport.close()
-
-
-class _WatchedSite(web.BaseSite):
-    """aiohttp's TCP site, with each connection's protocol wrapped in `_Watched`."""
-
-    __slots__ = ("_host", "_port", "_reuse_port", "_watch")
-
-    def __init__(
-        self,
-        runner: web.BaseRunner,
-        host: str,
-        port: int,
-        watch: HeaderTimeout,
-        backlog: int,
-        *,
-        reuse_port: bool,
-    ) -> None:
-        super().__init__(runner, backlog=backlog)
-        self._host = host
-        self._port = port
-        self._watch = watch
-        self._reuse_port = reuse_port
-
-    @property
-    def name(self) -> str:
-        """The URL this site listens on."""
-        return f"http://{self._host}:{self._port}"
-
-    async def start(self) -> None:
-        """Listen, handing each connection to aiohttp through a `_Watched` protocol."""
-        await super().start()
-        server = self._runner.server
-        assert server is not None
-
-        def protocol() -> asyncio.Protocol:
-            return _Watched(server(), self._watch)
-
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            protocol, self._host, self._port, backlog=self._backlog, reuse_port=self._reuse_port
-        )

@@ -8,11 +8,12 @@ import re
 import socket
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from broadcaster.brokers.config import LibraryConfig
 from broadcaster.brokers.redis.client import check_url
 from broadcaster.node.auth import load_public_key
 from broadcaster.node.limits import parse_networks
@@ -21,63 +22,278 @@ _TOKEN = re.compile(r"[!-~]+")
 
 
 class Settings(BaseSettings):
-    """Every setting of a node; see the README for what each one does."""
+    """Every setting of a node. Each field's description is its documentation: the settings
+    reference (docs/settings.md) and `broadcaster serve --help` are made from them."""
 
     model_config = SettingsConfigDict(env_prefix="BROADCASTER_", frozen=True, extra="ignore")
 
-    redis_url: str | None = None
-    host: str = "0.0.0.0"
-    port: int = Field(default=8080, ge=1, le=65535)
-    workers: int = Field(default=1, ge=1, le=256)
-    heartbeat_interval: float = Field(default=15.0, gt=0, le=3600)
-    retry_ms: int = Field(default=3000, ge=0, le=86_400_000)
-    channel_prefix: str = Field(default="sse:", max_length=64, pattern=r"^[A-Za-z0-9\-_.:@/=]*$")
-    node_id: str = ""
-    publish_token: SecretStr | None = None
-    max_channels_per_connection: int = Field(default=16, ge=1, le=1024)
-    max_message_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576)
-    max_pending_bytes: int = Field(default=1_048_576, ge=4096)
-    max_replay_bytes: int = Field(default=4 * 1_048_576, ge=1024)
-    history_maxlen: int = Field(default=1000, ge=1, le=10_000_000)
-    history_ttl: int = Field(default=86400, ge=0)
-    idempotency_window: float = Field(default=300, gt=0, le=86400)
-    publish_replicas: int = Field(default=0, ge=0, le=64)
-    publish_replica_timeout: float = Field(default=1.0, gt=0, le=60)
-    max_connections: int = Field(default=10_000, ge=1)
-    max_connections_per_ip: int = Field(default=0, ge=0)
-    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
-    overload_response: Literal["error", "retry"] = "error"
-    jwt_secret: SecretStr | None = None
-    jwt_public_key: str | None = None
-    cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
-    demo: Literal["auto", "on", "off"] = "auto"
-    demo_token_delay: float = Field(default=0.05, ge=0, le=10)
-    demo_prefix: str = Field(
-        default="demo:", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9\-_.:@/=]+$"
+    redis_url: str | None = Field(
+        default=None,
+        description=(
+            "`redis://`, `rediss://` or `unix://` URL, with a password as "
+            "`redis://:<password>@host:6379/0`; or "
+            "`redis+sentinel://[[user]:password@]host:port[,host:port...]/<service>[/db]` to find "
+            "the primary through Redis Sentinel (see [Redis high availability](availability.md)). "
+            "When unset or empty, the node runs the embedded single-node broker."
+        ),
     )
-    demo_queue_max: int = Field(default=100, ge=1, le=100_000)
-    demo_job_ttl: float = Field(default=60.0, gt=0, le=86400)
-    demo_asks_per_minute: int = Field(default=10, ge=1, le=100_000)
-    max_connection_age: float = Field(default=0, ge=0)
-    token_expiry: Literal["end", "keep"] = "end"
-    header_timeout: float = Field(default=10.0, gt=0, le=3600)
-    body_timeout: float = Field(default=10.0, gt=0, le=3600)
-    shutdown_timeout: float = Field(default=10.0, gt=0, le=3600)
-    log_level: str = "INFO"
-    log_format: Literal["plain", "json"] = "plain"
-    access_log: Literal["on", "off", "all"] = "on"
+    host: str = Field(default="0.0.0.0", description="Address to listen on.")
+    port: int = Field(default=8080, ge=1, le=65535, description="Port to listen on.")
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=256,
+        description=(
+            "Node processes sharing the port (`SO_REUSEPORT`), 1 to 256, or `auto` for one per "
+            "usable CPU. More than one needs Redis. See [Every core](workers.md)."
+        ),
+    )
+    heartbeat_interval: float = Field(
+        default=15.0,
+        gt=0,
+        le=3600,
+        description=(
+            "Seconds of silence on a stream before a heartbeat comment is sent (float; one shared "
+            "timer checks four times per interval)."
+        ),
+    )
+    retry_ms: int = Field(
+        default=3000,
+        ge=0,
+        le=86_400_000,
+        description="Reconnect delay hint sent to clients as `retry:`.",
+    )
+    channel_prefix: str = Field(
+        default="sse:",
+        max_length=64,
+        pattern=r"^[A-Za-z0-9\-_.:@/=]*$",
+        description="Prefix of the Redis pub/sub channels: channel `news` is `sse:news` in Redis.",
+    )
+    node_id: str = Field(default="", description="This node's name, used in logs.")
+    publish_token: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Bearer token for `POST /publish` (visible ASCII, no spaces). When unset, HTTP publish"
+            " is off (`403`). Set but empty refuses to start."
+        ),
+    )
+    max_channels_per_connection: int = Field(
+        default=16, ge=1, le=1024, description="Channels one `/events` connection may follow."
+    )
+    max_message_bytes: int = Field(
+        default=1_048_576,
+        ge=1024,
+        le=64 * 1_048_576,
+        description="Largest accepted `POST /publish` body (larger gets `413`).",
+    )
+    max_pending_bytes: int = Field(
+        default=1_048_576,
+        ge=4096,
+        description=(
+            "Unsent bytes a client may leave queued before it is disconnected as slow (while it "
+            "reads its replay: the live events waiting behind it too)."
+        ),
+    )
+    max_replay_bytes: int = Field(
+        default=4 * 1_048_576,
+        ge=1024,
+        description=(
+            "Bytes of events one request may replay; past them it gets the newest part and a "
+            "`trimmed` reset."
+        ),
+    )
+    history_maxlen: int = Field(
+        default=1000, ge=1, le=10_000_000, description="Messages kept per channel for resume."
+    )
+    history_ttl: int = Field(
+        default=86400,
+        ge=0,
+        description=(
+            "Seconds after its last publish that an idle channel's history expires (`0`: never)."
+        ),
+    )
+    idempotency_window: float = Field(
+        default=300,
+        gt=0,
+        le=86400,
+        description=(
+            "Seconds a publish's idempotency key is remembered on its channel; a repeat within it "
+            "answers the first id and publishes nothing."
+        ),
+    )
+    publish_replicas: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        description=(
+            "Replicas that must hold a publish (`WAIT`) before it is acknowledged; "
+            "see [Redis high availability](availability.md)."
+        ),
+    )
+    publish_replica_timeout: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="Seconds to wait for them; a publish they do not confirm gets `503`.",
+    )
+    max_connections: int = Field(
+        default=10_000,
+        ge=1,
+        description="Open streams per node; more get `503` with `Retry-After`.",
+    )
+    max_connections_per_ip: int = Field(
+        default=0,
+        ge=0,
+        description="Open streams per client address; more get `429` with `Retry-After`.",
+    )
+    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description=(
+            "Comma-separated addresses or CIDRs of proxies whose `X-Forwarded-For` is believed."
+        ),
+    )
+    overload_response: Literal["error", "retry"] = Field(
+        default="error",
+        description=(
+            "`error`: refuse with 503/429. `retry`: answer 200 with a jittered `retry:` and close,"
+            " so browsers come back later."
+        ),
+    )
+    jwt_secret: SecretStr | None = Field(
+        default=None,
+        description=(
+            "HS256 secret. When set (or a public key is), every subscription and HTTP publish "
+            "needs a token. Set but empty (or blank) refuses to start: only unset means off."
+        ),
+    )
+    jwt_public_key: str | None = Field(
+        default=None,
+        description=(
+            "PEM public key, or `@path`, for RS256 (an RSA key) or ES256 (an EC key) tokens. "
+            "Parsed at start: an empty, unreadable or broken key refuses to start. A token signed "
+            "for the other key type gets `401`."
+        ),
+    )
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description=(
+            "Comma-separated origins (`https://app.example.com`) allowed cross-origin, with "
+            "credentials. `*` is refused."
+        ),
+    )
+    demo: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description=(
+            "`auto`: the chat demo answers on this node with the embedded broker, and is queued "
+            "for `broadcaster demo` with Redis. `on`: always answer here. `off`: `/demo/ask` "
+            "answers `403`; `/`, `/dashboard` and `/cluster` are not served."
+        ),
+    )
+    demo_token_delay: float = Field(
+        default=0.05, ge=0, le=10, description="Seconds between the demo's tokens."
+    )
+    demo_prefix: str = Field(
+        default="demo:",
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9\-_.:@/=]+$",
+        description="The demo answers only on channels starting with this.",
+    )
+    demo_queue_max: int = Field(
+        default=100,
+        ge=1,
+        le=100_000,
+        description=(
+            "Questions waiting in the Redis queue, or answered at once by one node or producer; "
+            "more get `503`."
+        ),
+    )
+    demo_job_ttl: float = Field(
+        default=60.0,
+        gt=0,
+        le=86400,
+        description=(
+            "Seconds a queued question stays worth answering; the producer drops older ones, and "
+            "the queue expires this long after its last question."
+        ),
+    )
+    demo_asks_per_minute: int = Field(
+        default=10,
+        ge=1,
+        le=100_000,
+        description="Questions per client address per minute, per node; more get `429`.",
+    )
+    max_connection_age: float = Field(
+        default=0,
+        ge=0,
+        description=(
+            "Seconds (±10% jitter) after which a stream ends with a jittered `retry:`, so clients "
+            "rebalance over nodes."
+        ),
+    )
+    token_expiry: Literal["end", "keep"] = Field(
+        default="end",
+        description=(
+            "`end`: a stream opened with a JWT ends at the token's `exp` (within a second), with a"
+            " jittered `retry:`, so the client reconnects with a fresh token. `keep`: it stays "
+            "open."
+        ),
+    )
+    header_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description=(
+            "Seconds a request may take to send its headers, from its first byte (a new "
+            "connection's first request: from the connection); slower ones (slowloris) get `408` "
+            "and are closed, within 1.25 times this. Every request on a kept-alive connection is "
+            "timed."
+        ),
+    )
+    body_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description=(
+            "Seconds a request may take to send its body (`POST /publish`, `POST /demo/ask`), once"
+            " the checks that need no body (authentication, rights that reach no channel the "
+            "endpoint serves, rate limits) have passed; slower ones get `408` and the connection "
+            "closes within 2 s more. One client address may be sending at most 32 bodies at once; "
+            "more get `429`."
+        ),
+    )
+    shutdown_timeout: float = Field(
+        default=10.0, gt=0, le=3600, description="Seconds a graceful stop may take."
+    )
+    log_level: str = Field(
+        default="INFO", description="`DEBUG`, `INFO`, `WARNING`, `ERROR` or `CRITICAL`."
+    )
+    log_format: Literal["plain", "json"] = Field(
+        default="plain",
+        description=(
+            "`plain`, or `json` (one object per line: time, level, node, logger, message). Every "
+            "line carries the node id."
+        ),
+    )
+    access_log: Literal["on", "off", "all"] = Field(
+        default="on",
+        description=(
+            "`on`: every request but `/events`; `all`: streams too (logged when they go live); "
+            "`off`."
+        ),
+    )
 
-    def library_options(self) -> dict[str, Any]:
-        """The function library's settings, as `RedisBroker` and the Redis publishers take
-        them: one place for the node, `broadcaster publish` and the demo producer."""
-        return {
-            "prefix": self.channel_prefix,
-            "history_maxlen": self.history_maxlen,
-            "history_ttl": self.history_ttl,
-            "idempotency_window": self.idempotency_window,
-            "replicas": self.publish_replicas,
-            "replica_timeout": self.publish_replica_timeout,
-        }
+    def library_config(self) -> LibraryConfig:
+        """How messages are kept and acknowledged, as both brokers and the Redis publishers
+        take it: the one place for the node, `broadcaster publish` and the demo producer."""
+        return LibraryConfig(
+            prefix=self.channel_prefix,
+            history_maxlen=self.history_maxlen,
+            history_ttl=self.history_ttl,
+            idempotency_window=self.idempotency_window,
+            replicas=self.publish_replicas,
+            replica_timeout=self.publish_replica_timeout,
+        )
 
     @field_validator("trusted_proxies", "cors_origins", mode="before")
     @classmethod

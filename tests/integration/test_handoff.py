@@ -1,6 +1,6 @@
 """A live stream's connection leaves aiohttp: its request state is freed, the stream goes on.
 
-`broadcaster/streaming/handoff.py` takes the connection over from aiohttp once the
+`broadcaster/node/aiohttp_internals.detach` takes the connection over from aiohttp once the
 headers and preamble are out. These tests hold the node to what that promises, on real
 sockets: aiohttp's objects for the connection are freed (by reference counting, at
 once), live events still arrive, what the client sends is ignored, and the client's

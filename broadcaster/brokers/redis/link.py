@@ -21,6 +21,7 @@ from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from broadcaster.brokers.redis.redis_internals import streams
 from broadcaster.core.message import DURABLE
 
 DURABLE_BYTE = ord(DURABLE)
@@ -128,9 +129,7 @@ class PubSubLink:
         # wraps each write in asyncio.wait_for, which in Python 3.11 swallows a
         # cancellation that lands as the write completes. The writer then waited forever
         # and so did the node's shutdown (a stream's last UNSUBSCRIBE racing the close).
-        stream = conn._writer
-        if stream is None:
-            raise RedisConnectionError("pub/sub connection closed")
+        _, stream = streams(conn)
         first = True
         while True:
             await self._wake.wait()
@@ -156,9 +155,7 @@ class PubSubLink:
         # The link owns this connection's protocol, so it reads the socket itself and
         # parses with hiredis: a read of many messages is handled in one go, where
         # redis-py's read_response costs an await chain and a timeout per message.
-        stream = conn._reader  # redis-py's reader, idle once the handshake is done
-        if stream is None:
-            raise RedisConnectionError("pub/sub connection closed")
+        stream, _ = streams(conn)  # redis-py's reader, idle once the handshake is done
         parser = hiredis.Reader()
         loop = asyncio.get_running_loop()
         prefix = len(self._prefix)

@@ -14,7 +14,7 @@ from broadcaster.core.history import Start
 from broadcaster.core.metrics import Counts
 from broadcaster.core.replay import Replay
 from broadcaster.core.sse import encode_event, encode_retry
-from broadcaster.node.events.handoff import hand_off
+from broadcaster.node.aiohttp_internals import OneWriteResponse, detach
 from broadcaster.node.state import BROKER, HUB, METRICS, SETTINGS
 
 log = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ STREAM_HEADERS = {
 }
 
 
-class EventStreamResponse(web.StreamResponse):
+class EventStreamResponse(OneWriteResponse):
     """One client's SSE response.
 
     `serve` subscribes first, then sends the headers and a preamble (`retry:`, the opt-in
@@ -35,9 +35,7 @@ class EventStreamResponse(web.StreamResponse):
     frames are written to the transport directly, and the stream ends the body.
     """
 
-    # The headers wait for the preamble, which always follows at once: one write instead
-    # of two per connection (a reconnect storm is thousands of connections at once).
-    _send_headers_immediately = False
+    # (The headers wait for the preamble, which always follows at once: one write.)
 
     def __init__(self) -> None:
         super().__init__(headers=STREAM_HEADERS)
@@ -77,7 +75,7 @@ class EventStreamResponse(web.StreamResponse):
             await self._send(opening, replayed, app[METRICS].counts)
             if not stream.ended:  # (the node may have begun to shut down meanwhile)
                 self.force_close()
-                hand_off(request, stream)
+                detach(request, stream)  # the stream owns the connection now
                 self._handed_off = True
                 hub.go_live(
                     stream,
