@@ -25,6 +25,8 @@ python3 -m venv .venv
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy
+# The documentation site, strict: a broken link or anchor fails (the site is not kept).
+.venv/bin/mkdocs build --strict --site-dir "$(mktemp -d)"
 # The load generator end to end, small: it must keep working (figures: loadtest/README.md).
 .venv/bin/python -m loadtest smoke --out "$(mktemp -d)/smoke.json" >/dev/null
 .venv/bin/pytest "$@"

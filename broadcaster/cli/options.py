@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import ValidationError
@@ -13,45 +15,86 @@ from broadcaster.node.settings import Settings, setting_name, unknown_variables
 
 log = logging.getLogger("broadcaster.node.settings")
 
-# `serve` flags: each overrides the BROADCASTER_ variable of the same name.
+# `serve` flags, each overriding the BROADCASTER_ variable of the same name, with the type
+# argparse reads it as. Everything else about a setting (its default, what it does) is
+# written once, in its `Settings` field; the secrets have no flag.
+_FLAG_TYPES: dict[str, type] = {
+    "redis_url": str,
+    "host": str,
+    "port": int,
+    "workers": str,  # a number, or auto
+    "heartbeat_interval": float,
+    "retry_ms": int,
+    "channel_prefix": str,
+    "node_id": str,
+    "max_channels_per_connection": int,
+    "max_message_bytes": int,
+    "max_pending_bytes": int,
+    "max_replay_bytes": int,
+    "history_maxlen": int,
+    "history_ttl": int,
+    "idempotency_window": float,
+    "publish_replicas": int,
+    "publish_replica_timeout": float,
+    "max_connections": int,
+    "max_connections_per_ip": int,
+    "trusted_proxies": str,
+    "overload_response": str,
+    "jwt_public_key": str,
+    "cors_origins": str,
+    "demo": str,
+    "demo_token_delay": float,
+    "demo_prefix": str,
+    "demo_queue_max": int,
+    "demo_job_ttl": float,
+    "demo_asks_per_minute": int,
+    "max_connection_age": float,
+    "token_expiry": str,
+    "header_timeout": float,
+    "body_timeout": float,
+    "shutdown_timeout": float,
+    "log_level": str,
+    "log_format": str,
+    "access_log": str,
+}
+
+# Defaults shown otherwise than as the field's value: worked out at start, or 0 meaning off.
+_WORKED_OUT_DEFAULTS = {"node_id": "<hostname>:<port>"}
+_ZERO_IS_OFF = frozenset({"max_connections_per_ip", "max_connection_age"})
+
+
+def shown_default(field: str, code: Callable[[str], str] = str) -> str:
+    """`field`'s default as a user would write it (`code` marks it up), or "unset" (None)
+    or "empty" (an empty list)."""
+    if field in _WORKED_OUT_DEFAULTS:
+        return code(_WORKED_OUT_DEFAULTS[field])
+    default = Settings.model_fields[field].default
+    if default is None:
+        return "unset"
+    if default == ():
+        return "empty"
+    if isinstance(default, float) and default.is_integer():
+        default = int(default)  # as the environment would give it: 15, not 15.0
+    text = code(str(default))
+    return f"{text} (off)" if default == 0 and field in _ZERO_IS_OFF else text
+
+
+def plain(markdown: str) -> str:
+    """A description's Markdown as terminal text: a link to a page of docs/ becomes its text
+    and the page's path, and code loses its backticks."""
+    text = re.sub(r"\[([^\]]*)\]\(([^)#]*)[^)]*\)", r"\1 (docs/\2)", markdown)
+    return text.replace("`", "")
+
+
+def flag_help(field: str) -> str:
+    """`--help`'s text for a `serve` flag: the setting's description and default (escaped for
+    argparse, which formats help with %)."""
+    description = Settings.model_fields[field].description or ""
+    return f"{plain(description)} (default: {shown_default(field)})".replace("%", "%%")
+
+
 SERVE_FLAGS: dict[str, tuple[type, str]] = {
-    "redis_url": (str, "Redis URL; unset runs the embedded single-node broker"),
-    "host": (str, "address to listen on (default 0.0.0.0)"),
-    "port": (int, "port to listen on (default 8080)"),
-    "workers": (str, "node processes sharing the port: a number or auto, one per CPU (default 1)"),
-    "heartbeat_interval": (float, "seconds of silence before a heartbeat comment (default 15)"),
-    "retry_ms": (int, "reconnect delay hint sent to clients as retry: (default 3000)"),
-    "channel_prefix": (str, "prefix of the Redis pub/sub channels (default sse:)"),
-    "node_id": (str, "this node's name (default <hostname>:<port>)"),
-    "max_channels_per_connection": (int, "channels one connection may follow (default 16)"),
-    "max_message_bytes": (int, "largest accepted publish body (default 1048576)"),
-    "max_pending_bytes": (int, "unsent bytes before a slow client is cut off (default 1048576)"),
-    "max_replay_bytes": (int, "bytes of history one request may replay (default 4194304)"),
-    "history_maxlen": (int, "messages kept per channel for resume (default 1000)"),
-    "history_ttl": (int, "seconds before an idle channel's history expires, 0 never (86400)"),
-    "idempotency_window": (float, "seconds a publish's idempotency key is remembered (300)"),
-    "publish_replicas": (int, "replicas that must hold a publish before it is acknowledged (0)"),
-    "publish_replica_timeout": (float, "seconds to wait for those replicas (default 1)"),
-    "max_connections": (int, "open streams per node before 503 (default 10000)"),
-    "max_connections_per_ip": (int, "open streams per client address before 429 (0: off)"),
-    "trusted_proxies": (str, "comma-separated proxy addresses/CIDRs whose X-Forwarded-For counts"),
-    "overload_response": (str, "error (503/429, default) or retry (200, jittered retry:, close)"),
-    "jwt_public_key": (str, "PEM public key (or @path) for RS256/ES256 tokens"),
-    "cors_origins": (str, "comma-separated origins allowed to subscribe and publish"),
-    "demo": (str, "auto (on without Redis), on, or off: the demo answers on this node"),
-    "demo_token_delay": (float, "seconds between demo tokens (default 0.05)"),
-    "demo_prefix": (str, "the demo answers only on channels starting with this (default demo:)"),
-    "demo_queue_max": (int, "demo questions waiting or being answered at once (default 100)"),
-    "demo_job_ttl": (float, "seconds a queued demo question stays worth answering (default 60)"),
-    "demo_asks_per_minute": (int, "demo questions per client address per minute (default 10)"),
-    "max_connection_age": (float, "seconds (jittered) before a stream ends to rebalance; 0 off"),
-    "token_expiry": (str, "end (default): a stream ends when its JWT expires; keep: it stays"),
-    "header_timeout": (float, "seconds a connection may take to send its headers (default 10)"),
-    "body_timeout": (float, "seconds a request may take to send its body (default 10)"),
-    "shutdown_timeout": (float, "seconds a stop may take (default 10)"),
-    "log_level": (str, "DEBUG, INFO, WARNING or ERROR (default INFO)"),
-    "log_format": (str, "plain (default) or json, one object per line"),
-    "access_log": (str, "on (all but /events, default), all, or off"),
+    field: (kind, flag_help(field)) for field, kind in _FLAG_TYPES.items()
 }
 
 
