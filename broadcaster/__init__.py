@@ -23,17 +23,19 @@ from broadcaster.client import (
 from broadcaster.core.message import Message
 from broadcaster.core.publication import Publication
 from broadcaster.node import app
-from broadcaster.node.settings import Settings
+from broadcaster.settings import Settings
 
-PARTS: tuple[app.Part, ...] = (demo.install,)
-"""The optional parts of a node as `broadcaster serve` runs it: the demo (as
-BROADCASTER_DEMO says)."""
+
+def parts(settings: Settings) -> tuple[app.Part, ...]:
+    """The optional parts of a node as `broadcaster serve` runs it: the demo (as
+    BROADCASTER_DEMO says)."""
+    return (demo.part(settings),)
 
 
 def create_app(settings: Settings, broker: Broker | None = None) -> web.Application:
-    """A node's application, as `broadcaster serve` runs it (with every part in PARTS);
+    """A node's application, as `broadcaster serve` runs it (with all its `parts`);
     `broker` overrides the one the settings choose."""
-    return app.create_app(settings, broker, parts=PARTS)
+    return app.create_app(settings, broker, parts=parts(settings))
 
 
 try:

@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from broadcaster import create_app
-from broadcaster.node.settings import Settings
+from broadcaster.settings import Settings
 from tests.support.nodes import (
     Client,
     MakeClient,

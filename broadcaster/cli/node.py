@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from broadcaster import PARTS
+from broadcaster import parts
 from broadcaster.cli.options import SERVE_FLAGS, load_settings, warn_unknown_variables
 from broadcaster.demo.producer import run_producer
 from broadcaster.node import logs
@@ -41,9 +41,9 @@ def _serve(args: argparse.Namespace) -> None:
     warn_unknown_variables()
     try:
         if settings.workers > 1:
-            supervise(settings, PARTS)
+            supervise(settings, parts(settings))
         else:
-            run(serve(settings, parts=PARTS))
+            run(serve(settings, parts=parts(settings)))
     except ListenError as exc:
         sys.exit(f"broadcaster: {exc}")
 
@@ -54,4 +54,4 @@ def _demo(args: argparse.Namespace) -> None:
     warn_unknown_variables()
     if settings.redis_url is None:
         sys.exit("broadcaster: the demo producer needs BROADCASTER_REDIS_URL or --redis-url")
-    run(run_producer(settings, settings.redis_url))
+    run(run_producer(settings, settings, settings.redis_url))

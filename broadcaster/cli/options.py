@@ -11,7 +11,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from broadcaster.node.settings import Settings, setting_name, unknown_variables
+from broadcaster.node.settings import setting_name, unknown_variables
+from broadcaster.settings import Settings
 
 log = logging.getLogger("broadcaster.node.settings")
 
@@ -114,5 +115,5 @@ def load_settings(**overrides: Any) -> Settings:
 
 def warn_unknown_variables() -> None:
     """Log a warning for each BROADCASTER_ variable that sets nothing (a likely typo)."""
-    for warning in unknown_variables(os.environ):
+    for warning in unknown_variables(os.environ, Settings):
         log.warning(warning)

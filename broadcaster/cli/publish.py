@@ -14,7 +14,7 @@ from redis.exceptions import RedisError
 from broadcaster.brokers.redis.client import connect_sync
 from broadcaster.cli.options import load_settings
 from broadcaster.client import PublishError, SyncHttpPublisher, SyncPublisher, SyncRedisPublisher
-from broadcaster.node.settings import Settings
+from broadcaster.settings import Settings
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 

@@ -14,10 +14,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from broadcaster.cli.options import SERVE_FLAGS, shown_default
-from broadcaster.node.settings import Settings, setting_name
+from broadcaster.node.settings import setting_name
+from broadcaster.settings import Settings
 
 BEGIN = (
-    "<!-- The table below is made from the Settings fields in broadcaster/node/settings.py:"
+    "<!-- The table below is made from the Settings fields (broadcaster/node/settings.py,"
+    " broadcaster/demo/settings.py):"
     " edit their descriptions, then run"
     " `python -m broadcaster.cli.settings_reference docs/settings.md`. -->"
 )

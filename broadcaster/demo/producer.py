@@ -14,18 +14,18 @@ from broadcaster.brokers.redis.client import connect
 from broadcaster.client import RedisPublisher
 from broadcaster.demo.answer import stream_answer
 from broadcaster.demo.queue import Job, JobQueue
-from broadcaster.node.settings import Settings
+from broadcaster.demo.settings import DemoSettings
+from broadcaster.node.settings import NodeSettings
 
 log = logging.getLogger(__name__)
 
 
-async def run_producer(settings: Settings, redis_url: str) -> None:
-    """Answer queued questions until cancelled, at most DEMO_QUEUE_MAX at a time."""
+async def run_producer(node: NodeSettings, settings: DemoSettings, redis_url: str) -> None:
+    """Answer queued questions until cancelled, at most DEMO_QUEUE_MAX at a time; `node`
+    is the cluster's settings (its prefix and library config)."""
     client = connect(redis_url)
-    queue = JobQueue(
-        client, settings.channel_prefix, settings.demo_queue_max, settings.demo_job_ttl
-    )
-    publisher = RedisPublisher(client, config=settings.library_config())
+    queue = JobQueue(client, node.channel_prefix, settings.demo_queue_max, settings.demo_job_ttl)
+    publisher = RedisPublisher(client, config=node.library_config())
     slots = asyncio.Semaphore(settings.demo_queue_max)
     running: set[asyncio.Task[None]] = set()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -22,11 +23,12 @@ from broadcaster.core.channels import check_channel
 from broadcaster.demo import stats
 from broadcaster.demo.answer import stream_answer
 from broadcaster.demo.queue import JobQueue, QueueFull
+from broadcaster.demo.settings import DemoSettings
+from broadcaster.node.app import Part
 from broadcaster.node.auth import reaches, require
 from broadcaster.node.bodies import read_body
 from broadcaster.node.limits import RateLimiter, client_ip
 from broadcaster.node.replies import Refused, error, invalid_reason
-from broadcaster.node.settings import Settings
 from broadcaster.node.state import AUTH, BROKER, HUB, METRICS, SETTINGS, TRUSTED_PROXIES
 
 MAX_QUESTION_BYTES = 4096
@@ -43,14 +45,21 @@ class Demo:
 
 
 DEMO = web.AppKey("demo", Demo)
+DEMO_SETTINGS = web.AppKey("demo_settings", DemoSettings)
 routes = web.RouteTableDef()
 
 
-def install(app: web.Application) -> None:
+def part(settings: DemoSettings) -> Part:
+    """The demo as a part of a node (picklable, for worker processes)."""
+    return functools.partial(install, settings=settings)
+
+
+def install(app: web.Application, settings: DemoSettings) -> None:
     """Serve the demo as BROADCASTER_DEMO says; `off` leaves only a 403 for /demo/ask."""
-    if app[SETTINGS].demo == "off":
+    if settings.demo == "off":
         app.router.add_post("/demo/ask", _off)
         return
+    app[DEMO_SETTINGS] = settings
     app.add_routes(routes)
     app.cleanup_ctx.append(_lifecycle)
 
@@ -59,7 +68,7 @@ async def _off(request: web.Request) -> web.Response:
     return error(403, "the demo is off on this node (BROADCASTER_DEMO=off)")
 
 
-def _page(name: str, settings: Settings) -> web.Response:
+def _page(name: str, settings: DemoSettings) -> web.Response:
     body = resources.files(__package__).joinpath("static", name).read_text()
     # The prefix is plain ASCII from a strict charset (settings), safe inside HTML.
     body = body.replace("{{DEMO_PREFIX}}", settings.demo_prefix)
@@ -69,13 +78,13 @@ def _page(name: str, settings: Settings) -> web.Response:
 @routes.get("/")
 async def chat_page(request: web.Request) -> web.Response:
     """The streaming chat demo."""
-    return _page("index.html", request.app[SETTINGS])
+    return _page("index.html", request.app[DEMO_SETTINGS])
 
 
 @routes.get("/dashboard")
 async def dashboard_page(request: web.Request) -> web.Response:
     """A live view of the cluster."""
-    return _page("dashboard.html", request.app[SETTINGS])
+    return _page("dashboard.html", request.app[DEMO_SETTINGS])
 
 
 class Question(BaseModel):
@@ -111,7 +120,7 @@ async def ask(request: web.Request) -> web.Response:
 async def _admit(request: web.Request) -> Question:
     """The question, if this asker may ask it now; raises Refused if not. What needs no
     body is checked before the body is read: a refused asker sends none for nothing."""
-    app, settings = request.app, request.app[SETTINGS]
+    app, settings = request.app, request.app[DEMO_SETTINGS]
     auth = app[AUTH]
     allowed = auth.publish_patterns(request) if auth.publishing_protected else ("*",)
     prefix = settings.demo_prefix
@@ -138,7 +147,7 @@ async def _admit(request: web.Request) -> Question:
 
 async def _start(app: web.Application, question: Question) -> str:
     """Queue the question for a producer, or answer it here; who answers."""
-    demo, settings = app[DEMO], app[SETTINGS]
+    demo, settings = app[DEMO], app[DEMO_SETTINGS]
     if demo.queue is not None:
         try:
             await demo.queue.push(question.channel, question.prompt)
@@ -160,7 +169,7 @@ async def _start(app: web.Application, question: Question) -> str:
     )
     demo.answers.add(task)
     task.add_done_callback(demo.answers.discard)
-    return settings.node_id
+    return app[SETTINGS].node_id
 
 
 def _own_stats(app: web.Application) -> stats.Stats:
@@ -184,20 +193,16 @@ async def cluster(request: web.Request) -> web.Response:
     return web.json_response({"nodes": nodes}, dumps=lambda v: orjson.dumps(v).decode())
 
 
-def _answers_here(settings: Settings) -> bool:
-    return settings.demo == "on" or settings.redis_url is None
-
-
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     """With Redis: a client for the queue, and a task reporting this node's counters."""
-    settings = app[SETTINGS]
-    app[DEMO] = demo = Demo(RateLimiter(settings.demo_asks_per_minute))
+    settings, own = app[SETTINGS], app[DEMO_SETTINGS]
+    app[DEMO] = demo = Demo(RateLimiter(own.demo_asks_per_minute))
     reporter = None
     if settings.redis_url is not None:
         demo.redis = connect(settings.redis_url)
-        if not _answers_here(settings):
+        if own.demo != "on":  # a producer answers (`broadcaster demo`)
             demo.queue = JobQueue(
-                demo.redis, settings.channel_prefix, settings.demo_queue_max, settings.demo_job_ttl
+                demo.redis, settings.channel_prefix, own.demo_queue_max, own.demo_job_ttl
             )
         reporter = asyncio.create_task(
             stats.report_forever(demo.redis, settings.channel_prefix, lambda: _own_stats(app)),

@@ -17,7 +17,7 @@ from broadcaster.node.bodies import UPLOADS, Uploads
 from broadcaster.node.cors import add_cors_headers, preflight
 from broadcaster.node.events import endpoint
 from broadcaster.node.limits import ConnectionLimiter, parse_networks
-from broadcaster.node.settings import Settings
+from broadcaster.node.settings import NodeSettings
 from broadcaster.node.state import (
     AUTH,
     BROKER,
@@ -32,7 +32,7 @@ from broadcaster.node.state import (
 )
 
 
-def make_broker(settings: Settings, counts: Counts | None = None) -> Broker:
+def make_broker(settings: NodeSettings, counts: Counts | None = None) -> Broker:
     """The embedded broker without REDIS_URL, else the Redis broker."""
     if settings.redis_url is None:
         return MemoryBroker(
@@ -52,7 +52,7 @@ Part = Callable[[web.Application], None]
 
 
 def create_app(
-    settings: Settings, broker: Broker | None = None, *, parts: Sequence[Part] = ()
+    settings: NodeSettings, broker: Broker | None = None, *, parts: Sequence[Part] = ()
 ) -> web.Application:
     """Build a node's application with `parts`; `broker` overrides the one the settings
     choose."""

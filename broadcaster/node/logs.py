@@ -13,7 +13,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_log import AccessLogger
 
-from broadcaster.node.settings import Settings
+from broadcaster.node.settings import NodeSettings
 
 
 class JsonFormatter(logging.Formatter):
@@ -93,7 +93,7 @@ class AccessLogWithoutStreams(AccessLogger):
             super().log(request, response, time)
 
 
-def configure(settings: Settings) -> None:
+def configure(settings: NodeSettings) -> None:
     """Send every log line to stderr in the configured format."""
     handler = logging.StreamHandler()
     if settings.log_format == "json":
@@ -114,7 +114,7 @@ def _filter_once(logger: logging.Logger, kind: type[logging.Filter]) -> None:
         logger.addFilter(kind())
 
 
-def access_log_options(settings: Settings) -> dict[str, object]:
+def access_log_options(settings: NodeSettings) -> dict[str, object]:
     """AppRunner arguments for the configured access log."""
     if settings.access_log == "off":
         return {"access_log": None}

@@ -17,7 +17,7 @@ from broadcaster.node.app import Part, create_app
 from broadcaster.node.header_timeout import HeaderTimeout
 from broadcaster.node.logs import access_log_options
 from broadcaster.node.ports import cannot_listen
-from broadcaster.node.settings import Settings
+from broadcaster.node.settings import NodeSettings
 from broadcaster.node.state import EXPOSITION, HUB, METRICS, STATE
 from broadcaster.node.workers.metrics import WorkerMetrics
 from broadcaster.node.workers.slot import WorkerSlot
@@ -29,7 +29,7 @@ LINGERING_TIME = 2.0
 
 
 async def serve(
-    settings: Settings,
+    settings: NodeSettings,
     slot: WorkerSlot | None = None,
     listening: Callable[[], None] | None = None,
     parts: Sequence[Part] = (),

@@ -21,9 +21,11 @@ from broadcaster.node.limits import parse_networks
 _TOKEN = re.compile(r"[!-~]+")
 
 
-class Settings(BaseSettings):
-    """Every setting of a node. Each field's description is its documentation: the settings
-    reference (docs/settings.md) and `broadcaster serve --help` are made from them."""
+class NodeSettings(BaseSettings):
+    """Every setting of a node itself (its optional parts, like the demo, have their own;
+    `broadcaster.Settings` holds them all). Each field's description is its documentation:
+    the settings reference (docs/settings.md) and `broadcaster serve --help` are made from
+    them."""
 
     model_config = SettingsConfigDict(env_prefix="BROADCASTER_", frozen=True, extra="ignore")
 
@@ -180,48 +182,6 @@ class Settings(BaseSettings):
             "Comma-separated origins (`https://app.example.com`) allowed cross-origin, with "
             "credentials. `*` is refused."
         ),
-    )
-    demo: Literal["auto", "on", "off"] = Field(
-        default="auto",
-        description=(
-            "`auto`: the chat demo answers on this node with the embedded broker, and is queued "
-            "for `broadcaster demo` with Redis. `on`: always answer here. `off`: `/demo/ask` "
-            "answers `403`; `/`, `/dashboard` and `/cluster` are not served."
-        ),
-    )
-    demo_token_delay: float = Field(
-        default=0.05, ge=0, le=10, description="Seconds between the demo's tokens."
-    )
-    demo_prefix: str = Field(
-        default="demo:",
-        min_length=1,
-        max_length=64,
-        pattern=r"^[A-Za-z0-9\-_.:@/=]+$",
-        description="The demo answers only on channels starting with this.",
-    )
-    demo_queue_max: int = Field(
-        default=100,
-        ge=1,
-        le=100_000,
-        description=(
-            "Questions waiting in the Redis queue, or answered at once by one node or producer; "
-            "more get `503`."
-        ),
-    )
-    demo_job_ttl: float = Field(
-        default=60.0,
-        gt=0,
-        le=86400,
-        description=(
-            "Seconds a queued question stays worth answering; the producer drops older ones, and "
-            "the queue expires this long after its last question."
-        ),
-    )
-    demo_asks_per_minute: int = Field(
-        default=10,
-        ge=1,
-        le=100_000,
-        description="Questions per client address per minute, per node; more get `429`.",
     )
     max_connection_age: float = Field(
         default=0,
@@ -384,7 +344,7 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _workers_need_redis(self) -> Settings:
+    def _workers_need_redis(self) -> NodeSettings:
         if self.workers > 1 and self.redis_url is None:
             raise ValueError(
                 f"{self.workers} workers need BROADCASTER_REDIS_URL: workers share nothing "
@@ -393,7 +353,7 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
-    def _default_node_id(self) -> Settings:
+    def _default_node_id(self) -> NodeSettings:
         if not self.node_id:
             # The model is frozen; this is its own construction step.
             object.__setattr__(self, "node_id", f"{socket.gethostname()}:{self.port}")
@@ -417,10 +377,10 @@ def setting_name(field: str) -> str:
 OTHER_VARIABLES = frozenset({"BROADCASTER_TOKEN", "BROADCASTER_URL", "BROADCASTER_PUBLIC_URL"})
 
 
-def unknown_variables(environ: Mapping[str, str]) -> list[str]:
-    """A warning for each BROADCASTER_ variable in `environ` that sets nothing (a typo is
-    otherwise silently ignored), naming the closest setting."""
-    fields = list(Settings.model_fields)
+def unknown_variables(environ: Mapping[str, str], settings: type[BaseSettings]) -> list[str]:
+    """A warning for each BROADCASTER_ variable in `environ` that sets none of `settings`'
+    fields (a typo is otherwise silently ignored), naming the closest setting."""
+    fields = list(settings.model_fields)
     warnings = []
     for name in sorted(environ):
         prefix, _, field = name.partition("_")

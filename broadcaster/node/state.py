@@ -12,7 +12,7 @@ from broadcaster.core.metrics import Metrics
 from broadcaster.delivery.hub import Hub
 from broadcaster.node.auth import Authenticator
 from broadcaster.node.limits import ConnectionLimiter, IPNetwork
-from broadcaster.node.settings import Settings
+from broadcaster.node.settings import NodeSettings
 
 
 class Exposition(Protocol):
@@ -28,7 +28,7 @@ class NodeState:
     draining: bool = False
 
 
-SETTINGS = web.AppKey("settings", Settings)
+SETTINGS = web.AppKey("settings", NodeSettings)
 BROKER = web.AppKey("broker", Broker)
 HUB = web.AppKey("hub", Hub)
 STATE = web.AppKey("state", NodeState)

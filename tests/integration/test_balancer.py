@@ -23,7 +23,7 @@ from broadcaster.cluster.configs import (
     render_nginx,
 )
 from broadcaster.cluster.processes import free_port, wait_for_port
-from broadcaster.node.settings import Settings
+from broadcaster.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 TLS_BEGIN, TLS_END = "# tls: begin", "# tls: end"

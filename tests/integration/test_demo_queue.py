@@ -15,7 +15,7 @@ import redis.asyncio as redis
 from broadcaster.demo.answer import simulated_answer, tokens
 from broadcaster.demo.producer import run_producer
 from broadcaster.demo.queue import Job
-from broadcaster.node.settings import Settings
+from broadcaster.settings import Settings
 from tests.support.nodes import StartApp
 from tests.support.processes import RedisServer
 from tests.support.wait import eventually
@@ -57,7 +57,7 @@ async def test_the_producer_answers_only_fresh_questions_on_demo_channels(
     fresh = Job("demo:fresh", "why?", time.time() + 60)
     await client.rpush(QUEUE, b"garbage", stale.encode(), foreign.encode(), fresh.encode())
     settings = Settings(redis_url=redis_server.url, demo_token_delay=0)
-    producer = asyncio.create_task(run_producer(settings, redis_server.url))
+    producer = asyncio.create_task(run_producer(settings, settings, redis_server.url))
     try:
         done = len(tokens(simulated_answer("why?"))) + 2
 

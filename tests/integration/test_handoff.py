@@ -22,8 +22,8 @@ from aiohttp.test_utils import TestServer
 from aiohttp.web_protocol import RequestHandler
 
 from broadcaster import create_app
-from broadcaster.node.settings import Settings
 from broadcaster.node.state import HUB
+from broadcaster.settings import Settings
 from tests.support.nodes import MakeServer, base_url
 from tests.support.publish import publish
 from tests.support.wait import wait_until

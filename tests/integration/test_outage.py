@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestServer
 from redis.asyncio import Redis
 
 from broadcaster import create_app
-from broadcaster.node.settings import Settings
+from broadcaster.settings import Settings
 from tests.support.client import subscribe
 from tests.support.nodes import StartApp
 from tests.support.processes import RedisServer

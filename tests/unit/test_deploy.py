@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from broadcaster.cluster.configs import deploy_file, render_nginx, render_prometheus
-from broadcaster.node.settings import Settings
+from broadcaster.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 

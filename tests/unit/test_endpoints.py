@@ -13,7 +13,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from broadcaster import create_app
-from broadcaster.node.settings import Settings
+from broadcaster.settings import Settings
 from tests.support.tokens import SECRET, token
 
 Client = TestClient[web.Request, web.Application]

@@ -18,8 +18,8 @@ from broadcaster.brokers.memory import MemoryBroker
 from broadcaster.brokers.protocol import KEY_LIMIT_REASON, KeyLimit
 from broadcaster.cli import load_settings
 from broadcaster.core.publication import Publication
-from broadcaster.node.settings import Settings
 from broadcaster.node.state import HUB, METRICS
+from broadcaster.settings import Settings
 from tests.support.client import subscribe
 from tests.support.nodes import Client, MakeClient, StartClient, base_url
 from tests.support.sse import Event

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from broadcaster.brokers.redis.client import SentinelURL, check_url, redacted
-from broadcaster.node.settings import Settings
+from broadcaster.settings import Settings
 
 
 def test_a_sentinel_url_names_sentinels_service_db_and_credentials() -> None:

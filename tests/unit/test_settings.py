@@ -7,7 +7,8 @@ import os
 import pytest
 
 from broadcaster.cli import load_settings
-from broadcaster.node.settings import Settings, unknown_variables
+from broadcaster.node.settings import unknown_variables
+from broadcaster.settings import Settings
 
 
 def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -63,7 +64,7 @@ def test_unknown_variables_are_named_with_the_closest_setting() -> None:
         "BROADCASTER_ZZZ": "1",
         "PATH": "/bin",
     }
-    assert unknown_variables(environ) == [
+    assert unknown_variables(environ, Settings) == [
         "BROADCASTER_MAX_CONECTIONS is not a setting (did you mean "
         "BROADCASTER_MAX_CONNECTIONS?); it is ignored",
         "BROADCASTER_ZZZ is not a setting; it is ignored",

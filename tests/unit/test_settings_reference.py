@@ -11,7 +11,8 @@ import pytest
 from broadcaster.cli import parser
 from broadcaster.cli.options import SERVE_FLAGS, plain, shown_default
 from broadcaster.cli.settings_reference import BEGIN, END, table, with_table
-from broadcaster.node.settings import Settings, setting_name
+from broadcaster.node.settings import setting_name
+from broadcaster.settings import Settings
 
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "settings.md"
 

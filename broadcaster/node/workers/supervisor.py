@@ -23,13 +23,13 @@ from broadcaster.node.app import Part
 from broadcaster.node.ports import ListenError
 from broadcaster.node.runloop import run
 from broadcaster.node.server import serve
-from broadcaster.node.settings import Settings
+from broadcaster.node.settings import NodeSettings
 from broadcaster.node.workers.slot import WorkerSlot
 
 log = logging.getLogger(__name__)
 
 
-def supervise(settings: Settings, parts: Sequence[Part] = ()) -> None:
+def supervise(settings: NodeSettings, parts: Sequence[Part] = ()) -> None:
     """Run `settings.workers` nodes (with `parts`) on one port until SIGTERM or SIGINT,
     then drain them all.
 
@@ -117,7 +117,7 @@ def _drain(workers: list[BaseProcess], bound: float) -> None:
 
 
 def _work(
-    settings: Settings, slot: WorkerSlot, listening: Connection, parts: tuple[Part, ...]
+    settings: NodeSettings, slot: WorkerSlot, listening: Connection, parts: tuple[Part, ...]
 ) -> None:
     """One worker process: a full node named `<node id>/<index>`."""
     mine = settings.model_copy(update={"node_id": f"{settings.node_id}/{slot.index}"})
