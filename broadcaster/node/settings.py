@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from broadcaster.brokers.config import LibraryConfig
+from broadcaster.brokers.config import DEFAULT_CONFIG, LibraryConfig
 from broadcaster.brokers.redis.client import check_url
 from broadcaster.node.auth import load_public_key
 from broadcaster.node.limits import parse_networks
@@ -66,7 +66,7 @@ class NodeSettings(BaseSettings):
         description="Reconnect delay hint sent to clients as `retry:`.",
     )
     channel_prefix: str = Field(
-        default="sse:",
+        default=DEFAULT_CONFIG.prefix,
         max_length=64,
         pattern=r"^[A-Za-z0-9\-_.:@/=]*$",
         description="Prefix of the Redis pub/sub channels: channel `news` is `sse:news` in Redis.",
@@ -105,17 +105,20 @@ class NodeSettings(BaseSettings):
         ),
     )
     history_maxlen: int = Field(
-        default=1000, ge=1, le=10_000_000, description="Messages kept per channel for resume."
+        default=DEFAULT_CONFIG.history_maxlen,
+        ge=1,
+        le=10_000_000,
+        description="Messages kept per channel for resume.",
     )
     history_ttl: int = Field(
-        default=86400,
+        default=DEFAULT_CONFIG.history_ttl,
         ge=0,
         description=(
             "Seconds after its last publish that an idle channel's history expires (`0`: never)."
         ),
     )
     idempotency_window: float = Field(
-        default=300,
+        default=DEFAULT_CONFIG.idempotency_window,
         gt=0,
         le=86400,
         description=(
@@ -124,7 +127,7 @@ class NodeSettings(BaseSettings):
         ),
     )
     publish_replicas: int = Field(
-        default=0,
+        default=DEFAULT_CONFIG.replicas,
         ge=0,
         le=64,
         description=(
@@ -133,7 +136,7 @@ class NodeSettings(BaseSettings):
         ),
     )
     publish_replica_timeout: float = Field(
-        default=1.0,
+        default=DEFAULT_CONFIG.replica_timeout,
         gt=0,
         le=60,
         description="Seconds to wait for them; a publish they do not confirm gets `503`.",
