@@ -53,3 +53,32 @@ def test_the_lower_layers_import_nothing_of_the_node_demo_or_tools() -> None:
     for layer in ("core", "brokers", "delivery", "client"):
         for path in (ROOT / layer).rglob("*.py"):
             assert not {m.split(".")[0] for m in imports(path)} & upper, path
+
+
+def package_of(module: str) -> str:
+    """The package a broadcaster module (dotted, without `broadcaster.`) belongs to."""
+    return module if (ROOT / module.replace(".", "/")).is_dir() else module.rpartition(".")[0]
+
+
+def test_no_package_imports_one_that_imports_it() -> None:
+    # Package by package (a subpackage on its own), an import graph without cycles. The
+    # entry point `python -m broadcaster` (__main__.py) is a script, not imported by any.
+    graph: dict[str, set[str]] = {}
+    for path in ROOT.rglob("*.py"):
+        if path.name == "__main__.py":
+            continue
+        package = ".".join(path.relative_to(ROOT).parent.parts)
+        targets = {package_of(module) for module in imports(path)} - {package}
+        graph.setdefault(package, set()).update(targets)
+
+    def reaches(start: str, goal: str, seen: set[str]) -> bool:
+        for step in graph.get(start, set()) - seen:
+            seen.add(step)
+            if step == goal or reaches(step, goal, seen):
+                return True
+        return False
+
+    cycles = sorted(
+        package or "broadcaster" for package in graph if reaches(package, package, set())
+    )
+    assert not cycles, f"packages in an import cycle: {cycles}"

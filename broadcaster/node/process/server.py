@@ -13,10 +13,10 @@ from collections.abc import Callable, Sequence
 from aiohttp import web
 
 from broadcaster.brokers.redis.client import redacted
-from broadcaster.node.app import Part, create_app
 from broadcaster.node.header_timeout import HeaderTimeout
 from broadcaster.node.logs import access_log_options
 from broadcaster.node.ports import cannot_listen
+from broadcaster.node.process.app import Part, create_app
 from broadcaster.node.settings import NodeSettings
 from broadcaster.node.state import EXPOSITION, HUB, METRICS, STATE
 from broadcaster.node.workers.metrics import WorkerMetrics

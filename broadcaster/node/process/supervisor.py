@@ -19,10 +19,10 @@ from pathlib import Path
 from types import FrameType
 
 from broadcaster.node import logs
-from broadcaster.node.app import Part
 from broadcaster.node.ports import ListenError
+from broadcaster.node.process.app import Part
+from broadcaster.node.process.server import serve
 from broadcaster.node.runloop import run
-from broadcaster.node.server import serve
 from broadcaster.node.settings import NodeSettings
 from broadcaster.node.workers.slot import WorkerSlot
 
