@@ -22,7 +22,7 @@ from broadcaster.client import (
 )
 from broadcaster.core.message import Message
 from broadcaster.core.publication import Publication
-from broadcaster.node import app
+from broadcaster.node.process import app
 from broadcaster.settings import Settings
 
 

@@ -11,9 +11,9 @@ from broadcaster.cli.options import SERVE_FLAGS, load_settings, warn_unknown_var
 from broadcaster.demo.producer import run_producer
 from broadcaster.node import logs
 from broadcaster.node.ports import ListenError
+from broadcaster.node.process.server import serve
+from broadcaster.node.process.supervisor import supervise
 from broadcaster.node.runloop import run
-from broadcaster.node.server import serve
-from broadcaster.node.workers.supervisor import supervise
 
 Commands = Any  # argparse's subparsers action
 

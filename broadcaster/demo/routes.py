@@ -24,10 +24,10 @@ from broadcaster.demo import stats
 from broadcaster.demo.answer import stream_answer
 from broadcaster.demo.queue import JobQueue, QueueFull
 from broadcaster.demo.settings import DemoSettings
-from broadcaster.node.app import Part
 from broadcaster.node.auth import reaches, require
 from broadcaster.node.bodies import read_body
 from broadcaster.node.limits import RateLimiter, client_ip
+from broadcaster.node.process.app import Part
 from broadcaster.node.replies import Refused, error, invalid_reason
 from broadcaster.node.state import AUTH, BROKER, HUB, METRICS, SETTINGS, TRUSTED_PROXIES
 
