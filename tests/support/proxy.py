@@ -113,3 +113,62 @@ class SwitchableProxy:
 
         await asyncio.gather(pump(client_r, server_w), pump(server_r, client_w))
         self._open -= {client_w, server_w}
+
+
+class LatencyProxy:
+    """Forwards 127.0.0.1:`port` to `target`, each byte `delay` seconds late each way (in
+    order): a Redis across a network, where every round trip takes a while."""
+
+    def __init__(self, target: int, delay: float) -> None:
+        self.target = target
+        self.delay = delay
+        self.port = free_port()
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def __aenter__(self) -> LatencyProxy:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in self._writers:
+            writer.close()
+        await self._server.wait_closed()
+
+    async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        server_r, server_w = await asyncio.open_connection("127.0.0.1", self.target)
+        self._writers |= {client_w, server_w}
+        tasks = [
+            asyncio.create_task(self._pipe(client_r, server_w)),
+            asyncio.create_task(self._pipe(server_r, client_w)),
+        ]
+        with contextlib.suppress(ConnectionError):
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in tasks:
+            task.cancel()
+        for writer in (client_w, server_w):
+            writer.close()
+            self._writers.discard(writer)
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        loop = asyncio.get_running_loop()
+        late: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+
+        async def deliver() -> None:
+            while True:
+                due, data = await late.get()
+                if data == b"":
+                    return  # the other side closed: so does this one, as late
+                await asyncio.sleep(max(0.0, due - loop.time()))  # (the latency itself)
+                writer.write(data)
+
+        delivering = asyncio.create_task(deliver())
+        try:
+            while data := await reader.read(65536):
+                late.put_nowait((loop.time() + self.delay, data))
+            late.put_nowait((loop.time() + self.delay, b""))
+            await delivering
+        finally:
+            delivering.cancel()

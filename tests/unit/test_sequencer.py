@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 
+import pytest
+
 from broadcaster.brokers.redis.sequencer import Sequencer
 from broadcaster.core.history import ChannelHistory, Entry, Head, Snapshot
 from broadcaster.core.ids import EventId
@@ -161,3 +163,57 @@ async def test_an_id_beyond_the_horizon_that_the_head_confirms_is_delivered_in_o
     await wait_until(lambda: len(delivered) == 4, 5, "the held messages")
     assert delivered == ["1000-1", f"{ahead}-2", "raw", f"{ahead}-3"]
     assert history.reads == 1  # the head read covers every id up to it
+
+
+async def test_the_head_read_at_a_session_start_is_not_reported_as_delivered() -> None:
+    # After a take-over the head is a floor no message has: `seen` (what sse_seen is told
+    # this node delivered) must not claim it, yet new channels start after it.
+    seq, delivered = sequencer(History(message(1, None)))
+    seq.note_head(EventId(1, 7))
+    assert seq.seen is None
+    seq.started("c")
+    seq.receive("c", message(8, 5))  # its prev predates the subscription: no gap
+    assert delivered == ["m8"]
+    assert seq.seen == EventId(1, 8)
+
+
+class Failing(History):
+    """History whose first read fails with an error no one retries (a bug)."""
+
+    def __init__(self, *messages: Message) -> None:
+        super().__init__(*messages)
+        self.failures = 1
+
+    async def read(self, positions: Mapping[str, str]) -> Snapshot:
+        if self.failures:
+            self.failures -= 1
+            raise KeyError("a bug")
+        return await super().read(positions)
+
+
+async def test_a_backfill_that_raises_starts_over_instead_of_holding_for_good() -> None:
+    history = Failing(*(message(n, n - 1 if n > 1 else None) for n in range(1, 5)))
+    seq, delivered = sequencer(history)
+    seq.receive("c", message(1, None))
+    seq.receive("c", message(3, 2))  # 2 is missing: a backfill, whose first read fails
+    seq.receive("c", message(4, 3))
+    await wait_until(lambda: len(delivered) == 4, 5, "the backfill, started over")
+    assert delivered == ["m1", "m2", "m3", "m4"]
+    assert not seq.holding
+
+
+async def test_a_channel_forgotten_during_its_backfill_holds_nothing_back(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    history = History(*(message(n, n - 1 if n > 1 else None) for n in range(1, 5)))
+    seq, delivered = sequencer(history)
+    seq.receive("c", message(1, None))
+    history.gate.clear()
+    seq.receive("c", message(3, 2))  # a backfill of `c` starts, its read waits
+    await wait_until(lambda: history.reads == 1, 5, "the backfill's read")
+    seq.forget("c")  # its last client left
+    history.gate.set()
+    await wait_until(lambda: not seq.holding, 5, "the backfill to end")
+    seq.receive("d", message(9, None))
+    assert delivered[-1] == "m9"
+    assert "backfill failed" not in caplog.text

@@ -171,10 +171,12 @@ class RedisBroker:
                 snapshot = await self._history.snapshot(channels, start)
             result = begin(start, snapshot)
             # Once the PONG is back, every live message published before the read has
-            # passed the reader: none can reach the client again after its replay. With
-            # the link down (a failover: history answers before pub/sub is back), they
-            # may still come, from the next session's backfill.
-            result.caught_up = self._link.live and await self._link.fence()
+            # passed the reader: none can reach the client again after its replay, unless
+            # the sequencer holds it (a backfill is under way, whose drain may deliver
+            # what the replay had). With the link down (a failover: history answers before
+            # pub/sub is back), they may still come, from the next session's backfill.
+            fenced = self._link.live and await self._link.fence()
+            result.caught_up = fenced and not self._sequencer.holding
         except LINK_ERRORS as exc:
             raise BrokerUnavailable(f"redis unavailable: {exc}") from exc
         if result.head is not None:
@@ -224,8 +226,8 @@ class RedisBroker:
 
     async def _session(self, conn: AbstractConnection, head: EventId | None) -> None:
         sequencer = self._sequencer
-        if head is not None and (sequencer.seen is None or head > sequencer.seen):
-            sequencer.seen = head
+        if head is not None:
+            sequencer.note_head(head)
         # One synchronous step: from here on, subscribe/unsubscribe calls queue behind a
         # SUBSCRIBE of every channel that has local clients, so none is missed; channels
         # delivered before are held until backfilled from where they stopped.

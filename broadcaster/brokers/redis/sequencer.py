@@ -118,10 +118,25 @@ class Sequencer:
                 return
         self._emit(channel, message)
 
+    @property
+    def holding(self) -> bool:
+        """Whether messages are held (a backfill, or a check of the head, is under way):
+        what a replay read now covers may still be delivered after it."""
+        return self._held is not None
+
+    def note_head(self, head: EventId) -> None:
+        """The sequence's head, read at a session's start: channels subscribed from now on
+        start after it. (Not a delivered id: after a take-over it was never issued, and
+        `seen`, which this node reports as delivered, must not claim it.)"""
+        if self._confirmed is None or head > self._confirmed:
+            self._confirmed = head
+
     def started(self, channel: str) -> None:
-        """The channel's subscription is confirmed: its next messages are newer than `seen`."""
-        if channel not in self._last and self.seen is not None:
-            self._last[channel] = self.seen
+        """The channel's subscription is confirmed: its next messages are newer than both
+        `seen` and the last head read."""
+        known = [p for p in (self.seen, self._confirmed) if p is not None]
+        if channel not in self._last and known:
+            self._last[channel] = max(known)
             self._fresh.add(channel)
 
     def forget(self, channel: str) -> None:
@@ -194,24 +209,46 @@ class Sequencer:
         self._deliver(channel, message)
 
     async def _catch_up(self) -> None:
+        delay = 0.05
         while self._gaps or self._suspect is not None:
-            if self._suspect is not None:
-                suspect, self._suspect = self._suspect, None
-                await self._check(*suspect)
-                if not self._gaps:
-                    self._drain([])
-                    continue
-            gaps, self._gaps = self._gaps, set()
-            positions = {ch: str(self._last[ch]) for ch in gaps if ch in self._last}
-            snapshot = await self._retrying(partial(self._history.read, positions))
-            await self._barrier()  # everything published before the read is now held
-            found: list[Recovered] = []
-            for channel, after in positions.items():
-                history = {channel: snapshot.channels[channel]}
-                one = replace(snapshot, channels=history)
-                found += self._recovered(channel, replay(after, one))
-            found.sort(key=lambda item: item[0])
-            self._drain(found)
+            gaps = set(self._gaps)
+            try:
+                await self._fill()
+                delay = 0.05
+            except Exception:
+                # A bug, not an outage (those are retried where they happen): say so, and
+                # start over rather than hold every channel until the next reconnect.
+                log.exception("backfill failed; starting it over")
+                self._gaps |= {channel for channel in gaps if channel in self._last}
+                if self._held is None:
+                    self._held = []  # nothing newer goes out before the gaps are filled
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._max_backoff)
+        if self._held is not None:  # (a failed round whose channels were all forgotten)
+            self._drain([])
+
+    async def _fill(self) -> None:
+        """One round: check a suspect id, or read back what the gaps missed and release
+        everything held, in order."""
+        if self._suspect is not None:
+            suspect, self._suspect = self._suspect, None
+            await self._check(*suspect)
+            if not self._gaps:
+                self._drain([])
+                return
+        gaps, self._gaps = self._gaps, set()
+        positions = {ch: str(self._last[ch]) for ch in gaps if ch in self._last}
+        snapshot = await self._retrying(partial(self._history.read, positions))
+        await self._barrier()  # everything published before the read is now held
+        found: list[Recovered] = []
+        for channel, after in positions.items():
+            if channel not in self._last:
+                continue  # forgotten meanwhile: no local client wants it
+            history = {channel: snapshot.channels[channel]}
+            one = replace(snapshot, channels=history)
+            found += self._recovered(channel, replay(after, one))
+        found.sort(key=lambda item: item[0])
+        self._drain(found)
 
     async def _check(self, channel: str, message: Message) -> None:
         """Trust `message` if the sequence's head has reached its id; else drop it."""
