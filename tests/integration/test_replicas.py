@@ -8,9 +8,13 @@ import os
 import signal
 
 import aiohttp
+import pytest
 
 from broadcaster import RedisPublisher
 from broadcaster.brokers.config import LibraryConfig
+from broadcaster.brokers.redis.client import connect
+from broadcaster.brokers.redis.library import Library, NotReplicated
+from broadcaster.core.publication import Publication
 from tests.support.nodes import StartApp
 from tests.support.processes import RedisServer, replicas_online
 from tests.support.publish import post
@@ -75,3 +79,35 @@ async def test_python_publishers_retry_until_the_replicas_confirm(
         sent = await publishing
     entries = primary.cli("XRANGE", "sse:history:py", "-", "+")
     assert entries.count("once") == 1 and sent in entries
+
+
+async def test_a_repeat_on_a_new_connection_is_acknowledged_only_once_replicated(
+    redis_pair: tuple[RedisServer, RedisServer],
+) -> None:
+    # A repeated key publishes nothing new, and WAIT counts replicas past the connection's
+    # own last write: on a connection whose first command is the retry, there is none
+    # (whatever a server then assumes). The repeat writes its key again, unchanged, so its
+    # WAIT covers the original publish, which came before it.
+    primary, replica = redis_pair
+    await wait_until(lambda: replicas_online(primary), 10, "the replica")
+    assert replica.process is not None
+    library = Library(LibraryConfig(replicas=1, replica_timeout=0.3))
+    batch = [Publication.of("w", "once", None, "key-1")]
+    os.kill(replica.process.pid, signal.SIGSTOP)
+    try:
+        for attempt in ("the original", "the retry, on a connection of its own"):
+            client = connect(primary.url)
+            try:
+                with pytest.raises(NotReplicated):
+                    await library.publish(client, batch)
+            finally:
+                await client.aclose()
+            assert primary.cli("XLEN", "sse:history:w").strip() == "1", attempt
+    finally:
+        os.kill(replica.process.pid, signal.SIGCONT)
+    client = connect(primary.url)
+    try:
+        [again] = await library.publish(client, batch)  # replicated now: acknowledged
+    finally:
+        await client.aclose()
+    assert again in replica.cli("XRANGE", "sse:history:w", "-", "+")

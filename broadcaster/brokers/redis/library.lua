@@ -91,6 +91,11 @@ local function sse_publish(keys, args)
     remembered = PREFIX .. "idem:" .. channel .. " " .. key
     local first = redis.call("GET", remembered)
     if first then
+      -- A repeat writes nothing new, yet a WAIT after it must cover the first publish:
+      -- WAIT counts replicas past this connection's own last write, which a connection
+      -- that only retried never made. Rewriting the key (same value, same expiry) is a
+      -- write after the first publish in the replication stream, so it covers it.
+      redis.call("SET", remembered, first, "KEEPTTL")
       return first
     end
     -- A bound on what keys may cost: a counter per channel, for one window from its first.
