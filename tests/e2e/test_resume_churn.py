@@ -43,15 +43,15 @@ class Client:
         self.channels = sorted(self.rng.sample(CHANNELS, self.rng.choice([1, 2])))
         self.events: list[Event] = []
         self.position = ""  # its Last-Event-ID, once it has one
-        self.connections = 0
+        self.visits: list[tuple[str, str, list[str]]] = []  # node, resumed after, ids
 
     async def visit(self, session: aiohttp.ClientSession, base: str, dwell: float) -> None:
         """One connection: resume from the position, stay `dwell` seconds, leave."""
         headers = {"Last-Event-ID": self.position} if self.position else None
         query = {"lastEventId": "earliest"}  # the first connection starts from the oldest
         async with subscribe(session, base, self.channels, headers, query) as sub:
-            self.connections += 1
             await asyncio.sleep(dwell)  # (how long a user stays: the workload, not a wait)
+        self.visits.append((base, self.position, [event.id for event in sub.events]))
         self.events += sub.events
         self.position = sub.parser.last_event_id or self.position
 
@@ -69,7 +69,18 @@ class Client:
                 got = [event.id for event in sub.events][-5:]
                 log = node.log.read_text()[-3000:]
                 raise AssertionError(f"{exc}; got {got} after {self.position}\n{log}") from None
+        self.visits.append((node.url, self.position, [event.id for event in sub.events]))
         self.events += sub.events
+
+    def around(self, index: int) -> str:
+        """The connections that gave the events near `index`: where each resumed, what it
+        got."""
+        seen, lines = 0, []
+        for node, after, ids in self.visits:
+            if seen + len(ids) >= index - 3 and seen <= index + 3:
+                lines.append(f"{node} after {after or 'earliest'}: {ids[:8]}...{ids[-3:]}")
+            seen += len(ids)
+        return "\n".join(lines)
 
     def ids(self) -> list[str]:
         return [event.id for event in self.events]
@@ -105,9 +116,12 @@ async def test_clients_resuming_through_pubsub_kills_get_every_message_once(
         assert not resets, f"{client.channels}: {resets[:3]}"
         want = sorted((i for c in client.channels for i in truth[c]), key=_order)
         got = client.ids()
+        at = next((n for n, (a, b) in enumerate(zip(got, want, strict=False)) if a != b), 0)
         assert got == want, (
-            f"client of {client.channels} ({client.connections} connections): "
-            f"{len(got) - len(set(got))} duplicates; {divergence(got, want)}"
+            f"client of {client.channels} ({len(client.visits)} connections): "
+            f"{len(got) - len(set(got))} duplicates; {divergence(got, want)}\n"
+            f"{client.around(at)}\nchannels: "
+            + str({c: [i for i in truth[c] if i in want[at - 2 : at + 6]] for c in client.channels})
         )
 
 

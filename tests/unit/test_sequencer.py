@@ -217,3 +217,34 @@ async def test_a_channel_forgotten_during_its_backfill_holds_nothing_back(
     seq.receive("d", message(9, None))
     assert delivered[-1] == "m9"
     assert "backfill failed" not in caplog.text
+
+
+async def test_a_channel_first_joined_during_a_hold_is_backfilled_from_its_replay() -> None:
+    # A client's stream subscribed `a` (its first on this node) while `b` was being
+    # backfilled; the link went before Redis acknowledged it, and the client's replay
+    # read history up to 1-2. After the reconnect `a` must be backfilled from there:
+    # taking the new session's head as its position would skip 1-3 to 1-5 for good.
+    history = History(*(message(n, n - 1 if n > 1 else None) for n in range(1, 6)))
+    seq, delivered = sequencer(history)
+    seq.receive("b", message(1, None))
+    seq.hold(["b"])
+    seq.replayed(["a"], EventId(1, 2), caught_up=False)
+    seq.cancel()  # the link went again
+    seq.note_head(EventId(1, 5))  # the next session's head
+    assert seq.hold(["a", "b"]) == {"a", "b"}
+    seq.backfill(["a"])
+    await wait_until(lambda: "m5" in delivered, 5, "the backfill of a")
+    assert delivered == ["m1", "m3", "m4", "m5"]
+
+
+async def test_joiners_of_a_new_channel_resume_from_the_lowest_replay_head() -> None:
+    history = History(*(message(n, n - 1 if n > 1 else None) for n in range(1, 6)))
+    seq, delivered = sequencer(history)
+    seq.receive("b", message(1, None))
+    seq.hold(["b"])
+    seq.replayed(["a"], EventId(1, 4), caught_up=False)  # a later joiner's read first
+    seq.replayed(["a"], EventId(1, 2), caught_up=False)
+    assert seq.hold(["a", "b"]) == {"a", "b"}
+    seq.backfill(["a"])
+    await wait_until(lambda: "m5" in delivered, 5, "the backfill of a")
+    assert delivered == ["m1", "m3", "m4", "m5"]  # from 1-2: the earlier joiner gets 1-3

@@ -86,6 +86,10 @@ class Sequencer:
         self._emitted: dict[str, str] = {}
         # Subscribed, no message yet: the first one's `prev` may predate the subscription.
         self._fresh: set[str] = set()
+        # Channels whose position a replay set, and that delivered nothing since: their
+        # streams have everything up to their replays' heads, the lowest of which is the
+        # position (no stream got anything newer from here, so lowering it repeats none).
+        self._floors: set[str] = set()
         self._held: list[Held] | None = None
         self._gaps: set[str] = set()
         self._task: asyncio.Task[None] | None = None
@@ -142,6 +146,7 @@ class Sequencer:
     def forget(self, channel: str) -> None:
         """The channel has no local subscriber anymore."""
         self._last.pop(channel, None)
+        self._floors.discard(channel)
         self._emitted.pop(channel, None)
         self._fresh.discard(channel)
 
@@ -163,17 +168,23 @@ class Sequencer:
         self._start()
 
     def replayed(self, channels: Iterable[str], head: EventId, *, caught_up: bool) -> None:
-        """A client read history up to `head`: a later backfill need not go back further.
+        """A client read history up to `head`, then takes what comes next from here.
 
-        Unless the read was not `caught_up` with the link (it was down): then a channel
-        this node delivered before keeps its position, for its other clients may miss
-        what was published meanwhile; the next backfill goes back that far.
+        A channel with no position yet (its first clients are joining, perhaps across a
+        reconnect) starts at the lowest head its clients read: the next backfill goes
+        back that far, and what they read again their streams drop by id (theirs were
+        not caught up). A `caught_up` read with nothing held moves a channel's position
+        up to `head` (every message before it has been delivered): a later backfill need
+        not go back further. Otherwise a channel this node delivered keeps its position,
+        for its other clients may miss what was published meanwhile.
         """
-        if self._held is not None:
-            return
         for channel in channels:
             last = self._last.get(channel)
-            if last is None or (caught_up and last < head):
+            if last is None or (channel in self._floors and head < last):
+                self._last[channel] = head
+                self._floors.add(channel)
+                self._fresh.discard(channel)
+            elif caught_up and self._held is None and last < head:
                 self._last[channel] = head
                 self._fresh.discard(channel)
 
@@ -204,6 +215,8 @@ class Sequencer:
                 return  # delivered already
             self._last[channel] = position
             self._emitted[channel] = id_
+            if self._floors:
+                self._floors.discard(channel)
             if self.seen is None or position > self.seen:
                 self.seen = position
         self._deliver(channel, message)
