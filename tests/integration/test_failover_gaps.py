@@ -7,6 +7,11 @@ from __future__ import annotations
 import aiohttp
 import orjson
 
+from broadcaster.brokers.config import LibraryConfig
+from broadcaster.brokers.redis.client import connect
+from broadcaster.brokers.redis.library import Library
+from broadcaster.core.ids import EventId
+from broadcaster.core.publication import Publication
 from tests.support.client import subscribe
 from tests.support.eventsource import EventSource
 from tests.support.nodes import StartApp
@@ -67,3 +72,36 @@ async def test_lost_messages_are_told_and_ids_never_repeat(
                 events = await sub.wait_for(len(expected))
                 shown = [e.event if e.event == "reset" else e.data for e in events]
                 assert shown == expected, position
+
+
+async def test_a_delivered_id_in_an_older_gap_is_recorded_too(redis_server: RedisServer) -> None:
+    # Two take-overs in a row (each a new replication id, as a promoted replica has) make
+    # two gaps. A node whose first reconnect comes after the second reports an id it
+    # delivered inside the first: that gap must record it, not only the newest one.
+    client = connect(redis_server.url)
+    library = Library(LibraryConfig())
+    try:
+
+        async def publish(data: str) -> EventId:
+            [sent] = await library.publish(client, [Publication.of("g", data)])
+            position = EventId.parse(sent)
+            assert position is not None
+            return position
+
+        def take_over() -> None:  # the next publish sees another replication id
+            redis_server.cli("HSET", "sse:meta", "replid", "another")
+            redis_server.cli("DEL", "sse:primary")
+
+        first = await publish("before")
+        take_over()
+        await publish("after the first")
+        take_over()
+        await publish("after the second")
+        gaps = redis_server.cli("LRANGE", "sse:gaps", "0", "-1").split()
+        assert len(gaps) == 2, gaps
+        inside = f"{first.ms}-{first.seq + 1}"  # delivered by the first primary, then lost
+        assert await client.fcall("sse_seen", 0, inside) == 1
+        older = redis_server.cli("LINDEX", "sse:gaps", "0").strip()
+        assert older.endswith(f"|{inside}"), older
+    finally:
+        await client.aclose()

@@ -142,8 +142,9 @@ end
 
 -- FCALL sse_seen 0 <id>: on every reconnect, a node reports the newest id it delivered.
 -- On a server that is not the sequence's primary yet, this takes over first. If the id
--- lies in the last gap, a message there reached clients and is lost: resumes from before
--- it must say so.
+-- lies in a gap (any of them: a node whose first reconnect comes after a second failover
+-- delivered inside the first), a message there reached clients and is lost: resumes from
+-- before it must say so.
 local function sse_seen(keys, args)
   local seen = args[1]
   local ms, seq = string.match(seen or "", "^(%d+)-(%d+)$")
@@ -151,19 +152,19 @@ local function sse_seen(keys, args)
     return redis.error_reply("ERR usage: FCALL sse_seen 0 <ms>-<seq>")
   end
   check_primary(now_ms())
-  local last = redis.call("LINDEX", GAPS, -1)
-  if not last then
-    return 0
-  end
-  local a_ms, a_seq, b_ms, b_seq, s_ms, s_seq =
-    string.match(last, "^(%d+)-(%d+)|(%d+)-(%d+)|(%d+)-(%d+)$")
   local function after(x_ms, x_seq, y_ms, y_seq) -- is x after y?
     x_ms, x_seq, y_ms, y_seq = tonumber(x_ms), tonumber(x_seq), tonumber(y_ms), tonumber(y_seq)
     return x_ms > y_ms or (x_ms == y_ms and x_seq > y_seq)
   end
-  if after(ms, seq, s_ms, s_seq) and after(b_ms, b_seq, ms, seq) then
-    redis.call("LSET", GAPS, -1, a_ms .. "-" .. a_seq .. "|" .. b_ms .. "-" .. b_seq .. "|" .. seen)
-    return 1
+  local gaps = redis.call("LRANGE", GAPS, 0, -1)
+  for index = #gaps, 1, -1 do -- newest first; the ranges never overlap
+    local a_ms, a_seq, b_ms, b_seq, s_ms, s_seq =
+      string.match(gaps[index], "^(%d+)-(%d+)|(%d+)-(%d+)|(%d+)-(%d+)$")
+    if after(ms, seq, s_ms, s_seq) and after(b_ms, b_seq, ms, seq) then
+      redis.call("LSET", GAPS, index - 1,
+        a_ms .. "-" .. a_seq .. "|" .. b_ms .. "-" .. b_seq .. "|" .. seen)
+      return 1
+    end
   end
   return 0
 end
