@@ -105,3 +105,41 @@ async def test_a_delivered_id_in_an_older_gap_is_recorded_too(redis_server: Redi
         assert older.endswith(f"|{inside}"), older
     finally:
         await client.aclose()
+
+
+async def test_a_second_take_over_never_reissues_the_first_ones_ids(
+    redis_server: RedisServer,
+) -> None:
+    # The replica promoted second never got the first take-over (Sentinel reconfigures
+    # replicas one at a time): its META still ends at the old primary's last id. Its
+    # ids must still sort after every id the first new primary issued.
+    client = connect(redis_server.url)
+    library = Library(LibraryConfig())
+    try:
+
+        async def publish(data: str) -> EventId:
+            [sent] = await library.publish(client, [Publication.of("g", data)])
+            position = EventId.parse(sent)
+            assert position is not None
+            return position
+
+        def take_over() -> None:  # the next publish sees another replication id
+            redis_server.cli("HSET", "sse:meta", "replid", "another")
+            redis_server.cli("DEL", "sse:primary")
+
+        await publish("on the old primary")
+        stale = (
+            redis_server.cli("HGET", "sse:meta", "ms").strip(),
+            redis_server.cli("HGET", "sse:meta", "seq").strip(),
+        )
+        take_over()
+        first = await publish("on the first new primary")
+        # The second new primary: META as the old primary left it, a little later.
+        redis_server.cli("HSET", "sse:meta", "ms", stale[0], "seq", stale[1])
+        now = redis_server.cli("TIME").split()[0]
+        await wait_until(lambda: redis_server.cli("TIME").split()[0] != now, 5, "a new second")
+        take_over()
+        second = await publish("on the second new primary")
+        assert second > first, (first, second)
+    finally:
+        await client.aclose()

@@ -39,7 +39,10 @@ local function take_over(now)
     return -- a fresh sequence: nothing published before, nothing to lose
   end
   local last_ms, last_seq = tonumber(meta[1]), tonumber(meta[2])
-  local ms = math.max(now, last_ms + MARGIN_MS)
+  -- MARGIN_MS past both this server's clock and its last id: a second take-over, on a
+  -- replica the first one never reached, starts after every id the first issued (they
+  -- were at most MARGIN_MS past an earlier clock), instead of issuing the same ones.
+  local ms = math.max(now, last_ms) + MARGIN_MS
   local seq = last_seq + JUMP
   redis.call("HSET", META, "ms", string.format("%d", ms), "seq", string.format("%d", seq - 1))
   local after = id_of(last_ms, last_seq)
