@@ -90,7 +90,7 @@ async def test_a_delivered_id_in_an_older_gap_is_recorded_too(redis_server: Redi
 
         def take_over() -> None:  # the next publish sees another replication id
             redis_server.cli("HSET", "sse:meta", "replid", "another")
-            redis_server.cli("DEL", "sse:primary")
+            redis_server.cli("FUNCTION", "DELETE", "broadcaster")  # reloaded: checks at once
 
         first = await publish("before")
         take_over()
@@ -125,7 +125,7 @@ async def test_a_second_take_over_never_reissues_the_first_ones_ids(
 
         def take_over() -> None:  # the next publish sees another replication id
             redis_server.cli("HSET", "sse:meta", "replid", "another")
-            redis_server.cli("DEL", "sse:primary")
+            redis_server.cli("FUNCTION", "DELETE", "broadcaster")  # reloaded: checks at once
 
         await publish("on the old primary")
         stale = (
@@ -143,3 +143,18 @@ async def test_a_second_take_over_never_reissues_the_first_ones_ids(
         assert second > first, (first, second)
     finally:
         await client.aclose()
+
+
+async def test_when_the_primary_was_last_checked_is_never_written_to_redis(
+    redis_server: RedisServer,
+) -> None:
+    # A key noting the last check travelled in a full sync's RDB, and a promoted replica
+    # whose clock is behind judged it unexpired: it skipped the check and continued the
+    # old sequence. The function keeps that time in its own memory instead.
+    client = connect(redis_server.url)
+    try:
+        await Library(LibraryConfig()).publish(client, [Publication.of("g", "one")])
+    finally:
+        await client.aclose()
+    keys = redis_server.cli("KEYS", "*").split()
+    assert sorted(keys) == ["sse:history:g", "sse:meta"], keys

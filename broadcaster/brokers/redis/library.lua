@@ -21,9 +21,9 @@ local META = PREFIX .. "meta"
 -- (JUMP in seq, MARGIN_MS in ms: more than any replication lag), so none can name a lost
 -- message or sort before one, and GAPS records the range ("<after>|<before>|<seen>") for
 -- resumes to tell clients what may be lost there. Reading the replication id (INFO)
--- costs more than a publish, so it happens at most every CHECK_MS: CHECKED notes the
--- last time, never replicated nor logged (a copy in a replica's first sync expires).
-local CHECKED = PREFIX .. "primary"
+-- costs more than a publish, so it happens at most every CHECK_MS. When it last did is
+-- this server's own memory (`checked_at`, reset whenever the library is loaded): no key,
+-- so nothing of it reaches a replica, whose clock may be behind, in a full sync.
 local GAPS = PREFIX .. "gaps"
 local JUMP = 1000000
 local MARGIN_MS = 10000
@@ -50,8 +50,10 @@ local function take_over(now)
   redis.call("LTRIM", GAPS, -32, -1)
 end
 
+local checked_at = nil
+
 local function check_primary(now)
-  if redis.call("EXISTS", CHECKED) == 1 then
+  if checked_at and now >= checked_at and now - checked_at < CHECK_MS then
     return
   end
   local replid = string.match(redis.call("INFO", "replication"), "master_replid:(%w+)")
@@ -62,9 +64,7 @@ local function check_primary(now)
     end
     redis.call("HSET", META, "replid", replid)
   end
-  redis.set_repl(redis.REPL_NONE)
-  redis.call("SET", CHECKED, "1", "PX", CHECK_MS)
-  redis.set_repl(redis.REPL_ALL)
+  checked_at = now
 end
 
 local function now_ms()
