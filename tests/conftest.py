@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -131,3 +131,18 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
         [str(where / "venv/bin/pip"), "install", "-q", str(wheel)], check=True, cwd=where
     )
     return where / "venv"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A failed test that ran processes says where their logs are: its `tmp_path`, which
+    pytest keeps for failed tests (`tmp_path_retention_policy`)."""
+    report: pytest.TestReport = yield
+    funcargs = getattr(item, "funcargs", {})
+    if report.failed and isinstance(funcargs.get("tmp_path"), Path):
+        logs = sorted(path.name for path in funcargs["tmp_path"].rglob("*.log"))
+        if logs:
+            report.sections.append(("logs", f"kept in {funcargs['tmp_path']}: {logs}"))
+    return report
