@@ -16,7 +16,7 @@ from broadcaster.brokers.redis.client import connect
 from broadcaster.brokers.redis.library import Library, NotReplicated
 from broadcaster.core.publication import Publication
 from tests.support.nodes import StartApp
-from tests.support.processes import RedisServer, replicas_online
+from tests.support.processes import RedisServer, caught_up, replicas_online
 from tests.support.publish import post
 from tests.support.wait import wait_until
 
@@ -105,9 +105,11 @@ async def test_a_repeat_on_a_new_connection_is_acknowledged_only_once_replicated
             assert primary.cli("XLEN", "sse:history:w").strip() == "1", attempt
     finally:
         os.kill(replica.process.pid, signal.SIGCONT)
+    await wait_until(lambda: caught_up(primary, replica), 10, "the replica to catch up")
+    patient = Library(LibraryConfig(replicas=1, replica_timeout=5))  # (acks come each second)
     client = connect(primary.url)
     try:
-        [again] = await library.publish(client, batch)  # replicated now: acknowledged
+        [again] = await patient.publish(client, batch)  # replicated now: acknowledged
     finally:
         await client.aclose()
     assert again in replica.cli("XRANGE", "sse:history:w", "-", "+")
