@@ -16,9 +16,11 @@ replays and history-read glue), its `PubSubLink` and `Sequencer`, the `Hub` and 
 - `Watch`: one client's event stream, parsed as a browser reads it and checked, event by
   event, against the truth (see its docstring for the invariant).
 
-`model_broker` builds a `RedisBroker` on these: it reaches into four private attributes
-(the history reader of the broker and of its sequencer, the sequencer's clock, the
-function library) and fails loudly, naming them, if the product renames them.
+`model_broker` builds a `RedisBroker` on these: it sets four private attributes (the
+history reader of the broker and of its sequencer, the sequencer's clock, the function
+library) and fails loudly, naming them, if the product renames them. The connection
+and client are duck-typed stand-ins for redis-py's: the link writes its commands to
+them and parses, with hiredis, the RESP replies the model writes back.
 """
 
 from __future__ import annotations
