@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import aiohttp
 import orjson
+import redis.asyncio as redis
 
 from broadcaster.brokers.config import LibraryConfig
 from broadcaster.brokers.redis.client import connect
@@ -79,24 +80,12 @@ async def test_a_delivered_id_in_an_older_gap_is_recorded_too(redis_server: Redi
     # two gaps. A node whose first reconnect comes after the second reports an id it
     # delivered inside the first: that gap must record it, not only the newest one.
     client = connect(redis_server.url)
-    library = Library(LibraryConfig())
     try:
-
-        async def publish(data: str) -> EventId:
-            [sent] = await library.publish(client, [Publication.of("g", data)])
-            position = EventId.parse(sent)
-            assert position is not None
-            return position
-
-        def take_over() -> None:  # the next publish sees another replication id
-            redis_server.cli("HSET", "sse:meta", "replid", "another")
-            redis_server.cli("FUNCTION", "DELETE", "broadcaster")  # reloaded: checks at once
-
-        first = await publish("before")
-        take_over()
-        await publish("after the first")
-        take_over()
-        await publish("after the second")
+        first = await publish_on(client, "before")
+        make_take_over(redis_server)
+        await publish_on(client, "after the first")
+        make_take_over(redis_server)
+        await publish_on(client, "after the second")
         gaps = redis_server.cli("LRANGE", "sse:gaps", "0", "-1").split()
         assert len(gaps) == 2, gaps
         inside = f"{first.ms}-{first.seq + 1}"  # delivered by the first primary, then lost
@@ -114,32 +103,20 @@ async def test_a_second_take_over_never_reissues_the_first_ones_ids(
     # replicas one at a time): its META still ends at the old primary's last id. Its
     # ids must still sort after every id the first new primary issued.
     client = connect(redis_server.url)
-    library = Library(LibraryConfig())
     try:
-
-        async def publish(data: str) -> EventId:
-            [sent] = await library.publish(client, [Publication.of("g", data)])
-            position = EventId.parse(sent)
-            assert position is not None
-            return position
-
-        def take_over() -> None:  # the next publish sees another replication id
-            redis_server.cli("HSET", "sse:meta", "replid", "another")
-            redis_server.cli("FUNCTION", "DELETE", "broadcaster")  # reloaded: checks at once
-
-        await publish("on the old primary")
+        await publish_on(client, "on the old primary")
         stale = (
             redis_server.cli("HGET", "sse:meta", "ms").strip(),
             redis_server.cli("HGET", "sse:meta", "seq").strip(),
         )
-        take_over()
-        first = await publish("on the first new primary")
+        make_take_over(redis_server)
+        first = await publish_on(client, "on the first new primary")
         # The second new primary: META as the old primary left it, a little later.
         redis_server.cli("HSET", "sse:meta", "ms", stale[0], "seq", stale[1])
         now = redis_server.cli("TIME").split()[0]
         await wait_until(lambda: redis_server.cli("TIME").split()[0] != now, 5, "a new second")
-        take_over()
-        second = await publish("on the second new primary")
+        make_take_over(redis_server)
+        second = await publish_on(client, "on the second new primary")
         assert second > first, (first, second)
     finally:
         await client.aclose()
@@ -158,3 +135,17 @@ async def test_when_the_primary_was_last_checked_is_never_written_to_redis(
         await client.aclose()
     keys = redis_server.cli("KEYS", "*").split()
     assert sorted(keys) == ["sse:history:g", "sse:meta"], keys
+
+
+async def publish_on(client: redis.Redis, data: str) -> EventId:
+    """Publish `data` on channel `g` through the function library; its id."""
+    [sent] = await Library(LibraryConfig()).publish(client, [Publication.of("g", data)])
+    position = EventId.parse(sent)
+    assert position is not None
+    return position
+
+
+def make_take_over(server: RedisServer) -> None:
+    """Make the next publish see another replication id, as on a promoted replica."""
+    server.cli("HSET", "sse:meta", "replid", "another")
+    server.cli("FUNCTION", "DELETE", "broadcaster")  # reloaded: it checks at once
