@@ -131,7 +131,7 @@ class Hub:
         """The stream's headers and replay are out: it takes live frames from now on, as
         bytes shared with the channel's other streams when it follows only one (and its
         replay was `caught_up`: else it drops, by id, frames its replay already had)."""
-        stream.start(chunked=chunked, replayed_through=replayed_through, caught_up=caught_up)
+        stream.start(chunked=chunked, replayed_through=replayed_through)
         if len(stream.channels) == 1 and caught_up:
             fanout = self._channels.get(stream.channels[0])
             if fanout is not None:

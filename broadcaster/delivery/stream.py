@@ -37,8 +37,8 @@ class Stream(asyncio.Protocol):
     """
 
     __slots__ = (
-        "_after",
         "_max_pending",
+        "_newest",
         "_on_end",
         "_outbox",
         "_pending",
@@ -86,32 +86,31 @@ class Stream(asyncio.Protocol):
         self._waiting = 0  # bytes queued until start, while the preamble goes out
         self._pending_events = 0
         self._started = False
-        self._after: EventId | None = None  # frames up to this id were in the replay
+        self._newest: EventId | None = None  # the newest id the stream has (or replayed)
 
     @property
     def ended(self) -> bool:
         """Whether the stream has ended (its `reason` says why)."""
         return self.reason is not None
 
-    def start(
-        self, *, chunked: bool, replayed_through: EventId | None = None, caught_up: bool = True
-    ) -> None:
+    def start(self, *, chunked: bool, replayed_through: EventId | None = None) -> None:
         """Headers (and any replay) are out: from now on frames go straight to the transport.
 
-        Frames that waited and are not newer than `replayed_through` are dropped. If the
-        replay was not `caught_up` with live delivery, later ones are dropped too, until
-        one is newer.
+        Frames that waited and are not newer than `replayed_through` are dropped, and so
+        are later ones (a replay that was not caught up with live delivery sees them
+        again: see `push`).
         """
-        if not caught_up:
-            self._after = replayed_through
-        if replayed_through is not None and self._pending_ids is not None:
-            kept = [
-                frame
-                for frame, id_ in zip(self._pending, self._pending_ids, strict=True)
-                if id_ is None or id_ > replayed_through
-            ]
-            self._pending_events -= len(self._pending) - len(kept)
-            self._pending = kept
+        if replayed_through is not None:
+            if self._pending_ids is not None:
+                kept = [
+                    frame
+                    for frame, id_ in zip(self._pending, self._pending_ids, strict=True)
+                    if id_ is None or id_ > replayed_through
+                ]
+                self._pending_events -= len(self._pending) - len(kept)
+                self._pending = kept
+            if self._newest is None or replayed_through > self._newest:
+                self._newest = replayed_through
         self._pending_ids = None
         self.chunked = chunked
         self._started = True
@@ -127,10 +126,14 @@ class Stream(asyncio.Protocol):
         """Queue `frame` (of message `id_`); it is written at the end of this loop turn."""
         if self.reason is not None:
             return
-        if self._after is not None and id_ is not None:
-            if id_ <= self._after:
-                return  # the replay had it
-            self._after = None  # ids only grow: the rest is new
+        if id_ is not None:
+            # Ids on a stream only grow. One that does not was in the stream's replay, or
+            # predates the subscription of its channel (a first subscription starts where
+            # the node's knowledge does, which may be older: see `Sequencer.started`).
+            newest = self._newest
+            if newest is not None and id_ <= newest:
+                return
+            self._newest = id_
         self._pending_events += event
         if self._started:
             if not self._pending:

@@ -221,7 +221,6 @@ class ModelConnection:
                 assert isinstance(name, str)
                 if verb == b"SUBSCRIBE":
                     self.subscribed.add(name)
-                    self._redis.exposed.discard(name.removeprefix(PREFIX + DURABLE))
                     kind = b"subscribe"
                 else:
                     self.subscribed.discard(name)
@@ -252,11 +251,6 @@ class ModelRedis:
         self.reads: list[Read] = []
         self.backfill_head = 0
         """The head (as a `seq`) of the last backfill read answered."""
-        self.exposed: set[str] = set()
-        """Channels whose messages a stream may miss, or get late, until the node's
-        connection subscribes them again (a known fault: see `expose`)."""
-        self.excused: set[int] = set()
-        """The messages (`seq`s) published on an exposed channel."""
 
     @property
     def seq(self) -> int:
@@ -277,8 +271,6 @@ class ModelRedis:
         position = id_of(seq)
         message = Message(f"{channel}:{seq}", None, str(position), prev, position.ms)
         published = Published(seq, channel, message)
-        if channel in self.exposed:
-            self.excused.add(seq)
         self.log.append(published)
         history.append(published)
         connection = self.connection
@@ -287,17 +279,6 @@ class ModelRedis:
             payload = _array(b"message", name.encode(), envelope(message))
             connection.replies.append(Reply("message", payload, seq))
         return published
-
-    def expose(self, channels: Iterable[str]) -> None:
-        """The node's connection is about to drop, and its sequencer holds no position
-        for `channels` (finding 1): their messages that it has not read, and those
-        published until its connection subscribes them again, may be lost to streams,
-        or come late (a later backfill finds them)."""
-        self.exposed.update(channels)
-        connection = self.connection
-        if connection is not None:
-            unread = [reply.seq for reply in connection.replies if reply.seq is not None]
-            self.excused.update(seq for seq in unread if self.log[seq - 1].channel in channels)
 
     def retained(self, channel: str, head: int | None = None) -> list[Published]:
         """What the channel's history held when the head was `head` (now by default)."""
@@ -486,9 +467,6 @@ class Watch:
     received: list[int] = field(default_factory=list)
     holes: dict[str, set[int]] = field(default_factory=dict)
     """Messages missing so far, channel by channel, that a reset may still excuse."""
-    old_before_start: bool = False
-    """Whether a `loose` stream may get, out of order, a message from before its start
-    (a known fault, excused by the test that names it)."""
     positions: list[str] = field(default_factory=list)
     """Each Last-Event-ID the client held (where it could resume from)."""
     _parser: Parser = field(default_factory=Parser)
@@ -515,11 +493,7 @@ class Watch:
         lacking = {c: sorted(self.holes[c]) for c in self.channels if self.holes[c]}
         for channel in self.channels:
             floor = max(self.last, self.starts[channel])
-            later = [
-                p.seq
-                for p in self.redis.channels.get(channel, [])
-                if p.seq > floor and p.seq not in self.redis.excused
-            ]
+            later = [p.seq for p in self.redis.channels.get(channel, []) if p.seq > floor]
             if later:
                 lacking.setdefault(channel, []).extend(later)
         return lacking
@@ -539,13 +513,6 @@ class Watch:
         assert channel in self.channels, f"{event} is of no channel of the stream"
         if seq in self.received:
             raise AssertionError(f"{channel}:{seq} again: a duplicate (got {self.received})")
-        # Known faults, excused until the product mends them (see `ModelRedis.excused`
-        # and `old_before_start`): a message late, out of order.
-        early = self.loose and self.old_before_start and seq <= starts[channel]
-        if seq < self.last and (seq in self.redis.excused or early):
-            self.holes[channel].discard(seq)
-            self.received.append(seq)
-            return
         assert seq > self.last, f"{channel}:{seq} after {self.last}: out of order"
         if seq <= starts[channel]:
             assert self.loose, (
@@ -556,7 +523,7 @@ class Watch:
             for other in self.channels:
                 floor = max(self.last, starts[other])
                 for p in self.redis.channels.get(other, []):
-                    if floor < p.seq < seq and p.seq not in self.redis.excused:
+                    if floor < p.seq < seq:
                         self.holes[other].add(p.seq)
             assert not self.holes[channel], (
                 f"{channel}:{seq} with {channel}:{sorted(self.holes[channel])} missing "

@@ -19,10 +19,10 @@ lost (`Watch`), and the node logged no error. At the end, with Redis back, every
 answered, the node settled and one more message published on each channel, every open
 stream has everything, and no error went unretrieved.
 
-The search aims (`target`) at replays read while a backfill is under way. Known faults
-(findings 1 to 3) are excused, each by a class attribute of `DeliveryModel`, and shown
-by an xfail test at the end of this module. In the normal suite it runs 150 examples
-of up to 40 steps (a few seconds). For longer:
+The search aims (`target`) at replays read while a backfill is under way. What the model
+found is kept at the end of this module as plain tests, each a shrunk counterexample
+that failed before its fix. In the normal suite it runs 150 examples of up to 40 steps
+(a few seconds). For longer:
 
     MODEL_EXAMPLES=5000 MODEL_STEPS=80 .venv/bin/pytest tests/unit/test_delivery_model.py
 
@@ -120,18 +120,9 @@ class Client:
 class DeliveryModel(RuleBasedStateMachine):
     """One node, its clients and the model Redis; see the module's docstring."""
 
-    excuse_untracked = True
-    """A stream may miss, without a reset, or get late, what a disconnect hid on a
-    channel for which the sequencer held no position (finding 1: `ModelRedis.expose`)."""
-    excuse_unretrieved = True
-    """A shared replay read that fails after every client waiting for it left logs
-    "Future exception was never retrieved" (finding 3)."""
     collect = 1
     """The generations the end collects, to find errors held in reference cycles (a full
     collection costs 50 ms an example; the young ones hold what this example made)."""
-    excuse_old_on_live = True
-    """A live-only stream may get a message older than one it has, if that message was
-    published before the stream joined (finding 2)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -245,9 +236,6 @@ class DeliveryModel(RuleBasedStateMachine):
         (checked at the end: an error held in a reference cycle is seen when the garbage
         collector gets to it)."""
         error = context.get("exception")
-        task = isinstance(context.get("future"), asyncio.Task)
-        if self.excuse_unretrieved and isinstance(error, BrokerUnavailable) and not task:
-            return  # finding 3: a shared replay read that failed after its clients left
         self.unhandled_errors.append(f"{context['message']}: {error!r}")
 
     # Stepping the loop.
@@ -330,9 +318,6 @@ class DeliveryModel(RuleBasedStateMachine):
         """The pub/sub connection drops; the node tries again after its first backoff
         (Redis may stay out of reach until restored)."""
         assert self.redis.connection is not None
-        if self.excuse_untracked:
-            tracked = self.broker._sequencer._last  # (read only: which channels it tracks)
-            self.redis.expose(set(CHANNELS) - tracked.keys())
         self.redis.connection.drop()
         self.redis.up = not out_of_reach
         self.step()
@@ -402,7 +387,7 @@ class DeliveryModel(RuleBasedStateMachine):
         elif kind == "tail":
             start = Start(tail=number)
         for _ in range(copies):
-            watch = Watch(self.redis, tuple(channels), old_before_start=self.excuse_old_on_live)
+            watch = Watch(self.redis, tuple(channels))
             client = Client(len(self.clients), tuple(channels), start, watch)
             self.clients.append(client)
             client.task = self.loop.create_task(self.serve(client))
@@ -514,11 +499,8 @@ if "MODEL_EXAMPLES" in os.environ:  # a long run: no time limit (pytest-timeout'
 
 
 class Exact(DeliveryModel):
-    """The model without its excuses for known faults."""
+    """The model as the counterexamples run it: a full collection at the end."""
 
-    excuse_untracked = False
-    excuse_unretrieved = False
-    excuse_old_on_live = False
     collect = 2
 
 
@@ -549,27 +531,21 @@ def test_a_replay_read_while_a_backfill_is_under_way_is_not_caught_up() -> None:
     )
 
 
-UNTRACKED = (
-    "finding 1: a channel the sequencer holds no position for is not backfilled after "
-    "a reconnect, so its streams miss what the disconnect hid"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=UNTRACKED)
-def test_an_untracked_channel_loses_what_an_outage_hid() -> None:
-    # Nothing was published before: the sequencer knows no position to give `a`.
+def test_an_untracked_channel_gets_what_an_outage_hid() -> None:
+    # Finding 1. Nothing was published before: the sequencer knew no position to give
+    # `a`, and did not backfill it after the reconnect. (A channel with no position now
+    # starts at what the node knew before the session: here, an empty sequence.)
     play(
         Exact(),
         lambda m: m.first_client(channels=["a"], published=[]),
         lambda m: m.lose_link(out_of_reach=True),
-        lambda m: m.publish(channel="a"),  # a:1, never delivered; the end publishes a:2
+        lambda m: m.publish(channel="a"),  # a:1, published meanwhile; the end publishes a:2
     )
 
 
-@pytest.mark.xfail(strict=True, reason=UNTRACKED)
-def test_a_subscription_the_disconnect_confirmed_loses_what_the_outage_hid() -> None:
-    # The SUBSCRIBE of `a` was not acknowledged when the connection dropped: the join
-    # returned anyway (the link's close resolves it), and the stream went live.
+def test_a_subscription_the_disconnect_confirmed_gets_what_the_outage_hid() -> None:
+    # Finding 1. The SUBSCRIBE of `a` was not acknowledged when the connection dropped:
+    # the join returned anyway (the link's close resolves it), and the stream went live.
     play(
         Exact(),
         lambda m: m.first_client(channels=["b"], published=["b"]),
@@ -578,19 +554,14 @@ def test_a_subscription_the_disconnect_confirmed_loses_what_the_outage_hid() -> 
         lambda m: m.lose_link(out_of_reach=False),
         lambda m: m.publish(channel="a"),  # a:2: Redis has not subscribed `a` again yet
         lambda m: m.lag(on=False),
-        lambda m: m.publish(channel="a"),  # a:3 arrives, a:2 never does
+        lambda m: m.publish(channel="a"),  # a:3 arrives; a:2 must come first
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "finding 2: a channel subscribed after the node's newest id starts there, so a "
-        "backfill after the next reconnect brings what was published before the "
-        "subscription, behind newer messages of the stream's other channels"
-    ),
-)
 def test_a_live_stream_gets_no_message_older_than_one_it_has() -> None:
+    # Finding 2. `a` is first subscribed after the node's newest id (b:1), so it starts
+    # there; the backfill after the reconnect brings a:2, published before the
+    # subscription, after b:3 on the stream. (Ids on a stream now only grow.)
     play(
         Exact(),
         lambda m: m.first_client(channels=["b"], published=["b"]),  # b:1: the newest id
@@ -601,19 +572,29 @@ def test_a_live_stream_gets_no_message_older_than_one_it_has() -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "finding 3: a shared replay read that fails after every client waiting for it "
-        "left sets an exception nobody retrieves: asyncio logs 'Future exception was "
-        "never retrieved'"
-    ),
-)
 def test_a_replay_read_that_fails_after_its_clients_left_logs_no_error() -> None:
+    # Finding 3: the shared read's exception was never retrieved, and asyncio said so.
     play(
         Exact(),
         lambda m: m.first_client(channels=["a"], published=["a"]),
         lambda m: m.open_client(channels=["a"], kind="earliest", number=0, copies=1),
         lambda m: m.close_client(pick=1),  # while its replay read waits
         lambda m: m.answer_read(pick=0, fail=True),
+    )
+
+
+def test_a_live_stream_that_joined_during_an_outage_keeps_its_start() -> None:
+    # `a` had no position when two clients joined it during the outage (their SUBSCRIBE
+    # was answered by the connection's loss): a replay read later gave `a` its head as
+    # position, and the live client never got a:1, published before that head.
+    play(
+        Exact(),
+        lambda m: m.first_client(channels=["a"], published=[]),
+        lambda m: m.lag(on=True),
+        lambda m: m.close_client(pick=0),  # `a` has no local client: no position
+        lambda m: m.open_client(channels=["a"], kind="earliest", number=0, copies=1),
+        lambda m: m.open_client(channels=["a"], kind="live", number=0, copies=1),
+        lambda m: m.head_reads_fail(count=1),
+        lambda m: m.lose_link(out_of_reach=False),
+        lambda m: m.publish(channel="a"),
     )

@@ -38,7 +38,7 @@ class History:
             for m in self.messages
             if EventId.parse(m.id) > position  # type: ignore[operator]
         ]
-        head = Head(EventId.parse(self.messages[-1].id), 0)  # type: ignore[arg-type]
+        head = Head(EventId.parse(self.messages[-1].id), 1)  # type: ignore[arg-type]
         return Snapshot(head, 1, 0, {channel: ChannelHistory.after(position, True, entries)})
 
     async def head(self) -> EventId | None:
@@ -96,7 +96,8 @@ async def test_after_a_reconnect_held_channels_resume_from_their_last_id() -> No
     history = History(*(message(n, n - 1 if n > 1 else None) for n in range(1, 5)))
     seq, delivered = sequencer(history)
     seq.receive("c", message(1, None))
-    assert seq.hold(["c", "never-delivered"]) == {"c"}
+    # A channel that delivered nothing yet resumes from the newest id the node knew.
+    assert seq.hold(["c", "never-delivered"]) == {"c", "never-delivered"}
     seq.receive("c", message(4, 3))  # live again; 2 and 3 were published meanwhile
     seq.backfill(["c"])
     await wait_until(lambda: len(delivered) == 4, 5, "the backfill")
@@ -175,6 +176,62 @@ async def test_the_head_read_at_a_session_start_is_not_reported_as_delivered() -
     seq.receive("c", message(8, 5))  # its prev predates the subscription: no gap
     assert delivered == ["m8"]
     assert seq.seen == EventId(1, 8)
+
+
+async def test_a_channel_with_no_position_resumes_from_what_was_known_before_the_session() -> None:
+    # `c` was subscribed while the link was down (or its SUBSCRIBE was answered by the
+    # link's loss): its stream went live then, so 1-2 to 1-4 are its, although the new
+    # session's head, read before the hold, is already 1-4.
+    history = History(*(message(n, n - 1 if n > 1 else None) for n in range(1, 5)))
+    seq, delivered = sequencer(history)
+    seq.note_head(EventId(1, 1))  # the first session's head
+    assert seq.hold(["c"]) == {"c"}  # the second session
+    seq.note_head(EventId(1, 4))
+    seq.backfill(["c"])
+    await wait_until(lambda: len(delivered) == 3, 5, "the backfill")
+    assert delivered == ["m2", "m3", "m4"]
+
+
+async def test_after_an_empty_head_a_channel_resumes_from_the_sequence_start() -> None:
+    # The first session found no sequence: everything published since is new to `c`,
+    # and read from before the sequence's first id (its epoch), with no reset.
+    history = History(*(message(n, n - 1 if n > 1 else None) for n in range(1, 3)))
+    seq, delivered = sequencer(history)
+    seq.note_head(None)
+    seq.started("c")
+    assert seq.hold(["c"]) == {"c"}
+    seq.backfill(["c"])
+    await wait_until(lambda: len(delivered) == 2, 5, "the backfill")
+    assert delivered == ["m1", "m2"]
+
+
+async def test_a_node_that_never_read_a_head_backfills_no_channel_without_position() -> None:
+    seq, _ = sequencer(History(message(1, None)))
+    assert seq.hold(["c"]) == set()
+    assert not seq.holding
+
+
+async def test_a_prev_the_history_never_had_is_read_for_once() -> None:
+    # 1-3 names a `prev` (1-2) that no read can find: after one backfill it goes out,
+    # rather than start another read, and another, for good.
+    history = History(message(1, None))
+    seq, delivered = sequencer(history)
+    seq.receive("c", message(1, None))
+    seq.receive("c", message(3, 2))
+    await wait_until(lambda: len(delivered) == 2, 5, "the backfill")
+    assert delivered == ["m1", "m3"]
+    assert history.reads == 1
+    assert not seq.holding
+
+
+async def test_raw_text_does_not_take_the_place_of_a_first_durable_message() -> None:
+    seq, delivered = sequencer(History(message(1, None)))
+    seq.note_head(EventId(1, 7))
+    seq.started("c")
+    seq.receive("c", Message("raw"))
+    seq.receive("c", message(9, 5))  # its prev predates the subscription: no gap
+    assert delivered == ["raw", "m9"]
+    assert not seq.holding
 
 
 class Failing(History):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from broadcaster.core.ids import EventId
 from broadcaster.delivery.outbox import Outbox
 from broadcaster.delivery.stream import Stream
 from tests.support.fakes import FakeTransport
@@ -30,6 +31,20 @@ async def test_frames_wait_for_start_then_go_out_together() -> None:
     stream.push(b"b")
     await turn()
     assert transport.writes == [b"ab"]
+
+
+async def test_ids_on_a_stream_only_grow() -> None:
+    # A message older than one the stream has (before start, or live) predates its
+    # channel's subscription or was in its replay: it is dropped. Frames without id pass.
+    stream, transport = await make_stream()
+    stream.push(b"3 ", EventId(5, 3))
+    stream.push(b"2 ", EventId(5, 2))
+    stream.start(chunked=False, replayed_through=EventId(5, 1))
+    stream.push(b"3 ", EventId(5, 3))
+    stream.push(b"reset ")
+    stream.push(b"4", EventId(5, 4))
+    await turn()
+    assert transport.writes == [b"3 reset 4"]
 
 
 async def test_one_chunked_write_per_loop_turn() -> None:

@@ -129,8 +129,13 @@ class RedisBroker:
         self._desired.add(channel)
         if self._link.live:
             self._link.subscribe(channel, done)
+            # Confirmed, or answered by the connection's loss: either way its streams go
+            # live now, and the channel needs a position for the next backfill to start.
+            done.add_done_callback(lambda _: self._started(channel))
         else:
-            # Not connected: the channel is subscribed with all the others on reconnect.
+            # Not connected: the channel is subscribed with all the others on reconnect,
+            # and backfilled from what the node knows now.
+            self._sequencer.started(channel)
             done.set_result(None)
         return done
 
@@ -226,13 +231,13 @@ class RedisBroker:
 
     async def _session(self, conn: AbstractConnection, head: EventId | None) -> None:
         sequencer = self._sequencer
-        if head is not None:
-            sequencer.note_head(head)
         # One synchronous step: from here on, subscribe/unsubscribe calls queue behind a
-        # SUBSCRIBE of every channel that has local clients, so none is missed; channels
-        # delivered before are held until backfilled from where they stopped.
+        # SUBSCRIBE of every channel that has local clients, so none is missed; they are
+        # held until backfilled from where they stopped (or, for those that never had a
+        # position, from what the node knew before this session).
         self._link.open(self._desired)
         resync = sequencer.hold(self._desired)
+        sequencer.note_head(head)
         if resync:
             # The PONG comes back once every SUBSCRIBE above is in effect.
             resubscribed = self._link.fence()
@@ -274,6 +279,10 @@ class RedisBroker:
 
     def _on_subscribed(self, channel: str) -> None:
         self._sequencer.started(channel)
+
+    def _started(self, channel: str) -> None:
+        if channel in self._desired:  # (not left meanwhile)
+            self._sequencer.started(channel)
 
     def _on_message(self, channel: str, payload: bytes, durable: bool) -> None:
         if not durable:  # raw text, whatever it looks like: never an id, a type, a reset

@@ -48,3 +48,5 @@ class SharedReplays:
             flight.set_result(await self._read(list(channels), start))
         except Exception as exc:  # handed to every requester, raised there
             flight.set_exception(exc)
+            # (Marked retrieved: when every requester has left, nobody else will.)
+            flight.exception()

@@ -27,6 +27,8 @@ T = TypeVar("T")
 # head it read) an id may be before it is checked against the sequence's head. A failover
 # moves ids 10 s ahead of the clock; a genuine id past this is confirmed by one read.
 HORIZON_MS = 10_000
+ORIGIN = EventId(0, 0)
+"""The position before the first id of a sequence (the node read an empty head)."""
 
 
 class HistoryReader(Protocol):
@@ -76,6 +78,7 @@ class Sequencer:
         self._rejected = rejected
         self._clock = clock
         self._confirmed: EventId | None = None  # the newest head read
+        self._read_empty = False  # a head read found no sequence yet
         self._suspect: Held | None = None  # beyond the horizon, waiting for the head
         self._horizon_ms = 0  # the last horizon worked out (`_horizon`)
         self.seen: EventId | None = None
@@ -84,7 +87,9 @@ class Sequencer:
         # The id of the last message emitted per channel: `_last` only grows, so a `prev`
         # equal to it is not newer than `_last`.
         self._emitted: dict[str, str] = {}
-        # Subscribed, no message yet: the first one's `prev` may predate the subscription.
+        # Subscribed, or backfilled, with no durable message since: the next one's `prev`
+        # predates the subscription, or was covered by the backfill's read (it was found,
+        # or reset, or it is no message of the history: it cannot be filled).
         self._fresh: set[str] = set()
         # Channels whose position a replay set, and that delivered nothing since: their
         # streams have everything up to their replays' heads, the lowest of which is the
@@ -110,7 +115,9 @@ class Sequencer:
                 self._start()
                 return
         last = self._last.get(channel)
-        if channel in self._fresh:
+        if position is None:
+            pass  # raw text: no id, no prev
+        elif channel in self._fresh:
             self._fresh.discard(channel)
         elif last is not None and message.prev != self._emitted.get(channel):
             # (A `prev` this channel emitted is not newer than `last`: no parse needed,
@@ -128,19 +135,25 @@ class Sequencer:
         what a replay read now covers may still be delivered after it."""
         return self._held is not None
 
-    def note_head(self, head: EventId) -> None:
-        """The sequence's head, read at a session's start: channels subscribed from now on
-        start after it. (Not a delivered id: after a take-over it was never issued, and
-        `seen`, which this node reports as delivered, must not claim it.)"""
-        if self._confirmed is None or head > self._confirmed:
+    def note_head(self, head: EventId | None) -> None:
+        """The sequence's head (None: empty), read at a session's start: channels
+        subscribed from now on start after it. (Not a delivered id: after a take-over it
+        was never issued, and `seen`, which this node reports as delivered, must not
+        claim it.)"""
+        if head is None:
+            self._read_empty = True
+        elif self._confirmed is None or head > self._confirmed:
             self._confirmed = head
 
     def started(self, channel: str) -> None:
-        """The channel's subscription is confirmed: its next messages are newer than both
-        `seen` and the last head read."""
-        known = [p for p in (self.seen, self._confirmed) if p is not None]
-        if channel not in self._last and known:
-            self._last[channel] = max(known)
+        """The channel's streams go live: its subscription is confirmed, or the link is
+        down (it is subscribed, and backfilled, on reconnect). Its messages from now on
+        are newer than what the node knows (`_known`). That may be older than the
+        subscription: a backfill from there can bring messages published before it,
+        which a stream drops when it has a newer one (they are not its; `Stream.push`)."""
+        known = self._known()
+        if channel not in self._last and known is not None:
+            self._last[channel] = known
             self._fresh.add(channel)
 
     def forget(self, channel: str) -> None:
@@ -151,12 +164,22 @@ class Sequencer:
         self._fresh.discard(channel)
 
     def hold(self, channels: Iterable[str]) -> set[str]:
-        """The link dropped: hold everything if any of `channels` delivered before.
+        """A new session (the link dropped, or this is the first): hold everything while
+        `channels`, once subscribed again, are backfilled.
 
-        Returns those channels, to backfill once they are subscribed again.
+        Call it before `note_head` of the session. A channel with no position yet (it was
+        `started` before the node knew anything) starts at what the node knew before this
+        session. Returns the channels to backfill.
         """
         self.cancel()
-        resync = {channel for channel in channels if channel in self._last}
+        known = self._known()
+        resync = set()
+        for channel in channels:
+            if channel not in self._last:
+                if known is None:
+                    continue  # never reached Redis: the channel starts at this session
+                self._last[channel] = known
+            resync.add(channel)
         self._held = [] if resync else None
         return resync
 
@@ -198,6 +221,14 @@ class Sequencer:
     def _start(self) -> None:
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._catch_up(), name="backfill")
+
+    def _known(self) -> EventId | None:
+        """The newest id the node knows (delivered, or a head it read), `ORIGIN` if it
+        found the sequence empty, or None if it never read a head."""
+        known = [p for p in (self.seen, self._confirmed) if p is not None]
+        if known:
+            return max(known)
+        return ORIGIN if self._read_empty else None
 
     def _horizon(self) -> int:
         known = int(self._clock() * 1000)
@@ -259,7 +290,8 @@ class Sequencer:
                 continue  # forgotten meanwhile: no local client wants it
             history = {channel: snapshot.channels[channel]}
             one = replace(snapshot, channels=history)
-            found += self._recovered(channel, replay(after, one))
+            found += self._recovered(channel, replay(_from(after, snapshot), one))
+            self._fresh.add(channel)
         found.sort(key=lambda item: item[0])
         self._drain(found)
 
@@ -316,3 +348,11 @@ class Sequencer:
                 log.warning("backfill failed, retrying: %s", exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._max_backoff)
+
+
+def _from(after: str, snapshot: Snapshot) -> str:
+    """Where a backfill from `after` replays from: `ORIGIN` is just before the first id
+    of the sequence (its epoch), which is no id a replay would take for unknown."""
+    if after == str(ORIGIN) and snapshot.head is not None:
+        return str(EventId(snapshot.head.epoch_ms, 0))
+    return after
