@@ -103,6 +103,17 @@ def render_prometheus(config: str, nodes: list[int]) -> str:
 
 
 SENTINEL_SERVICE = "primary"
+REPLICAS = 2
+"""The replicas of a Sentinel cluster: after one failover, the new primary still has one."""
+MIN_REPLICAS = (
+    "--min-replicas-to-write",
+    "1",
+    "--min-replicas-max-lag",
+    "4",
+)
+"""On every server of a Sentinel cluster: a primary that has heard from no replica for
+4 s (isolated by a partition) refuses publishes, long before the 10 s a new primary's
+ids jump past the old one's (see docs/guarantees.md)."""
 
 
 def render_sentinel(port: int, primary: int, workdir: Path) -> str:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from broadcaster.cluster.certificate import write_self_signed
 from broadcaster.cluster.configs import (
+    MIN_REPLICAS,
+    REPLICAS,
     SENTINEL_SERVICE,
     deploy_file,
     hard_file_limit,
@@ -121,17 +123,21 @@ class Cluster:
             self.addresses["prometheus"] = f"http://127.0.0.1:{prom_port}"
 
     def _start_redis(self) -> str:
-        """Redis (AOF), and with `sentinel` a replica and three Sentinels; the nodes' URL."""
+        """Redis (AOF), and with `sentinel` two replicas and three Sentinels, every server
+        refusing writes without a replica in reach; the nodes' URL."""
         port = free_port()
-        self._spawn("redis", self._redis_server(port, "--repl-diskless-sync-delay", "0"))
+        ha = MIN_REPLICAS if self.sentinel else ()
+        self._spawn("redis", self._redis_server(port, "--repl-diskless-sync-delay", "0", *ha))
         self._wait_port("redis", port)
         self.addresses["redis"] = f"redis://127.0.0.1:{port}"
         if not self.sentinel:
             return self.addresses["redis"]
-        replica = free_port()
-        self._spawn("replica", self._redis_server(replica, "--replicaof", "127.0.0.1", str(port)))
-        self._wait_port("replica", replica)
-        self.addresses["replica"] = f"redis://127.0.0.1:{replica}"
+        for n in range(1, REPLICAS + 1):
+            replica = free_port()
+            primary = ("--replicaof", "127.0.0.1", str(port))
+            self._spawn(f"replica{n}", self._redis_server(replica, *ha, *primary))
+            self._wait_port(f"replica{n}", replica)
+            self.addresses[f"replica{n}"] = f"redis://127.0.0.1:{replica}"
         sentinels = [free_port() for _ in range(3)]
         for n, sentinel in enumerate(sentinels, 1):
             config = self.workdir / f"sentinel{n}.conf"  # Sentinel rewrites it: its own file
@@ -171,7 +177,7 @@ class Cluster:
         """Stop the load balancer, then the nodes, then Redis; each within a bound."""
         order = ["lb", "prometheus", "demo", "sentinel1", "sentinel2", "sentinel3"]
         order += [name for name in self.processes if name.startswith("node")]
-        for name in [*order, "replica", "redis"]:
+        for name in [*order, *(f"replica{n}" for n in range(1, REPLICAS + 1)), "redis"]:
             process = self.processes.get(name)
             if process is None or process.poll() is not None:
                 continue

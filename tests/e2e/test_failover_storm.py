@@ -175,13 +175,13 @@ def check_no_silent_gap(events: list[Event], wanted: list[Sent]) -> None:
         assert any(e.event == "reset" for e in before), f"{sent} missing silently in {ids}"
 
 
-def check_stream(events: list[Event], wanted: list[Sent], replicas: int) -> None:
-    """In id order, none twice; with replicas every acknowledged one, else no silent gap;
+def check_stream(events: list[Event], wanted: list[Sent], lossless: bool) -> None:
+    """In id order, none twice; every acknowledged one if `lossless`, else no silent gap;
     and every reset says `failover`."""
     ids = [event.id for event in real(events)]
     assert ids == sorted(ids, key=order), "in id order"
     assert len(ids) == len(set(ids)), "none twice"
-    if replicas:
+    if lossless:
         acknowledged = {sent.id for sent in wanted}
         got = [i for i in ids if i in acknowledged]
         assert got == [sent.id for sent in wanted], "every acknowledged one, once, in order"
@@ -221,6 +221,11 @@ async def storm(
     replicas: int,
     failovers: int,
 ) -> None:
+    # An acknowledged publish survives one failover: Sentinel promotes the replica with
+    # the most data. A second one right after can promote a replica the first new
+    # primary never reached (Sentinel's view of the offsets is stale, or that replica was
+    # still waiting for its sync): what only that primary held is lost, and told.
+    lossless = replicas > 0 and failovers == 1
     group = topology.group
     await wait_until(group.replicas_in_sync, 20, "the replicas to sync")
     await wait_until(lambda: group.master_port() == group.primary.port, 20, "the Sentinels")
@@ -242,7 +247,7 @@ async def storm(
         for follows, client in clients:
             wanted = [s for s in sent if s.channel in follows]
             await wait_until(covered(client, wanted), 60, "every message, or a reset")
-            check_stream(client.events, wanted, replicas)
+            check_stream(client.events, wanted, lossless)
             for event in real(client.events):
                 assert payloads.setdefault(event.id, event.data) == event.data, "one id, one text"
 
@@ -262,7 +267,7 @@ async def storm(
                         f"resumed from {position} on {other.url}: wanted "
                         f"{[sent.id for sent in wanted]}, got {got}"
                     ) from None
-                check_stream(resumed.events, wanted, replicas)
+                check_stream(resumed.events, wanted, lossless)
 
 
 Start = Callable[[int], Awaitable[Topology]]
@@ -283,5 +288,7 @@ async def test_without_replicas_nothing_is_lost_silently(
 async def test_a_second_failover_right_after_the_first(
     topology: Start, start_node: StartNode, session: aiohttp.ClientSession
 ) -> None:
-    # Three replicas, so one is left to confirm publishes after two promotions.
+    # Three replicas, so one is left to confirm publishes after two promotions. What the
+    # first new primary acknowledged may be lost (see `storm`), never silently, and no
+    # id is issued twice.
     await storm(await topology(3), start_node, session, replicas=1, failovers=2)

@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 
 from broadcaster import SyncRedisPublisher
+from broadcaster.brokers.redis.library import NotReplicated
 from tests.support.cluster import local_cluster
 from tests.support.eventsource import EventSource
 from tests.support.processes import Node, RedisServer, SentinelGroup, caught_up
@@ -81,7 +82,8 @@ async def test_the_local_cluster_runs_sentinels_and_survives_its_primary(
     session: aiohttp.ClientSession,
 ) -> None:
     with local_cluster(2, "--sentinel", retry_ms="200") as cluster:
-        assert {"redis", "replica", "sentinel1", "sentinel2", "sentinel3"} <= set(cluster)
+        servers = ("redis", "replica1", "replica2")
+        assert {*servers, "sentinel1", "sentinel2", "sentinel3"} <= set(cluster)
         hosts = ",".join(cluster[f"sentinel{n}"][0] for n in (1, 2, 3))
         url = f"redis+sentinel://{hosts}/primary"
         async with AsyncExitStack() as stack:
@@ -93,12 +95,46 @@ async def test_the_local_cluster_runs_sentinels_and_survives_its_primary(
             with SyncRedisPublisher.from_url(url, retries=20) as publisher:
                 ids = [await asyncio.to_thread(publisher.publish, "ha", f"m{n}") for n in range(5)]
                 await wait_until(received(client, 5), 10, "five events")
-                primary, replica = (
-                    RedisServer.at(int(cluster[name][0].rsplit(":", 1)[1]))
-                    for name in ("redis", "replica")
+                primary, *replicas = (
+                    RedisServer.at(int(cluster[name][0].rsplit(":", 1)[1])) for name in servers
                 )
-                await wait_until(lambda: caught_up(primary, replica), 10, "the replica")
+                await wait_until(lambda: caught_up(primary, *replicas), 10, "the replicas")
                 os.kill(cluster["redis"][1], signal.SIGKILL)
                 ids += [await asyncio.to_thread(publisher.publish, "ha", f"n{n}") for n in range(5)]
             await wait_until(received(client, 10), 30, "every event")
             assert [e.id for e in client.events] == ids
+
+
+async def test_the_local_clusters_primary_refuses_publishes_without_a_replica() -> None:
+    # The shipped `min-replicas-to-write`: a primary cut off from its replicas (here they
+    # stop) refuses publishes within seconds, so it cannot issue ids past the 10 s a new
+    # primary's sequence jumps; it takes them again once a replica is back.
+    with local_cluster(1, "--sentinel") as cluster:
+        hosts = ",".join(cluster[f"sentinel{n}"][0] for n in (1, 2, 3))
+        url = f"redis+sentinel://{hosts}/primary"
+        with SyncRedisPublisher.from_url(url, retries=0) as publisher:
+            publisher.publish("ha", "before")
+            for name in ("replica1", "replica2"):
+                os.kill(cluster[name][1], signal.SIGSTOP)
+            try:
+
+                async def refused() -> bool:
+                    try:
+                        await asyncio.to_thread(publisher.publish, "ha", "isolated")
+                    except NotReplicated as exc:
+                        return "NOREPLICAS" in str(exc)
+                    return False
+
+                await eventually(refused, 30, "the primary to refuse publishes")
+            finally:
+                for name in ("replica1", "replica2"):
+                    os.kill(cluster[name][1], signal.SIGCONT)
+
+            async def accepted() -> bool:
+                try:
+                    await asyncio.to_thread(publisher.publish, "ha", "after")
+                except NotReplicated:
+                    return False
+                return True
+
+            await eventually(accepted, 30, "the primary to take publishes again")

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import aiohttp
 import orjson
+import pytest
 import redis.asyncio as redis
 
 from broadcaster.brokers.config import LibraryConfig
+from broadcaster.brokers.redis import RedisBroker
 from broadcaster.brokers.redis.client import connect
 from broadcaster.brokers.redis.library import Library
 from broadcaster.core.ids import EventId
+from broadcaster.core.metrics import Counts
 from broadcaster.core.publication import Publication
 from tests.support.client import subscribe
 from tests.support.eventsource import EventSource
@@ -149,3 +152,36 @@ def make_take_over(server: RedisServer) -> None:
     """Make the next publish see another replication id, as on a promoted replica."""
     server.cli("HSET", "sse:meta", "replid", "another")
     server.cli("FUNCTION", "DELETE", "broadcaster")  # reloaded: it checks at once
+
+
+async def test_a_report_the_primary_refuses_for_want_of_replicas_is_made_later(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A new primary whose replicas are not back yet refuses writes (`min-replicas-to-
+    # write`), `sse_seen` too: the node reports what it delivered once it can, or a
+    # resume from before the gap would not learn that a lost message reached clients.
+    counts = Counts()
+    broker = RedisBroker.from_url(redis_server.url, counts=counts)
+    client = connect(redis_server.url)
+    received: list[str] = []
+    try:
+        await broker.start(lambda _, message: received.append(message.data))
+        await broker.subscribe("g")
+        delivered = await publish_on(client, "m")
+        await wait_until(lambda: received == ["m"], 10, "the message, live")
+        after, before = EventId(delivered.ms, delivered.seq - 1), EventId(delivered.ms + 1, 0)
+        untold = f"{after}|{before}|{after}"  # a gap around it, nothing seen in it yet
+        redis_server.cli("RPUSH", "sse:gaps", untold)
+        redis_server.cli("CONFIG", "SET", "min-replicas-to-write", "1")
+        redis_server.cli("CLIENT", "KILL", "TYPE", "pubsub")
+        await wait_until(lambda: counts.redis_reconnects == 1 and broker.connected, 10, "back")
+        assert redis_server.cli("LINDEX", "sse:gaps", "0").strip() == untold  # refused
+        redis_server.cli("CONFIG", "SET", "min-replicas-to-write", "0")
+        told = f"{after}|{before}|{delivered}"
+        await wait_until(
+            lambda: redis_server.cli("LINDEX", "sse:gaps", "0").strip() == told, 10, "the report"
+        )
+        assert "Redis 7+ needed" not in caplog.text  # the library's load was refused too
+    finally:
+        await broker.close()
+        await client.aclose()

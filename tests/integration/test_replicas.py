@@ -113,3 +113,22 @@ async def test_a_repeat_on_a_new_connection_is_acknowledged_only_once_replicated
     finally:
         await client.aclose()
     assert again in replica.cli("XRANGE", "sse:history:w", "-", "+")
+
+
+async def test_a_primary_without_replicas_in_reach_refuses_publishes_as_retryable(
+    redis_server: RedisServer, start_app: StartApp, session: aiohttp.ClientSession
+) -> None:
+    # `min-replicas-to-write` with no replica: Redis answers NOREPLICAS, which the node
+    # says with 503 and its reason, and the Python publishers retry.
+    redis_server.cli("CONFIG", "SET", "min-replicas-to-write", "1")
+    base = await start_app(redis_url=redis_server.url, publish_token="t")
+    status, text = await post(session, base, {"channel": "r", "data": "refused"})
+    assert status == 503 and "NOREPLICAS" in text and "nothing was published" in text, text
+    client = connect(redis_server.url)
+    try:
+        with pytest.raises(NotReplicated, match="NOREPLICAS"):
+            await Library(LibraryConfig()).publish(client, [Publication.of("r", "refused")])
+        assert issubclass(NotReplicated, RedisPublisher.retryable)
+    finally:
+        await client.aclose()
+    assert redis_server.cli("EXISTS", "sse:history:r").strip() == "0"

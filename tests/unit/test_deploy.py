@@ -48,9 +48,9 @@ def test_compose_has_redis_three_nodes_a_balancer_prometheus_and_profiles() -> N
     services = compose()["services"]
     assert set(services) == {
         *("redis", "node1", "node2", "node3", "lb", "prometheus", "demo"),
-        *("redis-replica", "sentinel1", "sentinel2", "sentinel3"),
+        *("redis-replica", "redis-replica2", "sentinel1", "sentinel2", "sentinel3"),
     }
-    for name in ("redis-replica", "sentinel1", "sentinel2", "sentinel3"):
+    for name in ("redis-replica", "redis-replica2", "sentinel1", "sentinel2", "sentinel3"):
         assert services[name]["profiles"] == ["ha"]
     assert "--appendonly" in services["redis"]["command"]
     assert services["lb"]["ports"] == ["8080:8080"]
@@ -185,17 +185,29 @@ def test_the_wheel_lists_every_subpackage() -> None:
     assert found - listed == set(), "add them to [tool.setuptools] packages"
 
 
-def test_the_ha_profile_runs_a_replica_and_three_sentinels_on_the_password() -> None:
+def option(command: list[str], name: str) -> str:
+    return command[command.index(name) + 1]
+
+
+def test_the_ha_profile_runs_two_replicas_and_three_sentinels_on_the_password() -> None:
     url = "redis+sentinel://:0123abcd@sentinel1:26379,sentinel2:26379,sentinel3:26379/primary"
-    services = compose({"REDIS_PASSWORD": PASSWORD, "BROADCASTER_REDIS_URL": url})["services"]
-    for name in ("redis", "redis-replica"):
+    env = {"REDIS_PASSWORD": PASSWORD, "BROADCASTER_REDIS_URL": url}
+    services = compose({**env, "REDIS_MIN_REPLICAS_TO_WRITE": "1"})["services"]
+    for name in ("redis", "redis-replica", "redis-replica2"):
         command = services[name]["command"]
-        assert command[command.index("--masterauth") + 1] == PASSWORD
-    replica = services["redis-replica"]["command"]
-    assert replica[replica.index("--replicaof") + 1 : replica.index("--replicaof") + 3] == [
-        "redis",
-        "6379",
-    ]
+        assert option(command, "--masterauth") == PASSWORD
+        # Any of them may be promoted: each refuses writes with no replica in reach.
+        assert option(command, "--min-replicas-to-write") == "1"
+        assert int(option(command, "--min-replicas-max-lag")) < 10  # the jump window
+    for name in ("redis-replica", "redis-replica2"):
+        replica = services[name]["command"]
+        assert replica[replica.index("--replicaof") + 1 : replica.index("--replicaof") + 3] == [
+            "redis",
+            "6379",
+        ]
+    assert services["redis-replica"]["volumes"] != services["redis-replica2"]["volumes"]
+    # Without the profile, the lone primary takes writes with no replica.
+    assert option(compose(env)["services"]["redis"]["command"], "--min-replicas-to-write") == "0"
     for name in ("sentinel1", "sentinel2", "sentinel3"):
         script = services[name]["command"][-1]
         assert "sentinel monitor primary redis 6379 2" in script

@@ -49,7 +49,8 @@ class Library:
         )
 
     async def load(self, client: aioredis.Redis, *, replace: bool) -> None:
-        """Load the libraries; without `replace`, keep versions that are already there."""
+        """Load the libraries; without `replace`, keep versions that are already there.
+        NotReplicated if the primary refuses writes for want of replicas."""
         for code in (self.code(), _REPLAY_SOURCE):
             try:
                 await client.function_load(code, replace=replace)
@@ -115,7 +116,8 @@ class Library:
 
 
 class NotReplicated(RedisError):
-    """Fewer replicas than required confirmed a publish in time (it may still arrive)."""
+    """Fewer replicas than required confirmed a publish in time (it may still arrive), or
+    the primary refused it for want of replicas (`min-replicas-to-write`)."""
 
 
 def fcall_args(publication: Publication) -> list[str]:
@@ -162,6 +164,18 @@ def _split(replies: list[Any], wait: list[int] | None) -> Replies:
     return replies, confirmed
 
 
+def _refused(error: ResponseError) -> NotReplicated:
+    return NotReplicated(
+        f"redis refused the publish: {error} (an isolated primary, or replicas catching "
+        "up after a failover): nothing was published; retry"
+    )
+
+
+def too_few_replicas(error: ResponseError) -> bool:
+    """Whether Redis refused a write for `min-replicas-to-write` (a passing state)."""
+    return str(error).startswith("NOREPLICAS")
+
+
 def missing(reply: Any) -> bool:
     """Whether `reply` says the function is not loaded on this Redis (yet, or any more)."""
     return isinstance(reply, ResponseError) and "Function not found" in str(reply)
@@ -169,11 +183,15 @@ def missing(reply: Any) -> bool:
 
 def _ids(replies: list[Any]) -> list[str]:
     for reply in replies:
+        if isinstance(reply, ResponseError) and too_few_replicas(reply):
+            raise _refused(reply)
         if isinstance(reply, Exception):
             raise reply
     return [reply.decode() if isinstance(reply, bytes) else str(reply) for reply in replies]
 
 
 def _unless_loaded(exc: ResponseError, replace: bool) -> None:
+    if too_few_replicas(exc):
+        raise _refused(exc) from None
     if replace or "already exists" not in str(exc):
         raise exc
