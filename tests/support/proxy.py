@@ -1,34 +1,56 @@
-"""A TCP proxy that loses one reply: the server did the work, the client sees the
-connection drop. The situation where a retry without an idempotency key duplicates."""
+"""TCP proxies on loopback for fault tests: one that loses a reply, one whose target
+can change or be cut off, one that adds latency. Each forwards 127.0.0.1:`port` to a
+local `target` port; `async with` starts it, and its end closes what is open."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Self
 
 from broadcaster.cluster.processes import free_port
 
 
-class ReplyDroppingProxy:
-    """Forwards 127.0.0.1:`port` to `target`; after the first request containing
-    `trigger`, the server's next reply is dropped and both connections are closed."""
+class Proxy:
+    """What every proxy here shares: its port, its server, and the connections it holds
+    open (closed at its end). A subclass forwards a connection in `_handle`."""
 
-    def __init__(self, target: int, trigger: bytes) -> None:
+    def __init__(self, target: int) -> None:
         self.target = target
-        self.trigger = trigger
         self.port = free_port()
-        self.dropped = 0
-        self._armed = True
         self._server: asyncio.Server | None = None
+        self._open: set[asyncio.StreamWriter] = set()
 
-    async def __aenter__(self) -> ReplyDroppingProxy:
+    async def __aenter__(self) -> Self:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         assert self._server is not None
         self._server.close()
+        self._drop()
         await self._server.wait_closed()
+
+    def _drop(self) -> None:
+        for writer in self._open:
+            writer.close()
+        self._open.clear()
+
+    async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+
+class ReplyDroppingProxy(Proxy):
+    """Loses one reply: after the first request containing `trigger`, the server's next
+    reply is dropped and both connections are closed. The server did the work, the
+    client sees the connection drop: where a retry without an idempotency key
+    duplicates."""
+
+    def __init__(self, target: int, trigger: bytes) -> None:
+        super().__init__(target)
+        self.trigger = trigger
+        self.dropped = 0
+        self._armed = True
 
     async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         server_r, server_w = await asyncio.open_connection("127.0.0.1", self.target)
@@ -57,27 +79,13 @@ class ReplyDroppingProxy:
             writer.close()
 
 
-class SwitchableProxy:
-    """Forwards 127.0.0.1:`port` to a target that can change, as a DNS name moved to a
-    promoted replica does: `switch` drops every open connection and sends new ones to the
-    new target."""
+class SwitchableProxy(Proxy):
+    """Forwards to a target that can change, as a DNS name moved to a promoted replica
+    does: `switch` drops every open connection and sends new ones to the new target."""
 
     def __init__(self, target: int) -> None:
-        self.target = target
-        self.port = free_port()
-        self._server: asyncio.Server | None = None
-        self._open: set[asyncio.StreamWriter] = set()
+        super().__init__(target)
         self.refusing = False
-
-    async def __aenter__(self) -> SwitchableProxy:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        self._drop()
-        await self._server.wait_closed()
 
     def switch(self, target: int) -> None:
         """From now on, connect to `target`; close what is open."""
@@ -88,11 +96,6 @@ class SwitchableProxy:
         """A partition: close what is open, and refuse every new connection."""
         self.refusing = True
         self._drop()
-
-    def _drop(self) -> None:
-        for writer in self._open:
-            writer.close()
-        self._open.clear()
 
     async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         if self.refusing:
@@ -115,31 +118,17 @@ class SwitchableProxy:
         self._open -= {client_w, server_w}
 
 
-class LatencyProxy:
-    """Forwards 127.0.0.1:`port` to `target`, each byte `delay` seconds late each way (in
-    order): a Redis across a network, where every round trip takes a while."""
+class LatencyProxy(Proxy):
+    """Forwards each byte `delay` seconds late each way (in order): a Redis across a
+    network, where every round trip takes a while."""
 
     def __init__(self, target: int, delay: float) -> None:
-        self.target = target
+        super().__init__(target)
         self.delay = delay
-        self.port = free_port()
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    async def __aenter__(self) -> LatencyProxy:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        for writer in self._writers:
-            writer.close()
-        await self._server.wait_closed()
 
     async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         server_r, server_w = await asyncio.open_connection("127.0.0.1", self.target)
-        self._writers |= {client_w, server_w}
+        self._open |= {client_w, server_w}
         tasks = [
             asyncio.create_task(self._pipe(client_r, server_w)),
             asyncio.create_task(self._pipe(server_r, client_w)),
@@ -150,7 +139,7 @@ class LatencyProxy:
             task.cancel()
         for writer in (client_w, server_w):
             writer.close()
-            self._writers.discard(writer)
+            self._open.discard(writer)
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         loop = asyncio.get_running_loop()
