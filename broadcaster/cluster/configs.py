@@ -122,11 +122,14 @@ def render_sentinel(port: int, primary: int, workdir: Path) -> str:
     Quick to act, for a local cluster: down after 2 s. Three Sentinels that see the
     primary go at the same moment may split their votes; they try again after twice the
     failover timeout, so it is short too (3 s), not the 10 s that left a failover 20 s
-    away.
+    away. Every replica follows a new primary at once (`parallel-syncs`), not one after
+    another: a second promotion right after the first then less often picks a replica
+    that lacks the first new primary's writes (nodes read only from the primary).
     """
     return (
         f"port {port}\nbind 127.0.0.1\ndir {workdir}\n"
         f"sentinel monitor {SENTINEL_SERVICE} 127.0.0.1 {primary} 2\n"
         f"sentinel down-after-milliseconds {SENTINEL_SERVICE} 2000\n"
         f"sentinel failover-timeout {SENTINEL_SERVICE} 3000\n"
+        f"sentinel parallel-syncs {SENTINEL_SERVICE} {REPLICAS}\n"
     )

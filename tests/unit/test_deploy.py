@@ -211,6 +211,7 @@ def test_the_ha_profile_runs_two_replicas_and_three_sentinels_on_the_password() 
     for name in ("sentinel1", "sentinel2", "sentinel3"):
         script = services[name]["command"][-1]
         assert "sentinel monitor primary redis 6379 2" in script
+        assert "sentinel parallel-syncs primary 2" in script  # both replicas follow at once
         assert "sentinel auth-pass primary %s" in script and '"$REDIS_PASSWORD"' in script
         assert services[name]["environment"]["REDIS_PASSWORD"] == PASSWORD
     node = services["node1"]["environment"]
