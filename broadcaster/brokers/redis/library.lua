@@ -78,8 +78,10 @@ local function sse_publish(keys, args)
     return redis.error_reply(
       "ERR usage: FCALL sse_publish 1 <channel> <data> [<event> [<idempotency-key>]]")
   end
-  if #channel > 200 or not string.match(channel, "^[%w%-_%.:@/=]+$") then
-    return redis.error_reply("ERR channel name must be 1-200 of letters, digits and - _ . : @ / =")
+  if #channel > 200 or not (string.match(channel, "^[%w%-_%.:@/=]+$")
+      or string.match(channel, "^[%w%-_%.:@/=]*{[%w%-_%.:@/=]+}[%w%-_%.:@/=]*$")) then
+    return redis.error_reply(
+      "ERR channel name must be 1-200 of letters, digits and - _ . : @ / =, and at most one {tag}")
   end
   if string.find(event, "[\r\n%z]") then
     return redis.error_reply("ERR event must not contain CR, LF or NUL")
