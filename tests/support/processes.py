@@ -57,7 +57,9 @@ class RedisServer:
     def start(self) -> None:
         """Start (or restart) the server and wait for it to accept connections."""
         argv = redis_argv(self.port, self.workdir, *self.extra, binary=self.binary)
-        self.process = spawn(argv)
+        # Its log beside its files (appended across restarts): kept with a failed test's.
+        log = self.workdir / f"redis-{self.port}.log" if self.workdir.is_dir() else None
+        self.process = spawn(argv, log=log)
         wait_for_port(self.port, 10, self.process)
 
     def kill(self) -> None:
@@ -224,7 +226,8 @@ class SentinelGroup:
                 f"sentinel down-after-milliseconds {self.service} 1000\n"
                 f"sentinel failover-timeout {self.service} 4000\n"
             )
-            self.sentinels.append(spawn([self.primary.binary, str(config), "--sentinel"]))
+            log = self.workdir / f"sentinel-{port}.log"
+            self.sentinels.append(spawn([self.primary.binary, str(config), "--sentinel"], log=log))
             wait_for_port(port, 10, self.sentinels[-1])
 
     def master_port(self) -> int | None:
