@@ -24,6 +24,7 @@ from tests.support.nodes import (
 )
 from tests.support.processes import Node, RedisServer
 from tests.support.publish import TOKEN
+from tests.support.redis_cluster import RedisClusterGroup
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -146,3 +147,14 @@ def pytest_runtest_makereport(
         if logs:
             report.sections.append(("logs", f"kept in {funcargs['tmp_path']}: {logs}"))
     return report
+
+
+@pytest.fixture
+def redis_cluster(tmp_path: Path) -> Iterator[RedisClusterGroup]:
+    """A Redis Cluster: 3 primaries and a replica each, on loopback."""
+    group = RedisClusterGroup(tmp_path)
+    try:
+        group.start()
+        yield group
+    finally:
+        group.stop()

@@ -1,0 +1,108 @@
+"""A Redis Cluster on loopback: `redis-server --cluster-enabled yes` processes joined into
+one cluster by `redis-cli --cluster create`, for `broadcaster cluster` and the tests.
+
+The servers are started by the caller (`cluster_options` go on each one's command line),
+then `create_cluster` joins them: the first `len(ports) / (replicas + 1)` become the
+primaries, which share the 16384 slots, and the others their replicas.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import subprocess
+import time
+from collections.abc import Sequence
+
+from broadcaster.cluster.processes import LOOPBACK, StartError, which
+
+NODE_TIMEOUT_MS = 2000
+"""How long a shard primary may be unreachable before its replica is promoted (Redis's
+default is 15 s; a local cluster acts quickly)."""
+SLOTS = 16384
+BUS_OFFSET = 10000
+"""A cluster node also listens on its port + 10000, for the cluster bus."""
+
+
+def cluster_port() -> int:
+    """A loopback port free now, whose bus port is free too (below the ephemeral range,
+    where free ports are picked by the system and the bus port would pass 65535)."""
+    while True:
+        port = random.randrange(20000, 30000)
+        if _free(port) and _free(port + BUS_OFFSET):
+            return port
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((LOOPBACK, port))
+        except OSError:
+            return False
+        return True
+
+
+def cluster_options(port: int) -> tuple[str, ...]:
+    """The command-line options that make the redis-server on `port` a cluster node (its
+    node table in its own working directory)."""
+    return (
+        *("--cluster-enabled", "yes"),
+        *("--cluster-config-file", f"nodes-{port}.conf"),
+        *("--cluster-node-timeout", str(NODE_TIMEOUT_MS)),
+    )
+
+
+def create_cluster(
+    ports: Sequence[int], *, replicas: int = 1, password: str | None = None, timeout: float = 60
+) -> None:
+    """Join the cluster nodes listening on `ports` into one cluster with `replicas` replicas
+    per primary, and wait until every node says the cluster is up."""
+    cli = which("redis-cli")
+    if cli is None:
+        raise StartError("redis-cli is missing: sudo apt-get install redis-tools")
+    env = {**os.environ, **({"REDISCLI_AUTH": password} if password else {})}
+    addresses = [f"{LOOPBACK}:{port}" for port in ports]
+    argv = [cli, "--cluster", "create", *addresses, "--cluster-replicas", str(replicas)]
+    done = subprocess.run(
+        [*argv, "--cluster-yes"],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
+    if done.returncode != 0 or f"All {SLOTS} slots covered" not in done.stdout:
+        last = (done.stdout + done.stderr).strip().splitlines()[-1:] or ["no output"]
+        raise StartError(f"redis-cli --cluster create failed: {last[0]}")
+    deadline = time.monotonic() + timeout
+    while not all(cluster_ok(port, password) for port in ports):
+        if time.monotonic() > deadline:
+            raise StartError(f"the Redis Cluster on {addresses} did not come up")
+        time.sleep(0.1)
+
+
+def cluster_ok(port: int, password: str | None = None) -> bool:
+    """Whether the cluster node on `port` says every slot is served and it knows the whole
+    cluster (`CLUSTER INFO`)."""
+    info = cluster_info(port, password)
+    return info.get("cluster_state") == "ok" and info.get("cluster_slots_ok") == str(SLOTS)
+
+
+def cluster_info(port: int, password: str | None = None) -> dict[str, str]:
+    """`CLUSTER INFO` of the node on `port`, as fields (empty if it does not answer)."""
+    cli = which("redis-cli") or "redis-cli"
+    env = {**os.environ, **({"REDISCLI_AUTH": password} if password else {})}
+    try:
+        done = subprocess.run(
+            [cli, "-p", str(port), "CLUSTER", "INFO"],
+            check=False,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=5,
+        )
+    except subprocess.TimeoutExpired:
+        return {}
+    fields = (line.strip().partition(":") for line in done.stdout.splitlines())
+    return {name: value for name, _, value in fields if value}

@@ -1,0 +1,56 @@
+"""A Redis Cluster of our own on loopback: primaries and their replicas, each a
+`RedisServer`, joined by `broadcaster.cluster.redis_cluster.create_cluster`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from broadcaster.cluster.redis_cluster import cluster_options, cluster_port, create_cluster
+from tests.support.processes import RedisServer
+
+
+class RedisClusterGroup:
+    """`shards` primaries with `replicas` replicas each."""
+
+    def __init__(self, workdir: Path, shards: int = 3, replicas: int = 1) -> None:
+        self.replicas = replicas
+        self.servers = [
+            RedisServer(workdir / f"cluster{n}") for n in range(shards * (1 + replicas))
+        ]
+        for server in self.servers:
+            server.port = cluster_port()  # (its bus port, 10000 above, must be free too)
+            server.extra = (*server.extra, *cluster_options(server.port))
+
+    @property
+    def seeds(self) -> str:
+        """Every node's address, comma-separated."""
+        return ",".join(f"127.0.0.1:{server.port}" for server in self.servers)
+
+    def start(self) -> None:
+        """Start every server, then join them (the first ones become the primaries)."""
+        for server in self.servers:
+            server.workdir.mkdir(parents=True, exist_ok=True)
+            server.start()
+        create_cluster([server.port for server in self.servers], replicas=self.replicas)
+
+    def primaries(self) -> list[RedisServer]:
+        """The servers that are primaries now."""
+        return [s for s in self.servers if s.cli("ROLE").startswith("master")]
+
+    def owner(self, key: str) -> RedisServer:
+        """The primary that serves `key`'s slot now (as `CLUSTER NODES` says)."""
+        slot = int(self.servers[0].cli("CLUSTER", "KEYSLOT", key))
+        for line in self.servers[0].cli("CLUSTER", "NODES").splitlines():
+            fields = line.split()
+            if "master" not in fields[2].split(","):
+                continue
+            for served in fields[8:]:
+                first, _, last = served.partition("-")
+                if first.isdigit() and int(first) <= slot <= int(last or first):
+                    port = int(fields[1].split("@")[0].rsplit(":", 1)[1])
+                    return next(s for s in self.servers if s.port == port)
+        raise AssertionError(f"no primary serves slot {slot}")
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.kill()
