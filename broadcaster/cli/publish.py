@@ -11,7 +11,7 @@ from typing import Any, TextIO
 import httpx
 from redis.exceptions import RedisError
 
-from broadcaster.brokers.redis.client import connect_sync
+from broadcaster.brokers.redis.client import connect_publisher_sync
 from broadcaster.cli.options import load_settings
 from broadcaster.client import PublishError, SyncHttpPublisher, SyncPublisher, SyncRedisPublisher
 from broadcaster.settings import Settings
@@ -64,7 +64,7 @@ def _publisher(settings: Settings, url: str | None) -> SyncPublisher:
     """Straight to Redis with a Redis URL (and no --url), else through a node."""
     if url is None and settings.redis_url is not None:
         return SyncRedisPublisher(
-            connect_sync(settings.redis_url), config=settings.library_config()
+            connect_publisher_sync(settings.redis_url), config=settings.library_config()
         )
     token = settings.publish_token.get_secret_value() if settings.publish_token else ""
     return SyncHttpPublisher(url or DEFAULT_URL, token)

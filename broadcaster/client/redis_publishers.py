@@ -17,8 +17,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from broadcaster.brokers.config import DEFAULT_CONFIG, LibraryConfig
-from broadcaster.brokers.redis.client import connect, connect_sync
-from broadcaster.brokers.redis.library import Library, NotReplicated
+from broadcaster.brokers.redis.client import connect_publisher, connect_publisher_sync
+from broadcaster.brokers.redis.library import AsyncClient, Library, NotReplicated, SyncClient
 from broadcaster.client.asynchronous import Publisher
 from broadcaster.client.synchronous import SyncPublisher
 from broadcaster.core.publication import Publication
@@ -33,12 +33,13 @@ class RedisPublisher(Publisher):
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: AsyncClient,
         *,
         config: LibraryConfig = DEFAULT_CONFIG,
         retries: int = 3,
     ) -> None:
         super().__init__(retries=retries)
+        _check_replicas(client, config)
         self._client = client
         self.library = Library(config)
 
@@ -46,8 +47,9 @@ class RedisPublisher(Publisher):
     def from_url(
         cls, url: str, *, config: LibraryConfig = DEFAULT_CONFIG, retries: int = 3
     ) -> RedisPublisher:
-        """A publisher for the Redis server at `url` (options as for the constructor)."""
-        return cls(connect(url), config=config, retries=retries)
+        """A publisher for the Redis server at `url` (a `redis+cluster://` URL names a Redis
+        Cluster's seed nodes); options as for the constructor."""
+        return cls(connect_publisher(url), config=config, retries=retries)
 
     async def aclose(self) -> None:
         """Close the Redis connection pool."""
@@ -64,12 +66,13 @@ class SyncRedisPublisher(SyncPublisher):
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: SyncClient,
         *,
         config: LibraryConfig = DEFAULT_CONFIG,
         retries: int = 3,
     ) -> None:
         super().__init__(retries=retries)
+        _check_replicas(client, config)
         self._client = client
         self.library = Library(config)
 
@@ -77,8 +80,9 @@ class SyncRedisPublisher(SyncPublisher):
     def from_url(
         cls, url: str, *, config: LibraryConfig = DEFAULT_CONFIG, retries: int = 3
     ) -> SyncRedisPublisher:
-        """A publisher for the Redis server at `url` (options as for the constructor)."""
-        return cls(connect_sync(url), config=config, retries=retries)
+        """A publisher for the Redis server at `url` (a `redis+cluster://` URL names a Redis
+        Cluster's seed nodes); options as for the constructor."""
+        return cls(connect_publisher_sync(url), config=config, retries=retries)
 
     def close(self) -> None:
         """Close the Redis connection pool."""
@@ -86,3 +90,8 @@ class SyncRedisPublisher(SyncPublisher):
 
     def _send(self, batch: Sequence[Publication]) -> list[str]:
         return self.library.publish_sync(self._client, batch)
+
+
+def _check_replicas(client: AsyncClient | SyncClient, config: LibraryConfig) -> None:
+    if config.replicas and isinstance(client, aioredis.RedisCluster | redis.RedisCluster):
+        raise ValueError("replicas: waiting for replicas on a Redis Cluster is not supported yet")

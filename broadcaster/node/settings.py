@@ -36,6 +36,8 @@ class NodeSettings(BaseSettings):
             "`redis://:<password>@host:6379/0`; or "
             "`redis+sentinel://[[user]:password@]host:port[,host:port...]/<service>[/db]` to find "
             "the primary through Redis Sentinel (see [Redis high availability](availability.md)). "
+            "`redis+cluster://host:port[,host:port...]` names a Redis Cluster: for "
+            "`broadcaster publish` and the Python publishers only, so far (a node refuses it). "
             "When unset or empty, the node runs the embedded single-node broker."
         ),
     )

@@ -67,7 +67,7 @@ async def test_lines_through_a_node(start_node: Callable[..., Node]) -> None:
         (
             ["bad channel", "x"],
             "publish refused: channel 'bad channel' may contain only letters, digits and "
-            "- _ . : @ / =",
+            "- _ . : @ / =, and at most one {tag}",
         ),
     ],
 )

@@ -3,10 +3,14 @@ by three primaries with a replica each, and sharded pub/sub inside the owning sh
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 
 import pytest
+import redis
 
+from broadcaster import RedisPublisher, SyncRedisPublisher
 from tests.support.redis_cluster import RedisClusterGroup
 
 pytestmark = pytest.mark.slow
@@ -47,3 +51,90 @@ def test_a_sharded_message_reaches_a_subscriber_on_the_owning_shard(
     finally:
         listener.kill()
         listener.wait()
+
+
+def ids_of(group: str, cluster: RedisClusterGroup, channel: str) -> list[str]:
+    """The ids in `channel`'s history, read on the primary of its group."""
+    key = f"sse:{{{group}}}:history:{channel}"
+    with redis.Redis(port=cluster.owner(key).port) as owner:
+        return [entry_id.decode() for entry_id, _ in owner.xrange(key)]
+
+
+async def test_python_publishers_keep_one_sequence_per_group_on_the_shard_of_its_tag(
+    redis_cluster: RedisClusterGroup,
+) -> None:
+    url = f"redis+cluster://{redis_cluster.seeds.split(',')[0]}"
+    async with RedisPublisher.from_url(url) as publisher:
+        chat = await publisher.publish("{room7}chat", "hi")
+        typing = await publisher.publish("{room7}typing", "...")
+        news = await publisher.publish("news", "headline")
+        again = await publisher.publish("{room7}chat", "hi", idempotency_key="k1")
+        assert await publisher.publish("{room7}chat", "hi", idempotency_key="k1") == again
+    with SyncRedisPublisher.from_url(url) as sync:
+        sports = sync.publish("sports", "goal")
+    # One sequence per group: room7's two channels count 1, 2, 3; news and sports start anew.
+    assert [int(i.split("-")[1]) for i in (chat, typing, again)] == [1, 2, 3]
+    assert news.endswith("-1") and sports.endswith("-1")
+    assert ids_of("room7", redis_cluster, "{room7}chat") == [chat, again]
+    assert ids_of("room7", redis_cluster, "{room7}typing") == [typing]
+    assert ids_of("news", redis_cluster, "news") == [news]
+    owner = redis_cluster.owner("{room7}")
+    assert owner.cli("HGET", "sse:{room7}:meta", "seq").strip() == "3"
+
+
+async def test_redis_cli_publishes_on_the_shard_of_a_channel(
+    redis_cluster: RedisClusterGroup,
+) -> None:
+    url = f"redis+cluster://{redis_cluster.seeds}"
+    async with RedisPublisher.from_url(url) as publisher:
+        await publisher.publish("warmup", "x")  # loads the library on every primary
+    owner = redis_cluster.owner("{room7}")
+    listener = subprocess.Popen(  # noqa: ASYNC220 (a listener beside the test, not awaited)
+        ["redis-cli", "-p", str(owner.port), "SSUBSCRIBE", "sse:{room7}:#{room7}chat"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert listener.stdout is not None
+        for _ in range(3):
+            listener.stdout.readline()  # the subscription's acknowledgement
+        other = next(s for s in redis_cluster.servers if s is not owner)
+        sent = other.cli("-c", "FCALL", "sse_publish", "1", "{room7}chat", "hello").strip()
+        assert sent.endswith("-1"), sent
+        assert [listener.stdout.readline().strip() for _ in range(2)] == [
+            "smessage",
+            "sse:{room7}:#{room7}chat",
+        ]
+        # The envelope (see message.py), as redis-cli prints it: one line per field.
+        envelope = [listener.stdout.readline().strip() for _ in range(6)]
+        assert envelope[1] == sent and envelope[-1] == "hello", envelope
+    finally:
+        listener.kill()
+        listener.wait()
+
+
+def broadcaster(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "broadcaster", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_the_cli_publishes_on_a_cluster_and_a_node_refuses_one_in_a_line(
+    redis_cluster: RedisClusterGroup,
+) -> None:
+    url = f"redis+cluster://{redis_cluster.seeds}"
+    done = broadcaster("publish", "--redis-url", url, "{room7}chat", "from the CLI")
+    assert done.returncode == 0, done.stderr
+    assert ids_of("room7", redis_cluster, "{room7}chat") == [done.stdout.strip()]
+    # Nodes do not run on a cluster yet: one line says so, not a traceback.
+    refused = broadcaster("serve", env={"BROADCASTER_REDIS_URL": url})
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines() == [
+        "broadcaster: nodes and the demo cannot run on a Redis Cluster yet (the Python "
+        "publishers and `broadcaster publish` can): use one primary, or Sentinel"
+    ]

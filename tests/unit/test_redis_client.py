@@ -1,10 +1,11 @@
-"""Redis URLs: plain ones, and redis+sentinel:// with its Sentinels, service, db and auth."""
+"""Redis URLs: plain ones, redis+sentinel:// with its Sentinels, service, db and auth, and
+redis+cluster:// with a Redis Cluster's seed nodes."""
 
 from __future__ import annotations
 
 import pytest
 
-from broadcaster.brokers.redis.client import SentinelURL, check_url, redacted
+from broadcaster.brokers.redis.client import ClusterURL, SentinelURL, check_url, redacted
 from broadcaster.settings import Settings
 
 
@@ -21,10 +22,22 @@ def test_a_sentinel_url_names_sentinels_service_db_and_credentials() -> None:
     assert (plain.db, plain.password, plain.sentinel_auth) == (0, None, {})
 
 
+def test_a_cluster_url_names_seed_nodes_and_credentials() -> None:
+    parsed = ClusterURL.parse("rediss+cluster://app:p%40ss@10.0.0.1:7000,[::1]:7001")
+    assert parsed.seeds == [("10.0.0.1", 7000), ("::1", 7001)]
+    assert (parsed.tls, parsed.username, parsed.password) == (True, "app", "p@ss")
+    assert ClusterURL.parse("redis+cluster://h:7000") == ClusterURL([("h", 7000)])
+    assert check_url("redis+cluster://h:7000,h:7001") == "redis+cluster://h:7000,h:7001"
+    assert redacted("redis+cluster://:secret@h:7000") == "redis+cluster://***@h:7000"
+
+
 @pytest.mark.parametrize(
     ("url", "reason"),
     [
         ("http://localhost", "must start with redis://"),
+        ("redis+cluster://", "name at least one node"),
+        ("redis+cluster://h/0", "is not host:port"),
+        ("redis+cluster://h:7000/0", "no database"),
         ("localhost:6379", "must start with redis://"),
         ("redis+sentinel://127.0.0.1:26379", "the path is /<service>"),
         ("redis+sentinel://127.0.0.1/primary", "is not host:port"),

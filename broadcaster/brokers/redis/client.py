@@ -6,6 +6,10 @@ Sentinels for the primary of `service`, on every new connection: after a failove
 connections reconnect to the promoted replica by themselves. The URL's credentials are
 the Redis servers'. Sentinels that require a password of their own get it from the
 query: `?sentinel_password=...` (and `sentinel_username=...`).
+
+`redis+cluster://[[user]:password@]host:port[,host:port...]` (`rediss+cluster://` with
+TLS) names seed nodes of a Redis Cluster: publishers learn the slot map from them and
+follow it (`connect_publisher`). Nodes do not run on a Redis Cluster yet.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode as AsyncClusterNode
 from redis.asyncio.sentinel import Sentinel as AsyncSentinel
+from redis.cluster import ClusterNode
 from redis.exceptions import RedisError
 from redis.sentinel import Sentinel
 
@@ -33,7 +39,8 @@ connections") rather than queueing, which turned 200 concurrent replays into err
 # `CLIENT KILL TYPE pubsub` and the pub/sub output-buffer limit would not apply to it.
 OPTIONS: dict[str, Any] = {"socket_connect_timeout": 5, "protocol": 2}
 SENTINEL_SCHEME = "redis+sentinel"
-SCHEMES = ("redis", "rediss", "unix", SENTINEL_SCHEME)
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+SCHEMES = ("redis", "rediss", "unix", SENTINEL_SCHEME, *CLUSTER_SCHEMES)
 ENCODE = "percent-encode any / @ : ? # in the password"
 
 
@@ -91,6 +98,32 @@ class SentinelURL:
         return {"socket_connect_timeout": OPTIONS["socket_connect_timeout"], **self.sentinel_auth}
 
 
+@dataclass(frozen=True, slots=True)
+class ClusterURL:
+    """A parsed `redis+cluster://` (or `rediss+cluster://`) URL."""
+
+    seeds: list[tuple[str, int]]
+    tls: bool = False
+    username: str | None = None
+    password: str | None = None
+
+    @classmethod
+    def parse(cls, url: str) -> ClusterURL:
+        """Parse `url`; raises ValueError saying what is wrong."""
+        parts = urlsplit(url)
+        if parts.scheme not in CLUSTER_SCHEMES:
+            raise ValueError("not a redis+cluster:// URL")
+        credentials, _, hosts = parts.netloc.rpartition("@")
+        seeds = [_address(host, "a seed node") for host in hosts.split(",") if host]
+        if not seeds:
+            raise ValueError("name at least one node: redis+cluster://host:port[,host:port]")
+        if parts.path.strip("/") or parts.query:
+            raise ValueError("a Redis Cluster has no database or options in its URL")
+        username, _, password = credentials.partition(":")
+        tls = parts.scheme == "rediss+cluster"
+        return cls(seeds, tls, unquote(username) or None, unquote(password) or None)
+
+
 def check_url(url: str) -> str:
     """Return `url` if a client can be made from it, else raise ValueError with the reason.
 
@@ -99,9 +132,13 @@ def check_url(url: str) -> str:
     """
     scheme = url.partition("://")[0]
     if scheme not in SCHEMES or "://" not in url:
-        raise ValueError("must start with redis://, rediss://, unix:// or redis+sentinel://")
+        raise ValueError(
+            "must start with redis://, rediss://, unix://, redis+sentinel:// or redis+cluster://"
+        )
     if scheme == SENTINEL_SCHEME:
         SentinelURL.parse(url)
+    elif scheme in CLUSTER_SCHEMES:
+        ClusterURL.parse(url)
     elif scheme != "unix":
         parts = urlsplit(url)
         try:
@@ -116,8 +153,21 @@ def check_url(url: str) -> str:
     return url
 
 
+CLUSTER_UNSUPPORTED = (
+    "nodes and the demo cannot run on a Redis Cluster yet (the Python publishers and "
+    "`broadcaster publish` can): use one primary, or Sentinel"
+)
+
+
+def is_cluster(url: str | None) -> bool:
+    """Whether `url` names a Redis Cluster (`redis+cluster://`, `rediss+cluster://`)."""
+    return url is not None and url.partition("://")[0] in CLUSTER_SCHEMES
+
+
 def connect(url: str) -> aioredis.Redis:
     """An asyncio client (a lazy connection pool) for the primary at `url`."""
+    if is_cluster(url):
+        raise ValueError(CLUSTER_UNSUPPORTED)
     if url.startswith(SENTINEL_SCHEME + "://"):
         parsed = SentinelURL.parse(url)
         sentinel = AsyncSentinel(parsed.sentinels, sentinel_kwargs=parsed.sentinel_options())
@@ -127,11 +177,38 @@ def connect(url: str) -> aioredis.Redis:
 
 def connect_sync(url: str) -> redis.Redis:
     """A synchronous, thread-safe client (a lazy connection pool) for the primary at `url`."""
+    if is_cluster(url):
+        raise ValueError(CLUSTER_UNSUPPORTED)
     if url.startswith(SENTINEL_SCHEME + "://"):
         parsed = SentinelURL.parse(url)
         sentinel = Sentinel(parsed.sentinels, sentinel_kwargs=parsed.sentinel_options())
         return cast(redis.Redis, sentinel.master_for(parsed.service, **parsed.server_options()))
     return redis.Redis.from_url(url, **OPTIONS)
+
+
+def connect_publisher(url: str) -> aioredis.Redis | aioredis.RedisCluster:
+    """An asyncio client for publishing at `url`: on a Redis Cluster, one that follows
+    the slot map (`FUNCTION LOAD` goes to every primary, each `FCALL` to its channel's)."""
+    if not is_cluster(url):
+        return connect(url)
+    parsed = ClusterURL.parse(url)
+    nodes = [AsyncClusterNode(host, port) for host, port in parsed.seeds]
+    return aioredis.RedisCluster(startup_nodes=nodes, **parsed_options(parsed))
+
+
+def connect_publisher_sync(url: str) -> redis.Redis | redis.RedisCluster:
+    """`connect_publisher`, with redis-py's synchronous, thread-safe client."""
+    if not is_cluster(url):
+        return connect_sync(url)
+    parsed = ClusterURL.parse(url)
+    nodes = [ClusterNode(host, port) for host, port in parsed.seeds]  # type: ignore[no-untyped-call]
+    return redis.RedisCluster(startup_nodes=nodes, **parsed_options(parsed))
+
+
+def parsed_options(parsed: ClusterURL) -> dict[str, Any]:
+    """Options for the connections to a Redis Cluster's nodes."""
+    auth = {"username": parsed.username, "password": parsed.password}
+    return {**OPTIONS, **auth, **({"ssl": True} if parsed.tls else {})}
 
 
 def redacted(url: str) -> str:
@@ -149,8 +226,8 @@ def redacted(url: str) -> str:
     return f"{scheme}://{path}{question}{query}"
 
 
-def _address(host: str) -> tuple[str, int]:
+def _address(host: str, what: str = "a Sentinel") -> tuple[str, int]:
     name, colon, port = host.rpartition(":")
     if not colon or not port.isdigit() or not name:
-        raise ValueError(f"a Sentinel address is not host:port ({ENCODE})")
+        raise ValueError(f"{what} address is not host:port ({ENCODE})")
     return name.strip("[]"), int(port)

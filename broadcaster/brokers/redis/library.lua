@@ -3,28 +3,34 @@
 -- Placeholders in double braces are filled from the node's settings.
 --
 -- FCALL sse_publish 1 <channel> <data> [<event> [<idempotency-key>]]  ->  "<ms>-<seq>"
--- Atomically: assign the next id of the one global sequence, append to the channel's
+-- Atomically: assign the next id of the channel's sequence, append to the channel's
 -- history stream (with the channel's previous id, for gap detection), trim, refresh the
--- expiry, and PUBLISH the envelope that carries the id to every node.
+-- expiry, and publish the envelope that carries the id to every node.
 -- With an idempotency key (pass "" as the event for none), a repeat of the key on the
 -- same channel within the window answers the first publish's id and publishes nothing.
+--
+-- Key spaces. On a single Redis every channel shares one sequence, and its keys are
+-- PREFIX .. "meta", PREFIX .. "history:<channel>"... On a Redis Cluster a channel's group
+-- (its {tag}, or the channel itself) has a sequence of its own, and every key of the
+-- group begins PREFIX .. "{<group>}:", so all lie in the slot the call is routed to by
+-- its one key, the channel (Redis hashes the same text in both); the live copy goes out
+-- with SPUBLISH, inside that shard.
 
 local PREFIX = "{{prefix}}"
 local MAXLEN = {{maxlen}}
 local TTL = {{ttl}}
 local IDEMPOTENCY_WINDOW_MS = {{idempotency_window_ms}}
 local IDEMPOTENCY_MAX_KEYS = {{idempotency_max_keys}} -- per channel and window
-local META = PREFIX .. "meta"
--- Failovers. The sequence is advanced by one primary at a time, which META names by its
--- replication id. A server with another replication id (a promoted replica, a restart)
--- may lack the tail the old primary published and never replicated: its ids jump ahead
--- (JUMP in seq, MARGIN_MS in ms: more than any replication lag), so none can name a lost
--- message or sort before one, and GAPS records the range ("<after>|<before>|<seen>") for
--- resumes to tell clients what may be lost there. Reading the replication id (INFO)
--- costs more than a publish, so it happens at most every CHECK_MS. When it last did is
--- this server's own memory (`checked_at`, reset whenever the library is loaded): no key,
--- so nothing of it reaches a replica, whose clock may be behind, in a full sync.
-local GAPS = PREFIX .. "gaps"
+-- Failovers. A sequence is advanced by one primary at a time, which its META names by
+-- its replication id. A server with another replication id (a promoted replica, a
+-- restart) may lack the tail the old primary published and never replicated: its ids
+-- jump ahead (JUMP in seq, MARGIN_MS in ms: more than any replication lag), so none can
+-- name a lost message or sort before one, and GAPS records the range
+-- ("<after>|<before>|<seen>") for resumes to tell clients what may be lost there.
+-- Reading the server's replication id (INFO) costs more than a publish, so it happens at
+-- most every CHECK_MS; the answer is this server's own memory (`replid_at`, reset
+-- whenever the library is loaded): no key, so nothing of it reaches a replica, whose
+-- clock may be behind, in a full sync. Every sequence compares it with its own META.
 local JUMP = 1000000
 local MARGIN_MS = 10000
 local CHECK_MS = 100
@@ -33,8 +39,22 @@ local function id_of(ms, seq)
   return string.format("%d-%d", ms, seq)
 end
 
-local function take_over(now)
-  local meta = redis.call("HMGET", META, "ms", "seq")
+local clustered = nil -- whether this server is a Redis Cluster node (asked once)
+
+-- The key space of a channel's sequence, and the command that publishes its live copy.
+local function space_of(channel)
+  if clustered == nil then
+    clustered = string.match(redis.call("INFO", "cluster"), "cluster_enabled:1") ~= nil
+  end
+  if not clustered then
+    return PREFIX, "PUBLISH"
+  end
+  local tag = string.match(channel, "{([^{}]+)}")
+  return PREFIX .. "{" .. (tag or channel) .. "}:", "SPUBLISH"
+end
+
+local function take_over(now, meta_key, gaps_key)
+  local meta = redis.call("HMGET", meta_key, "ms", "seq")
   if meta[2] == false then
     return -- a fresh sequence: nothing published before, nothing to lose
   end
@@ -44,27 +64,30 @@ local function take_over(now)
   -- were at most MARGIN_MS past an earlier clock), instead of issuing the same ones.
   local ms = math.max(now, last_ms) + MARGIN_MS
   local seq = last_seq + JUMP
-  redis.call("HSET", META, "ms", string.format("%d", ms), "seq", string.format("%d", seq - 1))
+  redis.call("HSET", meta_key, "ms", string.format("%d", ms), "seq", string.format("%d", seq - 1))
   local after = id_of(last_ms, last_seq)
-  redis.call("RPUSH", GAPS, after .. "|" .. id_of(ms, seq) .. "|" .. after)
-  redis.call("LTRIM", GAPS, -32, -1)
+  redis.call("RPUSH", gaps_key, after .. "|" .. id_of(ms, seq) .. "|" .. after)
+  redis.call("LTRIM", gaps_key, -32, -1)
 end
 
-local checked_at = nil
+local replid, replid_at = nil, nil
 
-local function check_primary(now)
-  if checked_at and now >= checked_at and now - checked_at < CHECK_MS then
-    return
+-- Make sure this server advances the sequence of `space`, whose META names `known`
+-- (taking it over if another primary did before); whether META changed.
+local function check_primary(now, space, known)
+  if not (replid_at and now >= replid_at and now - replid_at < CHECK_MS) then
+    replid = string.match(redis.call("INFO", "replication"), "master_replid:(%w+)")
+    replid_at = now
   end
-  local replid = string.match(redis.call("INFO", "replication"), "master_replid:(%w+)")
-  local known = redis.call("HGET", META, "replid")
-  if known ~= replid then
-    if known then
-      take_over(now)
-    end
-    redis.call("HSET", META, "replid", replid)
+  if known == replid then
+    return false
   end
-  checked_at = now
+  local meta_key = space .. "meta"
+  if known then
+    take_over(now, meta_key, space .. "gaps")
+  end
+  redis.call("HSET", meta_key, "replid", replid)
+  return true
 end
 
 local function now_ms()
@@ -86,6 +109,7 @@ local function sse_publish(keys, args)
   if string.find(event, "[\r\n%z]") then
     return redis.error_reply("ERR event must not contain CR, LF or NUL")
   end
+  local space, publish = space_of(channel)
   local remembered = nil
   if key ~= "" then
     if #key > 255 or not string.match(key, "^[%w%-_%.:@/=+]+$") then
@@ -93,7 +117,7 @@ local function sse_publish(keys, args)
         "ERR idempotency key must be 1-255 of letters, digits and - _ . : @ / = +")
     end
     -- Neither channels nor keys contain a space: one key per (channel, idempotency key).
-    remembered = PREFIX .. "idem:" .. channel .. " " .. key
+    remembered = space .. "idem:" .. channel .. " " .. key
     local first = redis.call("GET", remembered)
     if first then
       -- A repeat writes nothing new, yet a WAIT after it must cover the first publish:
@@ -104,7 +128,7 @@ local function sse_publish(keys, args)
       return first
     end
     -- A bound on what keys may cost: a counter per channel, for one window from its first.
-    local counted = PREFIX .. "idemcount:" .. channel
+    local counted = space .. "idemcount:" .. channel
     local keys = redis.call("INCR", counted)
     if keys == 1 then
       redis.call("PEXPIRE", counted, IDEMPOTENCY_WINDOW_MS)
@@ -114,20 +138,23 @@ local function sse_publish(keys, args)
     end
   end
   local ms = now_ms()
-  check_primary(ms)
-  local meta = redis.call("HMGET", META, "ms", "epoch")
+  local meta_key = space .. "meta"
+  local meta = redis.call("HMGET", meta_key, "ms", "epoch", "replid")
+  if check_primary(ms, space, meta[3]) then
+    meta = redis.call("HMGET", meta_key, "ms", "epoch") -- (a take-over moved it)
+  end
   if meta[2] == false then
-    redis.call("HSET", META, "epoch", string.format("%d", ms))
+    redis.call("HSET", meta_key, "epoch", string.format("%d", ms))
   end
   local last_ms = tonumber(meta[1]) or 0
   if ms < last_ms then
     ms = last_ms -- the clock went back: ids must not
   end
-  local seq = redis.call("HINCRBY", META, "seq", 1)
-  redis.call("HSET", META, "ms", string.format("%d", ms))
+  local seq = redis.call("HINCRBY", meta_key, "seq", 1)
+  redis.call("HSET", meta_key, "ms", string.format("%d", ms))
   local id = id_of(ms, seq)
 
-  local key = PREFIX .. "history:" .. channel
+  local key = space .. "history:" .. channel
   local newest = redis.call("XREVRANGE", key, "+", "-", "COUNT", 1)
   local prev = ""
   if #newest > 0 then
@@ -137,7 +164,7 @@ local function sse_publish(keys, args)
   if TTL > 0 then
     redis.call("EXPIRE", key, TTL)
   end
-  redis.call("PUBLISH", PREFIX .. "#" .. channel, -- the durable channel: see message.py
+  redis.call(publish, space .. "#" .. channel, -- the durable channel: see message.py
     "\0bc1\n" .. id .. "\n" .. prev .. "\n" .. event .. "\n" .. string.format("%d", ms) .. "\n" .. data)
   if remembered then
     redis.call("SET", remembered, id, "PX", IDEMPOTENCY_WINDOW_MS)
@@ -145,7 +172,8 @@ local function sse_publish(keys, args)
   return id
 end
 
--- FCALL sse_seen 0 <id>: on every reconnect, a node reports the newest id it delivered.
+-- FCALL sse_seen 0 <id> (on a Redis Cluster: FCALL sse_seen 1 <channel> <id>, for the
+-- channel's group): on every reconnect, a node reports the newest id it delivered.
 -- On a server that is not the sequence's primary yet, this takes over first. If the id
 -- lies in a gap (any of them: a node whose first reconnect comes after a second failover
 -- delivered inside the first), a message there reached clients and is lost: resumes from
@@ -156,17 +184,19 @@ local function sse_seen(keys, args)
   if ms == nil then
     return redis.error_reply("ERR usage: FCALL sse_seen 0 <ms>-<seq>")
   end
-  check_primary(now_ms())
+  local space = space_of(keys[1] or "")
+  check_primary(now_ms(), space, redis.call("HGET", space .. "meta", "replid"))
+  local gaps_key = space .. "gaps"
   local function after(x_ms, x_seq, y_ms, y_seq) -- is x after y?
     x_ms, x_seq, y_ms, y_seq = tonumber(x_ms), tonumber(x_seq), tonumber(y_ms), tonumber(y_seq)
     return x_ms > y_ms or (x_ms == y_ms and x_seq > y_seq)
   end
-  local gaps = redis.call("LRANGE", GAPS, 0, -1)
+  local gaps = redis.call("LRANGE", gaps_key, 0, -1)
   for index = #gaps, 1, -1 do -- newest first; the ranges never overlap
     local a_ms, a_seq, b_ms, b_seq, s_ms, s_seq =
       string.match(gaps[index], "^(%d+)-(%d+)|(%d+)-(%d+)|(%d+)-(%d+)$")
     if after(ms, seq, s_ms, s_seq) and after(b_ms, b_seq, ms, seq) then
-      redis.call("LSET", GAPS, index - 1,
+      redis.call("LSET", gaps_key, index - 1,
         a_ms .. "-" .. a_seq .. "|" .. b_ms .. "-" .. b_seq .. "|" .. seen)
       return 1
     end

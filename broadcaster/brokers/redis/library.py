@@ -17,6 +17,9 @@ from broadcaster.brokers.config import DEFAULT_CONFIG, LibraryConfig
 from broadcaster.brokers.protocol import IDEMPOTENCY_MAX_KEYS, KEY_LIMIT_REASON
 from broadcaster.core.publication import Publication
 
+AsyncClient = aioredis.Redis | aioredis.RedisCluster
+SyncClient = redis.Redis | redis.RedisCluster
+
 FUNCTION = "sse_publish"
 SEEN = "sse_seen"
 _SOURCE = resources.files(__package__).joinpath("library.lua").read_text("utf-8")
@@ -48,7 +51,7 @@ class Library:
             .replace("{{key_limit_reason}}", KEY_LIMIT_REASON)
         )
 
-    async def load(self, client: aioredis.Redis, *, replace: bool) -> None:
+    async def load(self, client: AsyncClient, *, replace: bool) -> None:
         """Load the libraries; without `replace`, keep versions that are already there.
         NotReplicated if the primary refuses writes for want of replicas."""
         for code in (self.code(), _REPLAY_SOURCE):
@@ -62,7 +65,7 @@ class Library:
         replica, a lost message some clients got is then told to resumes from before it."""
         await client.fcall(SEEN, 0, seen)
 
-    def load_sync(self, client: redis.Redis, *, replace: bool) -> None:
+    def load_sync(self, client: SyncClient, *, replace: bool) -> None:
         """`load`, for redis-py's synchronous client."""
         for code in (self.code(), _REPLAY_SOURCE):
             try:
@@ -70,7 +73,7 @@ class Library:
             except ResponseError as exc:
                 _unless_loaded(exc, replace)
 
-    async def publish(self, client: aioredis.Redis, batch: Sequence[Publication]) -> list[str]:
+    async def publish(self, client: AsyncClient, batch: Sequence[Publication]) -> list[str]:
         """Publish `batch` in order in one round trip (a pipeline of FCALLs); the ids.
 
         Loads the library first if this Redis lacks it. An error reply is raised; so is
@@ -85,7 +88,7 @@ class Library:
                 replies[n] = reply
         return self._confirmed(replies, confirmed)
 
-    def publish_sync(self, client: redis.Redis, batch: Sequence[Publication]) -> list[str]:
+    def publish_sync(self, client: SyncClient, batch: Sequence[Publication]) -> list[str]:
         """`publish`, for redis-py's synchronous client."""
         replies, confirmed = _fcall_sync(client, batch, self._wait())
         unloaded = [n for n, reply in enumerate(replies) if missing(reply)]
@@ -134,7 +137,7 @@ Replies = tuple[list[Any], Any]  # each FCALL's reply; the WAIT's (None without 
 
 
 async def _fcall(
-    client: aioredis.Redis, batch: Sequence[Publication], wait: list[int] | None
+    client: AsyncClient, batch: Sequence[Publication], wait: list[int] | None
 ) -> Replies:
     async with client.pipeline(transaction=False) as pipe:
         for publication in batch:
@@ -145,13 +148,13 @@ async def _fcall(
 
 
 def _fcall_sync(
-    client: redis.Redis, batch: Sequence[Publication], wait: list[int] | None
+    client: SyncClient, batch: Sequence[Publication], wait: list[int] | None
 ) -> Replies:
     with client.pipeline(transaction=False) as pipe:
         for publication in batch:
             pipe.fcall(FUNCTION, 1, *fcall_args(publication))
         if wait is not None:
-            pipe.execute_command("WAIT", *wait)  # type: ignore[no-untyped-call]
+            pipe.execute_command("WAIT", *wait)  # type: ignore[no-untyped-call,unused-ignore]
         return _split(list(pipe.execute(raise_on_error=False)), wait)
 
 
