@@ -419,6 +419,7 @@ def model_broker(redis: ModelRedis, clock: Callable[[], float]) -> RedisBroker:
     for owner, name in (
         (broker, "_history"),
         (broker, "_library"),
+        (broker._reports, "_library"),
         (sequencer, "_history"),
         (sequencer, "_clock"),
     ):
@@ -429,7 +430,7 @@ def model_broker(redis: ModelRedis, clock: Callable[[], float]) -> RedisBroker:
             )
     history = ModelHistory(redis)
     broker._history = cast(RedisHistory, history)
-    broker._library = cast(Library, _Library())
+    broker._library = broker._reports._library = cast(Library, _Library())
     sequencer._history = history
     sequencer._clock = clock
     return broker

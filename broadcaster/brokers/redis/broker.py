@@ -3,7 +3,8 @@
 The broker session: connect, load the function library, open the link with every
 wanted channel, backfill what the last connection missed; on any failure, back off and
 start again. The link (`link.py`), history reads (`history.py`), shared replays
-(`replays.py`) and the function library (`library.py`) are each a module of their own.
+(`replays.py`), reports of what was delivered (`reports.py`) and the function library
+(`library.py`) are each a module of their own.
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ from broadcaster.brokers.config import DEFAULT_CONFIG, LibraryConfig
 from broadcaster.brokers.protocol import KEY_LIMIT_REASON, BrokerUnavailable, Deliver, KeyLimit
 from broadcaster.brokers.redis.client import IN_FLIGHT, LINK_ERRORS, connect
 from broadcaster.brokers.redis.history import RedisHistory
-from broadcaster.brokers.redis.library import Library, NotReplicated, missing, too_few_replicas
+from broadcaster.brokers.redis.library import Library, NotReplicated, missing
 from broadcaster.brokers.redis.link import PubSubLink
 from broadcaster.brokers.redis.replays import SharedReplays
+from broadcaster.brokers.redis.reports import SeenReports
 from broadcaster.brokers.redis.sequencer import Sequencer
 from broadcaster.core.history import Start, begin
 from broadcaster.core.ids import EventId
@@ -89,7 +91,7 @@ class RedisBroker:
         self._first_attempt: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._replid: str | None = None  # the primary's replication history, once known
-        self._reporting: asyncio.Task[None] | None = None  # `_report_later`, if under way
+        self._reports = SeenReports(self._library, client, max_backoff=max_backoff)
 
     @classmethod
     def from_url(
@@ -118,10 +120,10 @@ class RedisBroker:
     async def close(self) -> None:
         """Stop the loop and close every connection."""
         self._closing = True
-        for task in (self._task, self._reporting):
-            if task is not None:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self._reports.close()
         self._link.close()
         await self._client.aclose()
 
@@ -203,7 +205,7 @@ class RedisBroker:
                 self._note_primary(await _replication_id(conn))
                 await self._load_library()
                 if self._sequencer.seen is not None:
-                    await self._report_seen(str(self._sequencer.seen))
+                    await self._reports.report(str(self._sequencer.seen))
                 head = await self._history.head()
                 if outage_since is not None:
                     log.info("redis reconnected after %.1fs", loop.time() - outage_since)
@@ -276,35 +278,6 @@ class RedisBroker:
                 # Redis before 7 has no FUNCTION: live delivery works, durable publish not.
                 self._library_refused = True
                 log.error("cannot load the sse_publish function (Redis 7+ needed): %s", exc)
-
-    async def _report_seen(self, seen: str) -> None:
-        """Tell Redis the newest id this node delivered; while the primary refuses writes
-        for want of replicas, keep trying in the background (a resume from before a
-        failover gap learns from it that a lost message reached clients)."""
-        if self._reporting is not None:
-            self._reporting.cancel()
-        if not await self._try_report(seen):
-            self._reporting = asyncio.create_task(self._report_later(seen), name="report-seen")
-
-    async def _try_report(self, seen: str) -> bool:
-        try:
-            await self._library.report_seen(self._client, seen)
-        except ResponseError as exc:
-            if too_few_replicas(exc):
-                return False
-            log.warning("cannot report the newest id delivered: %s", exc)
-        return True
-
-    async def _report_later(self, seen: str) -> None:
-        delay = 0.1
-        while True:
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, self._max_backoff)
-            try:
-                if await self._try_report(seen):
-                    return
-            except LINK_ERRORS:
-                return  # the next session reports again
 
     def _on_subscribed(self, channel: str) -> None:
         self._sequencer.started(channel)
