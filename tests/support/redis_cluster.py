@@ -39,8 +39,11 @@ class RedisClusterGroup:
 
     def owner(self, key: str) -> RedisServer:
         """The primary that serves `key`'s slot now (as `CLUSTER NODES` says)."""
-        slot = int(self.servers[0].cli("CLUSTER", "KEYSLOT", key))
-        for line in self.servers[0].cli("CLUSTER", "NODES").splitlines():
+        return self.owner_of(self.slot(key))
+
+    def owner_of(self, slot: int, asked: RedisServer | None = None) -> RedisServer:
+        """The primary that serves `slot` now, as `asked` (the first server) says."""
+        for line in (asked or self.servers[0]).cli("CLUSTER", "NODES").splitlines():
             fields = line.split()
             if "master" not in fields[2].split(","):
                 continue
@@ -51,6 +54,26 @@ class RedisClusterGroup:
                     return next(s for s in self.servers if s.port == port)
         raise AssertionError(f"no primary serves slot {slot}")
 
+    def slot(self, key: str) -> int:
+        """The hash slot of `key`."""
+        return int(self.servers[0].cli("CLUSTER", "KEYSLOT", key))
+
+    def move_slot(self, slot: int, to: RedisServer) -> None:
+        """Migrate `slot` (and its keys) to the primary `to`, as `redis-cli --cluster
+        reshard` does for each slot it moves."""
+        source = next(p for p in self.primaries() if _serves(p, slot, self))
+        target_id, source_id = (s.cli("CLUSTER", "MYID").strip() for s in (to, source))
+        to.cli("CLUSTER", "SETSLOT", str(slot), "IMPORTING", source_id)
+        source.cli("CLUSTER", "SETSLOT", str(slot), "MIGRATING", target_id)
+        while keys := source.cli("CLUSTER", "GETKEYSINSLOT", str(slot), "100").split():
+            source.cli("MIGRATE", "127.0.0.1", str(to.port), "", "0", "5000", "KEYS", *keys)
+        for server in (to, source):
+            server.cli("CLUSTER", "SETSLOT", str(slot), "NODE", target_id)
+
     def stop(self) -> None:
         for server in self.servers:
             server.kill()
+
+
+def _serves(primary: RedisServer, slot: int, cluster: RedisClusterGroup) -> bool:
+    return cluster.owner_of(slot, asked=primary) is primary

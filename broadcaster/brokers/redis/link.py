@@ -7,6 +7,11 @@ published before the PING was sent has been read when it resolves.
 
 A channel is two pub/sub channels, subscribed in one command: `<prefix><channel>` for
 raw publishes and `<prefix>#<channel>` for the durable envelopes (see `message.py`).
+
+A `sharded` link (one per shard of a Redis Cluster) uses SSUBSCRIBE and SUNSUBSCRIBE on
+`<prefix>{<group>}:<channel>` and `<prefix>{<group>}:#<channel>` (one slot: the group's,
+see `core/channels.py`), reads `smessage`s, and hands an unrequested `sunsubscribe`
+(the slot moved, or the shard failed over) to `on_moved`.
 """
 
 from __future__ import annotations
@@ -22,11 +27,15 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from broadcaster.brokers.redis.redis_internals import streams
+from broadcaster.core.channels import group_of
 from broadcaster.core.message import DURABLE
 
 DURABLE_BYTE = ord(DURABLE)
 
 _SUBSCRIBE, _UNSUBSCRIBE, _PING = b"SUBSCRIBE", b"UNSUBSCRIBE", b"PING"
+_SHARDED = {_SUBSCRIBE: b"SSUBSCRIBE", _UNSUBSCRIBE: b"SUNSUBSCRIBE", _PING: _PING}
+_MESSAGES = (b"message", b"smessage")
+_GROUP_END = b"}:"
 READ_SIZE = 1 << 16
 SILENT_CHECKS = 3  # PING intervals without a byte before the link is given up
 Ack = asyncio.Future[None]  # resolves on a SUBSCRIBE's acknowledgement
@@ -44,11 +53,17 @@ class PubSubLink:
         ping_interval: float,
         on_message: Callable[[str, bytes, bool], None],
         on_subscribed: Callable[[str], None],
+        sharded: bool = False,
+        on_moved: Callable[[str], None] | None = None,
     ) -> None:
         self._prefix = prefix
         self._ping_interval = ping_interval
         self._on_message = on_message
         self._on_subscribed = on_subscribed
+        self._sharded = sharded
+        self._on_moved = on_moved
+        # Per channel, SUNSUBSCRIBEs sent and not yet acknowledged: any other is Redis's.
+        self._leaving: dict[str, int] = {}
         self._commands: deque[Command] = deque()
         self._wake = asyncio.Event()
         # Per channel, one entry per SUBSCRIBE sent and not yet acknowledged; likewise PINGs.
@@ -61,7 +76,7 @@ class PubSubLink:
     def open(self, channels: Iterable[str]) -> None:
         """Begin a connection: SUBSCRIBE `channels` before any command queued later."""
         self._commands = deque((_SUBSCRIBE, channel, None) for channel in sorted(channels))
-        self._acks, self._pongs = {}, deque()
+        self._acks, self._pongs, self._leaving = {}, deque(), {}
         self.live = True
         self._wake.set()
 
@@ -79,7 +94,7 @@ class PubSubLink:
             else:
                 _resolve(cast(Ack | None, waiter))
         self._commands.clear()
-        self._acks, self._pongs = {}, deque()
+        self._acks, self._pongs, self._leaving = {}, deque(), {}
 
     def subscribe(self, channel: str, done: Ack | None = None) -> None:
         """Queue a SUBSCRIBE; `done` resolves on its acknowledgement."""
@@ -120,6 +135,19 @@ class PubSubLink:
         ended = done.pop()
         raise failures[loops.index(ended)] or RedisConnectionError(f"{ended.get_name()} stopped")
 
+    def _space(self, channel: str) -> str:
+        """What a channel's pub/sub names begin with."""
+        if self._sharded:
+            return f"{self._prefix}{{{group_of(channel)}}}:"
+        return self._prefix
+
+    def _durable(self, name: bytes, prefix: int) -> str | None:
+        """The channel whose durable pub/sub channel is `name`, or None for a raw one."""
+        start = name.index(_GROUP_END, prefix) + 2 if self._sharded else prefix
+        if name[start] != DURABLE_BYTE:
+            return None
+        return name[start + 1 :].decode("utf-8", "replace")
+
     def _send(self, verb: bytes, channel: str, done: Ack | Pong | None) -> None:
         self._commands.append((verb, channel, done))
         self._wake.set()
@@ -144,8 +172,12 @@ class PubSubLink:
                     continue
                 if verb == _SUBSCRIBE:
                     self._acks.setdefault(channel, deque()).append(cast(Ack | None, done))
-                raw, durable = self._prefix + channel, self._prefix + DURABLE + channel
-                stream.writelines(conn.pack_command(verb, raw, durable))
+                elif self._sharded:
+                    self._leaving[channel] = self._leaving.get(channel, 0) + 1
+                space = self._space(channel)
+                raw, durable = space + channel, space + DURABLE + channel
+                sent = _SHARDED[verb] if self._sharded else verb
+                stream.writelines(conn.pack_command(sent, raw, durable))
             await stream.drain()
             if first:
                 first = False
@@ -159,6 +191,7 @@ class PubSubLink:
         parser = hiredis.Reader()
         loop = asyncio.get_running_loop()
         prefix = len(self._prefix)
+        sharded = self._sharded
         on_message = self._on_message
         while True:
             data = await stream.read(READ_SIZE)
@@ -168,10 +201,12 @@ class PubSubLink:
             try:
                 parser.feed(data)
                 while (reply := parser.gets()) is not False:
-                    if type(reply) is list and reply[0] == b"message":
+                    if type(reply) is list and reply[0] in _MESSAGES:
                         name = reply[1]
-                        durable = name[prefix] == DURABLE_BYTE  # `<prefix>#<channel>`
-                        channel = name[prefix + durable :].decode("utf-8", "replace")
+                        # `<prefix>#<channel>`, or `<prefix>{<group>}:#<channel>`
+                        start = name.index(_GROUP_END, prefix) + 2 if sharded else prefix
+                        durable = name[start] == DURABLE_BYTE
+                        channel = name[start + durable :].decode("utf-8", "replace")
                         on_message(channel, reply[2], durable)
                     else:
                         self._answer(reply, prefix)
@@ -183,15 +218,23 @@ class PubSubLink:
         if isinstance(reply, hiredis.ReplyError):
             raise RedisConnectionError(f"pub/sub command refused: {reply}")
         kind = reply[0] if isinstance(reply, list) else reply
-        if kind == b"subscribe" and isinstance(reply, list):
-            channel = reply[1][prefix:].decode("utf-8", "replace")
-            if channel[:1] != DURABLE:
+        if kind in (b"subscribe", b"ssubscribe") and isinstance(reply, list):
+            channel = self._durable(reply[1], prefix)
+            if channel is None:
                 return  # the first of the pair: the durable one's ack says both are on
-            channel = channel[1:]
             pending = self._acks.get(channel)
             if pending:
                 _resolve(pending.popleft())
             self._on_subscribed(channel)
+        elif kind == b"sunsubscribe" and isinstance(reply, list):
+            channel = self._durable(reply[1], prefix)
+            if channel is None:
+                return
+            leaving = self._leaving.get(channel, 0)
+            if leaving:
+                self._leaving[channel] = leaving - 1
+            elif self._on_moved is not None:
+                self._on_moved(channel)  # not asked for: the slot is served elsewhere now
         elif kind in (b"pong", b"PONG") and self._pongs:
             _answer_pong(self._pongs.popleft(), answered=True)
 
