@@ -42,7 +42,7 @@ async def sharded_link(shard: RedisServer) -> AsyncIterator[tuple[PubSubLink, He
         on_moved=heard.moved.append,
     )
     client = aioredis.Redis(port=shard.port, protocol=2)
-    conn = client.connection_pool.make_connection()
+    conn = client.connection_pool.make_connection()  # type: ignore[no-untyped-call]
     await conn.connect()
     link.open([])
     running = asyncio.create_task(link.run(conn, lambda: None))
