@@ -12,7 +12,7 @@ from redis.asyncio.client import Pipeline
 
 from broadcaster.brokers.protocol import BrokerUnavailable
 from broadcaster.brokers.redis.client import LINK_ERRORS
-from broadcaster.brokers.redis.library import history_key
+from broadcaster.brokers.redis.keys import KeySpace
 from broadcaster.brokers.redis.pages import (
     FROM_OLDEST,
     FUNCTION,
@@ -39,14 +39,14 @@ class RedisHistory:
     ) -> None:
         self._client = client
         self._in_flight = in_flight  # shared with the broker's publishes
-        self._prefix = prefix
+        self._keys = KeySpace(prefix)
         self._ttl_ms = ttl * 1000
         self._max_replay_bytes = max_replay_bytes
 
     async def head(self) -> EventId | None:
         """The newest id published so far."""
         async with self._in_flight:
-            ms, seq = await self._client.hmget(self._prefix + "meta", ["ms", "seq"])
+            ms, seq = await self._client.hmget(self._keys.meta(""), ["ms", "seq"])
         return None if ms is None or seq is None else EventId(int(ms), int(seq))
 
     async def snapshot(self, channels: Sequence[str], start: Start) -> Snapshot:
@@ -84,7 +84,7 @@ class RedisHistory:
         try:
             async with self._in_flight:
                 keys = len(request.channels)
-                reply = await self._client.fcall_ro(FUNCTION, keys, *request.args(self._prefix))
+                reply = await self._client.fcall_ro(FUNCTION, keys, *request.args(self._keys))
         except LINK_ERRORS as exc:
             raise BrokerUnavailable(f"redis unavailable: {exc}") from exc
         return PageRead.parse(request, reply)
@@ -95,7 +95,7 @@ class RedisHistory:
         async with self._in_flight, self._client.pipeline(transaction=True) as pipe:
             self._queue_sequence(pipe)
             for channel, after in positions.items():
-                key = history_key(self._prefix, channel)
+                key = self._keys.history(channel)
                 pipe.exists(key)
                 if EventId.parse(after) is not None:
                     pipe.xrange(key, min=f"({after}", max="+")
@@ -114,15 +114,15 @@ class RedisHistory:
         async with self._in_flight, self._client.pipeline(transaction=True) as pipe:
             self._queue_sequence(pipe)
             for channel in channels:
-                pipe.exists(history_key(self._prefix, channel))
+                pipe.exists(self._keys.history(channel))
             if request is not None:
-                pipe.fcall_ro(FUNCTION, len(request.channels), *request.args(self._prefix))
+                pipe.fcall_ro(FUNCTION, len(request.channels), *request.args(self._keys))
             return list(await pipe.execute())
 
     def _queue_sequence(self, pipe: Pipeline) -> None:
-        pipe.hmget(self._prefix + "meta", ["ms", "seq", "epoch"])
+        pipe.hmget(self._keys.meta(""), ["ms", "seq", "epoch"])
         pipe.time()
-        pipe.lrange(self._prefix + "gaps", 0, -1)
+        pipe.lrange(self._keys.gaps(""), 0, -1)
 
 
 def _sequence(results: Sequence[Any]) -> tuple[Head | None, int, tuple[Gap, ...]]:

@@ -26,11 +26,6 @@ _SOURCE = resources.files(__package__).joinpath("library.lua").read_text("utf-8"
 _REPLAY_SOURCE = resources.files(__package__).joinpath("replay.lua").read_text("utf-8")
 
 
-def history_key(prefix: str, channel: str) -> str:
-    """The stream that holds `channel`'s history (as `sse_publish` names it)."""
-    return f"{prefix}history:{channel}"
-
-
 @dataclass(frozen=True, slots=True)
 class Library:
     """The libraries as `config` renders them: loading them, and publishing through them."""

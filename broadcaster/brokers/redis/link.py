@@ -26,8 +26,8 @@ from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from broadcaster.brokers.redis.keys import KeySpace
 from broadcaster.brokers.redis.redis_internals import streams
-from broadcaster.core.channels import group_of
 from broadcaster.core.message import DURABLE
 
 DURABLE_BYTE = ord(DURABLE)
@@ -57,6 +57,7 @@ class PubSubLink:
         on_moved: Callable[[str], None] | None = None,
     ) -> None:
         self._prefix = prefix
+        self._keys = KeySpace(prefix, clustered=sharded)
         self._ping_interval = ping_interval
         self._on_message = on_message
         self._on_subscribed = on_subscribed
@@ -135,12 +136,6 @@ class PubSubLink:
         ended = done.pop()
         raise failures[loops.index(ended)] or RedisConnectionError(f"{ended.get_name()} stopped")
 
-    def _space(self, channel: str) -> str:
-        """What a channel's pub/sub names begin with."""
-        if self._sharded:
-            return f"{self._prefix}{{{group_of(channel)}}}:"
-        return self._prefix
-
     def _durable(self, name: bytes, prefix: int) -> str | None:
         """The channel whose durable pub/sub channel is `name`, or None for a raw one."""
         start = name.index(_GROUP_END, prefix) + 2 if self._sharded else prefix
@@ -174,8 +169,7 @@ class PubSubLink:
                     self._acks.setdefault(channel, deque()).append(cast(Ack | None, done))
                 elif self._sharded:
                     self._leaving[channel] = self._leaving.get(channel, 0) + 1
-                space = self._space(channel)
-                raw, durable = space + channel, space + DURABLE + channel
+                raw, durable = self._keys.pubsub(channel)
                 sent = _SHARDED[verb] if self._sharded else verb
                 stream.writelines(conn.pack_command(sent, raw, durable))
             await stream.drain()

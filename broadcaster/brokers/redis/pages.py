@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from broadcaster.brokers.redis.library import history_key
+from broadcaster.brokers.redis.keys import KeySpace
 from broadcaster.core.history import Entry
 from broadcaster.core.ids import EventId
 from broadcaster.core.message import Message
@@ -31,9 +31,9 @@ class PageRequest:
     budget: int = 0
     tail: int = -1
 
-    def args(self, prefix: str) -> list[str | int]:
+    def args(self, space: KeySpace) -> list[str | int]:
         """The FCALL_RO arguments after the function's name and key count."""
-        keys = [history_key(prefix, channel) for channel in self.channels]
+        keys = [space.history(channel) for channel in self.channels]
         return [*keys, self.upper, PAGE_BYTES, self.budget, self.tail, *self.cursors]
 
 

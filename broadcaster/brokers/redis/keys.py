@@ -1,0 +1,46 @@
+"""The names `sse_publish` gives its keys and pub/sub channels, in one place for Python
+(`library.lua` follows the same rules, and the tests hold the two together)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from broadcaster.core.channels import group_of
+from broadcaster.core.message import DURABLE
+
+
+@dataclass(frozen=True, slots=True)
+class KeySpace:
+    """Where a channel's sequence keeps its keys.
+
+    On a single Redis every channel shares one sequence, under `prefix`: `sse:meta`,
+    `sse:gaps`, `sse:history:<channel>`. On a Redis Cluster (`clustered`) each group (a
+    channel's `{tag}`, or the channel itself) has its own, under `<prefix>{<group>}:`, so
+    all its keys and pub/sub channels lie in the group's slot.
+    """
+
+    prefix: str
+    clustered: bool = False
+
+    def of(self, channel: str) -> str:
+        """What the names of `channel`'s sequence begin with."""
+        if self.clustered:
+            return f"{self.prefix}{{{group_of(channel)}}}:"
+        return self.prefix
+
+    def meta(self, channel: str) -> str:
+        """The hash of the sequence's head (`ms`, `seq`, `epoch`, `replid`)."""
+        return self.of(channel) + "meta"
+
+    def gaps(self, channel: str) -> str:
+        """The list of the sequence's failover gaps."""
+        return self.of(channel) + "gaps"
+
+    def history(self, channel: str) -> str:
+        """The stream that holds `channel`'s history."""
+        return f"{self.of(channel)}history:{channel}"
+
+    def pubsub(self, channel: str) -> tuple[str, str]:
+        """`channel`'s two pub/sub channels: raw publishes, and durable envelopes."""
+        space = self.of(channel)
+        return space + channel, space + DURABLE + channel
