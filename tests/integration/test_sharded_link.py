@@ -94,3 +94,22 @@ async def test_a_slot_that_moves_is_told_as_moved_not_as_an_unsubscribe(
         await wait_until(lambda: heard.moved == ["{room7}chat"], 10, "the move")
         assert await link.fence()
         assert heard.moved == ["{room7}chat"]
+
+
+async def test_a_subscribe_on_the_wrong_shard_is_told_as_moved_and_the_link_goes_on(
+    redis_cluster: RedisClusterGroup,
+) -> None:
+    owner = redis_cluster.owner("{room7}")
+    elsewhere = next(
+        f"{{t{n}}}c" for n in range(100) if redis_cluster.owner(f"{{t{n}}}") is not owner
+    )
+    async with sharded_link(owner) as (link, heard):
+        done = asyncio.get_running_loop().create_future()
+        link.subscribe(elsewhere, done)
+        await done  # answered: by the MOVED
+        assert heard.moved == [elsewhere] and heard.subscribed == []
+        assert await link.fence()  # the link is still up
+        done = asyncio.get_running_loop().create_future()
+        link.subscribe("{room7}chat", done)
+        await done
+        assert heard.subscribed == ["{room7}chat"]

@@ -65,6 +65,8 @@ class PubSubLink:
         self._on_moved = on_moved
         # Per channel, SUNSUBSCRIBEs sent and not yet acknowledged: any other is Redis's.
         self._leaving: dict[str, int] = {}
+        # SSUBSCRIBEs sent and not yet answered, in order: a MOVED answers the first.
+        self._joining: deque[str] = deque()
         self._commands: deque[Command] = deque()
         self._wake = asyncio.Event()
         # Per channel, one entry per SUBSCRIBE sent and not yet acknowledged; likewise PINGs.
@@ -77,7 +79,7 @@ class PubSubLink:
     def open(self, channels: Iterable[str]) -> None:
         """Begin a connection: SUBSCRIBE `channels` before any command queued later."""
         self._commands = deque((_SUBSCRIBE, channel, None) for channel in sorted(channels))
-        self._acks, self._pongs, self._leaving = {}, deque(), {}
+        self._acks, self._pongs, self._leaving, self._joining = {}, deque(), {}, deque()
         self.live = True
         self._wake.set()
 
@@ -95,7 +97,7 @@ class PubSubLink:
             else:
                 _resolve(cast(Ack | None, waiter))
         self._commands.clear()
-        self._acks, self._pongs, self._leaving = {}, deque(), {}
+        self._acks, self._pongs, self._leaving, self._joining = {}, deque(), {}, deque()
 
     def subscribe(self, channel: str, done: Ack | None = None) -> None:
         """Queue a SUBSCRIBE; `done` resolves on its acknowledgement."""
@@ -167,6 +169,8 @@ class PubSubLink:
                     continue
                 if verb == _SUBSCRIBE:
                     self._acks.setdefault(channel, deque()).append(cast(Ack | None, done))
+                    if self._sharded:
+                        self._joining.append(channel)
                 elif self._sharded:
                     self._leaving[channel] = self._leaving.get(channel, 0) + 1
                 raw, durable = self._keys.pubsub(channel)
@@ -210,27 +214,46 @@ class PubSubLink:
     def _answer(self, reply: object, prefix: int) -> None:
         """A reply that is not a message: an acknowledgement, or a PONG."""
         if isinstance(reply, hiredis.ReplyError):
-            raise RedisConnectionError(f"pub/sub command refused: {reply}")
+            self._refused(reply)
+            return
         kind = reply[0] if isinstance(reply, list) else reply
         if kind in (b"subscribe", b"ssubscribe") and isinstance(reply, list):
             channel = self._durable(reply[1], prefix)
-            if channel is None:
-                return  # the first of the pair: the durable one's ack says both are on
-            pending = self._acks.get(channel)
-            if pending:
-                _resolve(pending.popleft())
-            self._on_subscribed(channel)
+            if channel is not None:  # (else the first of the pair: the durable ack says both)
+                self._joined(channel)
         elif kind == b"sunsubscribe" and isinstance(reply, list):
             channel = self._durable(reply[1], prefix)
-            if channel is None:
-                return
-            leaving = self._leaving.get(channel, 0)
-            if leaving:
-                self._leaving[channel] = leaving - 1
-            elif self._on_moved is not None:
-                self._on_moved(channel)  # not asked for: the slot is served elsewhere now
+            if channel is not None:
+                self._left(channel)
         elif kind in (b"pong", b"PONG") and self._pongs:
             _answer_pong(self._pongs.popleft(), answered=True)
+
+    def _joined(self, channel: str) -> None:
+        if channel in self._joining:
+            self._joining.remove(channel)  # (answered in order: it is the first)
+        pending = self._acks.get(channel)
+        if pending:
+            _resolve(pending.popleft())
+        self._on_subscribed(channel)
+
+    def _left(self, channel: str) -> None:
+        leaving = self._leaving.get(channel, 0)
+        if leaving:
+            self._leaving[channel] = leaving - 1
+        elif self._on_moved is not None:
+            self._on_moved(channel)  # not asked for: the slot is served elsewhere now
+
+    def _refused(self, reply: hiredis.ReplyError) -> None:
+        if not (self._sharded and str(reply).startswith("MOVED") and self._joining):
+            raise RedisConnectionError(f"pub/sub command refused: {reply}")
+        # An SSUBSCRIBE the node answers MOVED: the slot is served elsewhere (it knew
+        # before we did). Replies come in order, so it is the first one unanswered.
+        channel = self._joining.popleft()
+        pending = self._acks.get(channel)
+        if pending:
+            _resolve(pending.popleft())
+        if self._on_moved is not None:
+            self._on_moved(channel)
 
     async def _watch(self) -> None:
         # Each interval asks: did any byte arrive since the last check? A quiet link gets

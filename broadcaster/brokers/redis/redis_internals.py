@@ -5,7 +5,8 @@ UNSUBSCRIBE to the socket and parses replies with hiredis itself, since redis-py
 `send_command` wraps each write in `asyncio.wait_for` (which in Python 3.11 can swallow
 a cancellation and hang a node's shutdown) and its `read_response` costs an await chain
 and a timeout per message. For that it needs the connection's asyncio streams, which
-redis-py keeps in `_reader` and `_writer`.
+redis-py keeps in `_reader` and `_writer`. On a Redis Cluster, the sharded links
+(shards.py) read the slot map again through the cluster client's `nodes_manager`.
 
 The range below is the one the suite tests (pyproject.toml bounds redis-py to it). On
 another release a node refuses to start, naming the range.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 
 import redis
+import redis.asyncio
 from redis.asyncio.connection import AbstractConnection, Connection
 from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -48,3 +50,9 @@ def streams(conn: AbstractConnection) -> tuple[asyncio.StreamReader, asyncio.Str
     if reader is None or writer is None:
         raise RedisConnectionError("pub/sub connection closed")
     return reader, writer
+
+
+async def refresh_slots(cluster: redis.asyncio.RedisCluster) -> None:
+    """Read a Redis Cluster's slot map again (after a slot moved, or a shard failed over):
+    redis-py does it by itself only when a command of its own meets a MOVED."""
+    await cluster.nodes_manager.initialize()

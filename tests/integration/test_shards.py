@@ -1,0 +1,112 @@
+"""Sharded subscriptions on a real Redis Cluster: each channel on the link of its shard
+primary, one subscription per shard, and channels that follow their slot when it moves
+and come back when their link is lost."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import pytest
+import redis.asyncio as aioredis
+
+from broadcaster.brokers.redis.client import OPTIONS
+from broadcaster.brokers.redis.shards import Shards
+from tests.support.processes import RedisServer
+from tests.support.redis_cluster import RedisClusterGroup
+from tests.support.wait import wait_until
+
+pytestmark = pytest.mark.slow
+
+
+@dataclass
+class Heard:
+    messages: list[tuple[str, bytes, bool]] = field(default_factory=list)
+    subscribed: list[str] = field(default_factory=list)
+    lost: list[set[str]] = field(default_factory=list)
+
+
+@pytest.fixture
+async def shards(redis_cluster: RedisClusterGroup) -> AsyncIterator[tuple[Shards, Heard]]:
+    heard = Heard()
+    port = redis_cluster.servers[0].port
+    cluster = aioredis.RedisCluster(host="127.0.0.1", port=port, **OPTIONS)
+    await cluster.initialize()
+    subscriptions = Shards(
+        cluster,
+        lambda host, port: aioredis.Redis(host=host, port=port, **OPTIONS),
+        "sse:",
+        ping_interval=5,
+        on_message=lambda *message: heard.messages.append(message),
+        on_subscribed=heard.subscribed.append,
+        on_lost=heard.lost.append,
+    )
+    yield subscriptions, heard
+    await subscriptions.close()
+    await cluster.aclose()
+
+
+def tags_on_every_shard(cluster: RedisClusterGroup) -> dict[int, str]:
+    """A channel for each primary (by port), named by a tag that lands there."""
+    found: dict[int, str] = {}
+    for n in range(100):
+        found.setdefault(cluster.owner(f"{{t{n}}}").port, f"{{t{n}}}c")
+    assert len(found) == 3
+    return found
+
+
+def spublish(server: RedisServer, channel: str, data: str) -> None:
+    group = channel[1 : channel.index("}")]
+    server.cli("SPUBLISH", f"sse:{{{group}}}:{channel}", data)
+
+
+async def subscribed(subscriptions: Shards, channel: str) -> None:
+    done = asyncio.get_running_loop().create_future()
+    subscriptions.subscribe(channel, done)
+    await done
+
+
+async def test_each_channel_is_subscribed_on_its_shard_and_hears_it(
+    redis_cluster: RedisClusterGroup, shards: tuple[Shards, Heard]
+) -> None:
+    subscriptions, heard = shards
+    channels = tags_on_every_shard(redis_cluster)
+    for channel in channels.values():
+        await subscribed(subscriptions, channel)
+    for port, channel in channels.items():
+        owner = next(s for s in redis_cluster.servers if s.port == port)
+        name = f"sse:{channel[: channel.index('}') + 1]}:#{channel}"
+        assert owner.cli("PUBSUB", "SHARDNUMSUB", name).split()[-1] == "1"
+        spublish(owner, channel, f"to {port}")
+    await wait_until(lambda: len(heard.messages) == 3, 10, "a message from every shard")
+    assert sorted(heard.messages) == sorted(
+        (channel, f"to {port}".encode(), False) for port, channel in channels.items()
+    )
+
+
+async def test_a_channel_follows_its_slot_and_a_lost_link_comes_back(
+    redis_cluster: RedisClusterGroup, shards: tuple[Shards, Heard]
+) -> None:
+    subscriptions, heard = shards
+    channels = tags_on_every_shard(redis_cluster)
+    (first, mover), (_, stayer), (third, _) = channels.items()
+    for channel in (mover, stayer):
+        await subscribed(subscriptions, channel)
+    old = next(s for s in redis_cluster.servers if s.port == first)
+    new = next(s for s in redis_cluster.servers if s.port == third)
+    redis_cluster.move_slot(redis_cluster.slot(mover), new)
+    await wait_until(lambda: heard.subscribed.count(mover) == 2, 10, "the move")
+    assert {mover} in heard.lost
+    assert await subscriptions.fence(mover)
+    spublish(new, mover, "after the move")
+    await wait_until(lambda: (mover, b"after the move", False) in heard.messages, 10, "it")
+    assert old.cli("PUBSUB", "SHARDNUMSUB", f"sse:{mover[:4]}:#{mover}").split()[-1] == "0"
+
+    # A lost link: its channels are told lost, and subscribed again once it is back.
+    owner = redis_cluster.owner(stayer)
+    owner.cli("CLIENT", "KILL", "TYPE", "pubsub")
+    await wait_until(lambda: heard.subscribed.count(stayer) == 2, 10, "the reconnect")
+    assert {stayer} in heard.lost
+    spublish(owner, stayer, "after the reconnect")
+    await wait_until(lambda: (stayer, b"after the reconnect", False) in heard.messages, 10, "it")
