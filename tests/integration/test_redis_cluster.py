@@ -138,3 +138,12 @@ def test_the_cli_publishes_on_a_cluster_and_a_node_refuses_one_in_a_line(
         "broadcaster: nodes and the demo cannot run on a Redis Cluster yet (the Python "
         "publishers and `broadcaster publish` can): use one primary, or Sentinel"
     ]
+
+
+async def test_sse_seen_names_its_group_on_a_cluster(redis_cluster: RedisClusterGroup) -> None:
+    url = f"redis+cluster://{redis_cluster.seeds}"
+    async with RedisPublisher.from_url(url) as publisher:
+        sent = await publisher.publish("{room7}chat", "x")  # (loads the library)
+    owner = redis_cluster.owner("{room7}")
+    assert "usage on a Redis Cluster" in owner.cli("FCALL", "sse_seen", "0", sent)
+    assert owner.cli("-c", "FCALL", "sse_seen", "1", "{room7}chat", sent).strip() == "0"

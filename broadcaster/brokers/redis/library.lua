@@ -185,6 +185,9 @@ local function sse_seen(keys, args)
     return redis.error_reply("ERR usage: FCALL sse_seen 0 <ms>-<seq>")
   end
   local space = space_of(keys[1] or "")
+  if clustered and keys[1] == nil then
+    return redis.error_reply("ERR usage on a Redis Cluster: FCALL sse_seen 1 <channel> <ms>-<seq>")
+  end
   check_primary(now_ms(), space, redis.call("HGET", space .. "meta", "replid"))
   local gaps_key = space .. "gaps"
   local function after(x_ms, x_seq, y_ms, y_seq) -- is x after y?
