@@ -24,6 +24,7 @@ from broadcaster.brokers.config import DEFAULT_CONFIG, LibraryConfig
 from broadcaster.brokers.protocol import KEY_LIMIT_REASON, BrokerUnavailable, Deliver, KeyLimit
 from broadcaster.brokers.redis.client import IN_FLIGHT, LINK_ERRORS, connect
 from broadcaster.brokers.redis.history import RedisHistory
+from broadcaster.brokers.redis.keys import KeySpace
 from broadcaster.brokers.redis.library import Library, NotReplicated, missing
 from broadcaster.brokers.redis.link import PubSubLink
 from broadcaster.brokers.redis.replays import SharedReplays
@@ -63,7 +64,7 @@ class RedisBroker:
         self._in_flight = asyncio.Semaphore(IN_FLIGHT)
         self._history = RedisHistory(
             client,
-            prefix=prefix,
+            keys=KeySpace(prefix),
             ttl=config.history_ttl,
             max_replay_bytes=max_replay_bytes,
             in_flight=self._in_flight,

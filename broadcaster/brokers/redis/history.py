@@ -26,27 +26,29 @@ from broadcaster.core.ids import EventId
 
 
 class RedisHistory:
-    """Reads the streams and sequence that `sse_publish` maintains."""
+    """Reads the streams and sequence that `sse_publish` maintains. Every read is of one
+    sequence: on a Redis Cluster, the channels of one read are of one group, whose keys
+    `keys` names from any of them."""
 
     def __init__(
         self,
         client: redis.Redis,
         *,
-        prefix: str,
+        keys: KeySpace,
         ttl: int,
         max_replay_bytes: int,
         in_flight: asyncio.Semaphore,
     ) -> None:
         self._client = client
         self._in_flight = in_flight  # shared with the broker's publishes
-        self._keys = KeySpace(prefix)
+        self._keys = keys
         self._ttl_ms = ttl * 1000
         self._max_replay_bytes = max_replay_bytes
 
-    async def head(self) -> EventId | None:
-        """The newest id published so far."""
+    async def head(self, channel: str = "") -> EventId | None:
+        """The newest id published so far (in `channel`'s sequence, on a cluster)."""
         async with self._in_flight:
-            ms, seq = await self._client.hmget(self._keys.meta(""), ["ms", "seq"])
+            ms, seq = await self._client.hmget(self._keys.meta(channel), ["ms", "seq"])
         return None if ms is None or seq is None else EventId(int(ms), int(seq))
 
     async def snapshot(self, channels: Sequence[str], start: Start) -> Snapshot:
@@ -93,7 +95,7 @@ class RedisHistory:
         """The sequence's head and each channel's entries after its position, atomically
         (a node catching up: bounded by the channels' retention, not paged)."""
         async with self._in_flight, self._client.pipeline(transaction=True) as pipe:
-            self._queue_sequence(pipe)
+            self._queue_sequence(pipe, next(iter(positions), ""))
             for channel, after in positions.items():
                 key = self._keys.history(channel)
                 pipe.exists(key)
@@ -112,17 +114,19 @@ class RedisHistory:
     async def _transaction(self, channels: Sequence[str], request: PageRequest | None) -> list[Any]:
         # One MULTI/EXEC: the head and the page, so neither can miss a concurrent publish.
         async with self._in_flight, self._client.pipeline(transaction=True) as pipe:
-            self._queue_sequence(pipe)
+            self._queue_sequence(pipe, channels[0] if channels else "")
             for channel in channels:
                 pipe.exists(self._keys.history(channel))
             if request is not None:
                 pipe.fcall_ro(FUNCTION, len(request.channels), *request.args(self._keys))
             return list(await pipe.execute())
 
-    def _queue_sequence(self, pipe: Pipeline) -> None:
-        pipe.hmget(self._keys.meta(""), ["ms", "seq", "epoch"])
+    def _queue_sequence(self, pipe: Pipeline, channel: str) -> None:
+        """The head, clock and gaps of `channel`'s sequence (the one sequence, on a single
+        Redis)."""
+        pipe.hmget(self._keys.meta(channel), ["ms", "seq", "epoch"])
         pipe.time()
-        pipe.lrange(self._keys.gaps(""), 0, -1)
+        pipe.lrange(self._keys.gaps(channel), 0, -1)
 
 
 def _sequence(results: Sequence[Any]) -> tuple[Head | None, int, tuple[Gap, ...]]:
