@@ -11,6 +11,8 @@ import pytest
 import redis
 
 from broadcaster import RedisPublisher, SyncRedisPublisher
+from broadcaster.brokers.redis.keys import KeySpace
+from broadcaster.core.ids import EventId
 from tests.support.redis_cluster import RedisClusterGroup
 
 pytestmark = pytest.mark.slow
@@ -147,3 +149,21 @@ async def test_sse_seen_names_its_group_on_a_cluster(redis_cluster: RedisCluster
     owner = redis_cluster.owner("{room7}")
     assert "usage on a Redis Cluster" in owner.cli("FCALL", "sse_seen", "0", sent)
     assert owner.cli("-c", "FCALL", "sse_seen", "1", "{room7}chat", sent).strip() == "0"
+
+
+async def test_our_calls_declare_every_key_and_a_wrong_one_is_refused(
+    redis_cluster: RedisClusterGroup,
+) -> None:
+    keys = KeySpace("sse:", clustered=True)
+    url = f"redis+cluster://{redis_cluster.seeds}"
+    async with RedisPublisher.from_url(url) as publisher:
+        first = await publisher.publish("{room7}chat", "x")  # (declared, with its own key)
+    owner = redis_cluster.owner("{room7}")
+    declared = keys.touched("{room7}chat", None)
+    sent = owner.cli("FCALL", "sse_publish", "4", "{room7}chat", *declared, "y").strip()
+    assert EventId.parse(sent) > EventId.parse(first)  # type: ignore[operator]
+    wrong = [*declared[:2], "sse:{room7}:elsewhere"]
+    refused = owner.cli("FCALL", "sse_publish", "4", "{room7}chat", *wrong, "z")
+    assert "declared key sse:{room7}:elsewhere is not sse:{room7}:gaps" in refused
+    short = owner.cli("FCALL", "sse_publish", "2", "{room7}chat", declared[0], "z")
+    assert "declare the channel alone, or with every key it touches" in short

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Sequence
 import pytest
 
 from broadcaster import Publication, Publisher, SyncPublisher
+from broadcaster.brokers.redis.keys import KeySpace
 from broadcaster.brokers.redis.library import fcall_args
 from broadcaster.core.publication import check_key, encode_data
 
@@ -90,10 +91,18 @@ def test_invalid_keys(key: str) -> None:
 
 
 def test_fcall_arguments() -> None:
-    assert fcall_args(Publication("c", "d")) == ["c", "d"]
-    assert fcall_args(Publication("c", "d", "e")) == ["c", "d", "e"]
-    assert fcall_args(Publication("c", "d", None, "k")) == ["c", "d", "", "k"]
-    assert fcall_args(Publication("c", "d", "e", "k")) == ["c", "d", "e", "k"]
+    assert fcall_args(Publication("c", "d")) == (1, ["c", "d"])
+    assert fcall_args(Publication("c", "d", "e")) == (1, ["c", "d", "e"])
+    assert fcall_args(Publication("c", "d", None, "k")) == (1, ["c", "d", "", "k"])
+    assert fcall_args(Publication("c", "d", "e", "k")) == (1, ["c", "d", "e", "k"])
+    # On a Redis Cluster every key the call touches is declared after the channel.
+    keys = KeySpace("sse:", clustered=True)
+    assert fcall_args(Publication("{g}c", "d"), keys) == (
+        4,
+        ["{g}c", "sse:{g}:meta", "sse:{g}:history:{g}c", "sse:{g}:gaps", "d"],
+    )
+    count, args = fcall_args(Publication("c", "d", None, "k"), keys)
+    assert count == 6 and args[4:6] == ["sse:{c}:idemcount:c", "sse:{c}:idem:c k"]
 
 
 async def test_a_lost_reply_is_retried_with_the_same_keys() -> None:

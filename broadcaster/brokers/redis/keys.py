@@ -40,6 +40,15 @@ class KeySpace:
         """The stream that holds `channel`'s history."""
         return f"{self.of(channel)}history:{channel}"
 
+    def touched(self, channel: str, idempotency_key: str | None) -> list[str]:
+        """Every key a publish on `channel` touches, in the order `sse_publish` takes them
+        declared after the channel."""
+        space = self.of(channel)
+        names = [f"{space}meta", f"{space}history:{channel}", f"{space}gaps"]
+        if idempotency_key is not None:
+            names += [f"{space}idemcount:{channel}", f"{space}idem:{channel} {idempotency_key}"]
+        return names
+
     def pubsub(self, channel: str) -> tuple[str, str]:
         """`channel`'s two pub/sub channels: raw publishes, and durable envelopes."""
         space = self.of(channel)

@@ -3,6 +3,7 @@
 -- Placeholders in double braces are filled from the node's settings.
 --
 -- FCALL sse_publish 1 <channel> <data> [<event> [<idempotency-key>]]  ->  "<ms>-<seq>"
+-- (or with every key it touches declared after the channel: see `touched`)
 -- Atomically: assign the next id of the channel's sequence, append to the channel's
 -- history stream (with the channel's previous id, for gap detection), trim, refresh the
 -- expiry, and publish the envelope that carries the id to every node.
@@ -95,6 +96,16 @@ local function now_ms()
   return tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 end
 
+-- Every key it touches, in the order a caller may declare them after the channel.
+local function touched(space, channel, key)
+  local names = { space .. "meta", space .. "history:" .. channel, space .. "gaps" }
+  if key ~= "" then
+    table.insert(names, space .. "idemcount:" .. channel)
+    table.insert(names, space .. "idem:" .. channel .. " " .. key)
+  end
+  return names
+end
+
 local function sse_publish(keys, args)
   local channel, data, event, key = keys[1], args[1], args[2] or "", args[3] or ""
   if channel == nil or data == nil then
@@ -110,6 +121,20 @@ local function sse_publish(keys, args)
     return redis.error_reply("ERR event must not contain CR, LF or NUL")
   end
   local space, publish = space_of(channel)
+  if #keys > 1 then
+    -- The declared form (FCALL sse_publish <n> <channel> <meta> <history> <gaps>
+    -- [<idemcount> <idem>] ...): on a Redis Cluster a slot migration checks declared keys
+    -- before it lets a call run, so a call never runs where part of its group has moved.
+    local names = touched(space, channel, key)
+    if #keys ~= #names + 1 then
+      return redis.error_reply("ERR declare the channel alone, or with every key it touches")
+    end
+    for index, name in ipairs(names) do
+      if keys[index + 1] ~= name then
+        return redis.error_reply("ERR declared key " .. keys[index + 1] .. " is not " .. name)
+      end
+    end
+  end
   local remembered = nil
   if key ~= "" then
     if #key > 255 or not string.match(key, "^[%w%-_%.:@/=+]+$") then

@@ -15,6 +15,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from broadcaster.brokers.config import DEFAULT_CONFIG, LibraryConfig
 from broadcaster.brokers.protocol import IDEMPOTENCY_MAX_KEYS, KEY_LIMIT_REASON
+from broadcaster.brokers.redis.keys import KeySpace
 from broadcaster.core.publication import Publication
 
 AsyncClient = aioredis.Redis | aioredis.RedisCluster
@@ -74,25 +75,36 @@ class Library:
         Loads the library first if this Redis lacks it. An error reply is raised; so is
         NotReplicated when fewer than `replicas` replicas confirm in time.
         """
-        replies, confirmed = await _fcall(client, batch, self._wait())
+        keys = self._declared(client)
+        replies, confirmed = await _fcall(client, batch, self._wait(), keys)
         unloaded = [n for n, reply in enumerate(replies) if missing(reply)]
         if unloaded:
             await self.load(client, replace=False)
-            again, confirmed = await _fcall(client, [batch[n] for n in unloaded], self._wait())
+            retried = [batch[n] for n in unloaded]
+            again, confirmed = await _fcall(client, retried, self._wait(), keys)
             for n, reply in zip(unloaded, again, strict=True):
                 replies[n] = reply
         return self._confirmed(replies, confirmed)
 
     def publish_sync(self, client: SyncClient, batch: Sequence[Publication]) -> list[str]:
         """`publish`, for redis-py's synchronous client."""
-        replies, confirmed = _fcall_sync(client, batch, self._wait())
+        keys = self._declared(client)
+        replies, confirmed = _fcall_sync(client, batch, self._wait(), keys)
         unloaded = [n for n, reply in enumerate(replies) if missing(reply)]
         if unloaded:
             self.load_sync(client, replace=False)
-            again, confirmed = _fcall_sync(client, [batch[n] for n in unloaded], self._wait())
+            retried = [batch[n] for n in unloaded]
+            again, confirmed = _fcall_sync(client, retried, self._wait(), keys)
             for n, reply in zip(unloaded, again, strict=True):
                 replies[n] = reply
         return self._confirmed(replies, confirmed)
+
+    def _declared(self, client: AsyncClient | SyncClient) -> KeySpace | None:
+        """On a Redis Cluster, the names of the keys each call declares (a migrating slot
+        lets a call run only where all of them are); elsewhere the channel alone."""
+        if isinstance(client, aioredis.RedisCluster | redis.RedisCluster):
+            return KeySpace(self.config.prefix, clustered=True)
+        return None
 
     def _wait(self) -> list[int] | None:
         """The WAIT that closes each pipeline, when replicas must confirm."""
@@ -118,36 +130,41 @@ class NotReplicated(RedisError):
     the primary refused it for want of replicas (`min-replicas-to-write`)."""
 
 
-def fcall_args(publication: Publication) -> list[str]:
-    """`FCALL sse_publish 1` arguments after the key count: <channel> <data> [<event> [<key>]]."""
-    args = [publication.channel, publication.data]
-    if publication.idempotency_key is not None:
-        args += [publication.event or "", publication.idempotency_key]
+def fcall_args(publication: Publication, keys: KeySpace | None = None) -> tuple[int, list[str]]:
+    """`FCALL sse_publish` arguments: the key count; <channel> (and, with `keys`, every
+    key the call touches, declared), <data> [<event> [<idempotency-key>]]."""
+    key = publication.idempotency_key
+    declared = [] if keys is None else keys.touched(publication.channel, key)
+    args = [publication.channel, *declared, publication.data]
+    if key is not None:
+        args += [publication.event or "", key]
     elif publication.event:
         args.append(publication.event)
-    return args
+    return 1 + len(declared), args
 
 
 Replies = tuple[list[Any], Any]  # each FCALL's reply; the WAIT's (None without one)
 
 
 async def _fcall(
-    client: AsyncClient, batch: Sequence[Publication], wait: list[int] | None
+    client: AsyncClient, batch: Sequence[Publication], wait: list[int] | None, keys: KeySpace | None
 ) -> Replies:
     async with client.pipeline(transaction=False) as pipe:
         for publication in batch:
-            pipe.fcall(FUNCTION, 1, *fcall_args(publication))
+            count, args = fcall_args(publication, keys)
+            pipe.fcall(FUNCTION, count, *args)
         if wait is not None:
             pipe.execute_command("WAIT", *wait)  # the same connection: it covers them all
         return _split(list(await pipe.execute(raise_on_error=False)), wait)
 
 
 def _fcall_sync(
-    client: SyncClient, batch: Sequence[Publication], wait: list[int] | None
+    client: SyncClient, batch: Sequence[Publication], wait: list[int] | None, keys: KeySpace | None
 ) -> Replies:
     with client.pipeline(transaction=False) as pipe:
         for publication in batch:
-            pipe.fcall(FUNCTION, 1, *fcall_args(publication))
+            count, args = fcall_args(publication, keys)
+            pipe.fcall(FUNCTION, count, *args)
         if wait is not None:
             pipe.execute_command("WAIT", *wait)  # type: ignore[no-untyped-call,unused-ignore]
         return _split(list(pipe.execute(raise_on_error=False)), wait)
