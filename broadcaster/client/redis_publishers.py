@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import redis
-import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -39,7 +37,6 @@ class RedisPublisher(Publisher):
         retries: int = 3,
     ) -> None:
         super().__init__(retries=retries)
-        _check_replicas(client, config)
         self._client = client
         self.library = Library(config)
 
@@ -72,7 +69,6 @@ class SyncRedisPublisher(SyncPublisher):
         retries: int = 3,
     ) -> None:
         super().__init__(retries=retries)
-        _check_replicas(client, config)
         self._client = client
         self.library = Library(config)
 
@@ -90,8 +86,3 @@ class SyncRedisPublisher(SyncPublisher):
 
     def _send(self, batch: Sequence[Publication]) -> list[str]:
         return self.library.publish_sync(self._client, batch)
-
-
-def _check_replicas(client: AsyncClient | SyncClient, config: LibraryConfig) -> None:
-    if config.replicas and isinstance(client, aioredis.RedisCluster | redis.RedisCluster):
-        raise ValueError("replicas: waiting for replicas on a Redis Cluster is not supported yet")

@@ -4,6 +4,7 @@ by three primaries with a replica each, and sharded pub/sub inside the owning sh
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -11,9 +12,13 @@ import pytest
 import redis
 
 from broadcaster import RedisPublisher, SyncRedisPublisher
+from broadcaster.brokers.config import LibraryConfig
 from broadcaster.brokers.redis.keys import KeySpace
+from broadcaster.brokers.redis.library import NotReplicated
 from broadcaster.core.ids import EventId
+from tests.support.processes import replicas_online
 from tests.support.redis_cluster import RedisClusterGroup
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -167,3 +172,29 @@ async def test_our_calls_declare_every_key_and_a_wrong_one_is_refused(
     assert "declared key sse:{room7}:elsewhere is not sse:{room7}:gaps" in refused
     short = owner.cli("FCALL", "sse_publish", "2", "{room7}chat", declared[0], "z")
     assert "declare the channel alone, or with every key it touches" in short
+
+
+async def test_replicas_confirm_each_shards_publishes_with_a_wait_there(
+    redis_cluster: RedisClusterGroup,
+) -> None:
+    primaries = redis_cluster.primaries()
+    await wait_until(lambda: all(map(replicas_online, primaries)), 10, "the replicas to sync")
+    url = f"redis+cluster://{redis_cluster.seeds}"
+    config = LibraryConfig(replicas=1, replica_timeout=2)
+    owner = redis_cluster.owner("{room7}")
+    other = next(f"{{t{n}}}c" for n in range(100) if redis_cluster.owner(f"{{t{n}}}") is not owner)
+    replica = next(
+        s
+        for s in redis_cluster.servers
+        if s.cli("ROLE").split()[:3] == ["slave", "127.0.0.1", str(owner.port)]
+    )
+    async with RedisPublisher.from_url(url, config=config, retries=0) as publisher:
+        await publisher.publish_many([("{room7}chat", "a"), (other, "b")])  # both confirmed
+        assert replica.process is not None
+        os.kill(replica.process.pid, signal.SIGSTOP)  # room7's shard loses its replica
+        try:
+            with pytest.raises(NotReplicated, match="0 of 1 replicas confirmed within 2 s"):
+                await publisher.publish_many([(other, "c"), ("{room7}chat", "d")])
+            assert await publisher.publish(other, "e")  # the other shard's WAIT is met
+        finally:
+            os.kill(replica.process.pid, signal.SIGCONT)

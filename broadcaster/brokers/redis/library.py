@@ -153,9 +153,9 @@ async def _fcall(
         for publication in batch:
             count, args = fcall_args(publication, keys)
             pipe.fcall(FUNCTION, count, *args)
-        if wait is not None:
-            pipe.execute_command("WAIT", *wait)  # the same connection: it covers them all
-        return _split(list(await pipe.execute(raise_on_error=False)), wait)
+        shards = _queue_waits(pipe, client, batch, wait)
+        replies = list(await pipe.execute(raise_on_error=False))
+    return _split(replies, len(shards), _moved(client, batch, shards))
 
 
 def _fcall_sync(
@@ -165,18 +165,60 @@ def _fcall_sync(
         for publication in batch:
             count, args = fcall_args(publication, keys)
             pipe.fcall(FUNCTION, count, *args)
-        if wait is not None:
-            pipe.execute_command("WAIT", *wait)  # type: ignore[no-untyped-call,unused-ignore]
-        return _split(list(pipe.execute(raise_on_error=False)), wait)
+        shards = _queue_waits(pipe, client, batch, wait)
+        replies = list(pipe.execute(raise_on_error=False))
+    return _split(replies, len(shards), _moved(client, batch, shards))
 
 
-def _split(replies: list[Any], wait: list[int] | None) -> Replies:
+def _queue_waits(
+    pipe: Any,
+    client: AsyncClient | SyncClient,
+    batch: Sequence[Publication],
+    wait: list[int] | None,
+) -> list[Any]:
+    """Queue the WAITs that close the pipeline: one on the connection that carried the
+    FCALLs (it counts replicas past that connection's own writes), or, on a Redis
+    Cluster, one on each primary the batch went to. The places waited on."""
     if wait is None:
+        return []
+    if not isinstance(client, aioredis.RedisCluster | redis.RedisCluster):
+        pipe.execute_command("WAIT", *wait)
+        return [None]
+    shards = {node.name: node for node in (_primary(client, p.channel) for p in batch)}
+    for node in shards.values():
+        pipe.execute_command("WAIT", *wait, target_nodes=node)
+    return list(shards.values())
+
+
+def _primary(client: aioredis.RedisCluster | redis.RedisCluster, channel: str) -> Any:
+    node = client.get_node_from_key(channel)
+    if node is None:
+        raise NotReplicated(f"no shard serves {channel!r} now: retry")
+    return node
+
+
+def _moved(
+    client: AsyncClient | SyncClient, batch: Sequence[Publication], shards: list[Any]
+) -> bool:
+    """Whether a channel's slot moved while the batch was sent (redis-py followed the
+    redirection, and read the slot map again): the WAITs may not cover that publish."""
+    if not shards or shards == [None]:
+        return False
+    assert isinstance(client, aioredis.RedisCluster | redis.RedisCluster)
+    names = {node.name for node in shards}
+    return any(_primary(client, p.channel).name not in names for p in batch)
+
+
+def _split(replies: list[Any], waits: int, moved: bool) -> Replies:
+    """The FCALLs' replies, and the fewest replicas any WAIT counted (None without one)."""
+    if not waits:
         return replies, None
-    confirmed = replies.pop()
-    if isinstance(confirmed, Exception):
-        raise confirmed
-    return replies, confirmed
+    confirmed = replies[-waits:]
+    del replies[-waits:]
+    for reply in confirmed:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies, 0 if moved else min(int(reply) for reply in confirmed)
 
 
 def _refused(error: ResponseError) -> NotReplicated:
