@@ -3,7 +3,9 @@ one cluster by `redis-cli --cluster create`, for `broadcaster cluster` and the t
 
 The servers are started by the caller (`cluster_options` go on each one's command line),
 then `create_cluster` joins them: the first `len(ports) / (replicas + 1)` become the
-primaries, which share the 16384 slots, and the others their replicas.
+primaries, which share the 16384 slots, and the others their replicas. (One or two
+primaries without replicas, which `redis-cli --cluster create` does not make, are
+joined by hand.)
 """
 
 from __future__ import annotations
@@ -63,6 +65,11 @@ def create_cluster(
         raise StartError("redis-cli is missing: sudo apt-get install redis-tools")
     env = {**os.environ, **({"REDISCLI_AUTH": password} if password else {})}
     addresses = [f"{LOOPBACK}:{port}" for port in ports]
+    if len(ports) < 3 and not replicas:
+        # redis-cli makes clusters of three primaries or more; fewer are joined by hand.
+        _join_by_hand(cli, ports, env)
+        _wait_ok(ports, password, timeout, addresses)
+        return
     argv = [cli, "--cluster", "create", *addresses, "--cluster-replicas", str(replicas)]
     done = subprocess.run(
         [*argv, "--cluster-yes"],
@@ -75,6 +82,33 @@ def create_cluster(
     if done.returncode != 0 or f"All {SLOTS} slots covered" not in done.stdout:
         last = (done.stdout + done.stderr).strip().splitlines()[-1:] or ["no output"]
         raise StartError(f"redis-cli --cluster create failed: {last[0]}")
+    _wait_ok(ports, password, timeout, addresses)
+
+
+def _join_by_hand(cli: str, ports: Sequence[int], env: dict[str, str]) -> None:
+    """Primaries that meet the first and share the slots in equal ranges."""
+    share = SLOTS // len(ports)
+    for n, port in enumerate(ports):
+        last = SLOTS - 1 if n == len(ports) - 1 else (n + 1) * share - 1
+        commands = [["CLUSTER", "ADDSLOTSRANGE", str(n * share), str(last)]]
+        if n:
+            commands.append(["CLUSTER", "MEET", LOOPBACK, str(ports[0])])
+        for command in commands:
+            done = subprocess.run(
+                [cli, "-p", str(port), *command],
+                check=False,
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=10,
+            )
+            if done.returncode != 0 or done.stdout.strip() != "OK":
+                raise StartError(f"{' '.join(command)} failed on {port}: {done.stdout.strip()}")
+
+
+def _wait_ok(
+    ports: Sequence[int], password: str | None, timeout: float, addresses: list[str]
+) -> None:
     deadline = time.monotonic() + timeout
     while not all(cluster_ok(port, password) for port in ports):
         if time.monotonic() > deadline:

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import redis
@@ -15,8 +16,9 @@ from broadcaster import RedisPublisher, SyncRedisPublisher
 from broadcaster.brokers.config import LibraryConfig
 from broadcaster.brokers.redis.keys import KeySpace
 from broadcaster.brokers.redis.library import NotReplicated
+from broadcaster.cluster.redis_cluster import cluster_options, cluster_port, create_cluster
 from broadcaster.core.ids import EventId
-from tests.support.processes import replicas_online
+from tests.support.processes import RedisServer, replicas_online
 from tests.support.redis_cluster import RedisClusterGroup
 from tests.support.wait import wait_until
 
@@ -198,3 +200,18 @@ async def test_replicas_confirm_each_shards_publishes_with_a_wait_there(
             assert await publisher.publish(other, "e")  # the other shard's WAIT is met
         finally:
             os.kill(replica.process.pid, signal.SIGCONT)
+
+
+async def test_a_cluster_of_one_primary_is_joined_by_hand(tmp_path: Path) -> None:
+    # `redis-cli --cluster create` wants three primaries; the benchmark's one-shard run
+    # (and anyone trying a cluster on a laptop) gets one all the same.
+    server = RedisServer(tmp_path)
+    server.port = cluster_port()
+    server.extra = cluster_options(server.port)
+    server.start()
+    try:
+        create_cluster([server.port], replicas=0)
+        async with RedisPublisher.from_url(f"redis+cluster://127.0.0.1:{server.port}") as pub:
+            assert (await pub.publish("news", "one shard")).endswith("-1")
+    finally:
+        server.kill()
