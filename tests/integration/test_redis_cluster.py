@@ -184,7 +184,7 @@ async def test_replicas_confirm_each_shards_publishes_with_a_wait_there(
     url = f"redis+cluster://{redis_cluster.seeds}"
     config = LibraryConfig(replicas=1, replica_timeout=2)
     owner = redis_cluster.owner("{room7}")
-    other = next(f"{{t{n}}}c" for n in range(100) if redis_cluster.owner(f"{{t{n}}}") is not owner)
+    other = redis_cluster.channel_elsewhere(owner)
     replica = next(
         s
         for s in redis_cluster.servers

@@ -100,9 +100,7 @@ async def test_a_subscribe_on_the_wrong_shard_is_told_as_moved_and_the_link_goes
     redis_cluster: RedisClusterGroup,
 ) -> None:
     owner = redis_cluster.owner("{room7}")
-    elsewhere = next(
-        f"{{t{n}}}c" for n in range(100) if redis_cluster.owner(f"{{t{n}}}") is not owner
-    )
+    elsewhere = redis_cluster.channel_elsewhere(owner)
     async with sharded_link(owner) as (link, heard):
         done = asyncio.get_running_loop().create_future()
         link.subscribe(elsewhere, done)

@@ -47,15 +47,6 @@ async def shards(redis_cluster: RedisClusterGroup) -> AsyncIterator[tuple[Shards
     await cluster.aclose()
 
 
-def tags_on_every_shard(cluster: RedisClusterGroup) -> dict[int, str]:
-    """A channel for each primary (by port), named by a tag that lands there."""
-    found: dict[int, str] = {}
-    for n in range(100):
-        found.setdefault(cluster.owner(f"{{t{n}}}").port, f"{{t{n}}}c")
-    assert len(found) == 3
-    return found
-
-
 def spublish(server: RedisServer, channel: str, data: str) -> None:
     group = channel[1 : channel.index("}")]
     server.cli("SPUBLISH", f"sse:{{{group}}}:{channel}", data)
@@ -71,7 +62,7 @@ async def test_each_channel_is_subscribed_on_its_shard_and_hears_it(
     redis_cluster: RedisClusterGroup, shards: tuple[Shards, Heard]
 ) -> None:
     subscriptions, heard = shards
-    channels = tags_on_every_shard(redis_cluster)
+    channels = redis_cluster.channels_by_primary()
     for channel in channels.values():
         await subscribed(subscriptions, channel)
     for port, channel in channels.items():
@@ -89,7 +80,7 @@ async def test_a_channel_follows_its_slot_and_a_lost_link_comes_back(
     redis_cluster: RedisClusterGroup, shards: tuple[Shards, Heard]
 ) -> None:
     subscriptions, heard = shards
-    channels = tags_on_every_shard(redis_cluster)
+    channels = redis_cluster.channels_by_primary()
     (first, mover), (_, stayer), (third, _) = channels.items()
     for channel in (mover, stayer):
         await subscribed(subscriptions, channel)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from redis.crc import key_slot
+
 from broadcaster.cluster.redis_cluster import cluster_options, cluster_port, create_cluster
 from tests.support.processes import RedisServer
 
@@ -53,6 +55,20 @@ class RedisClusterGroup:
                     port = int(fields[1].split("@")[0].rsplit(":", 1)[1])
                     return next(s for s in self.servers if s.port == port)
         raise AssertionError(f"no primary serves slot {slot}")
+
+    def channels_by_primary(self) -> dict[int, str]:
+        """A channel on each primary (by port), named by a tag that lands there."""
+        found: dict[int, str] = {}
+        wanted = len(self.primaries())
+        for n in range(1000):
+            found.setdefault(self.owner_of(key_slot(f"t{n}".encode())).port, f"{{t{n}}}c")
+            if len(found) == wanted:
+                return found
+        raise AssertionError("no tag lands on some primary")
+
+    def channel_elsewhere(self, primary: RedisServer) -> str:
+        """A channel whose group another primary serves."""
+        return next(c for port, c in self.channels_by_primary().items() if port != primary.port)
 
     def slot(self, key: str) -> int:
         """The hash slot of `key`."""
