@@ -5,6 +5,7 @@ and come back when their link is lost."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -13,7 +14,7 @@ import redis.asyncio as aioredis
 
 from broadcaster.brokers.redis.client import OPTIONS
 from broadcaster.brokers.redis.shards import Shards
-from tests.support.processes import RedisServer
+from tests.support.processes import RedisServer, replicas_online
 from tests.support.redis_cluster import RedisClusterGroup
 from tests.support.wait import wait_until
 
@@ -101,3 +102,30 @@ async def test_a_channel_follows_its_slot_and_a_lost_link_comes_back(
     assert {stayer} in heard.lost
     spublish(owner, stayer, "after the reconnect")
     await wait_until(lambda: (stayer, b"after the reconnect", False) in heard.messages, 10, "it")
+
+
+async def test_channels_follow_their_shard_to_its_promoted_replica(
+    redis_cluster: RedisClusterGroup, shards: tuple[Shards, Heard]
+) -> None:
+    subscriptions, heard = shards
+    primaries = redis_cluster.primaries()
+    await wait_until(lambda: all(map(replicas_online, primaries)), 10, "the replicas to sync")
+    channels = redis_cluster.channels_by_primary()
+    for channel in channels.values():
+        await subscribed(subscriptions, channel)
+    port, doomed = next(iter(channels.items()))
+    dead = next(s for s in redis_cluster.servers if s.port == port)
+    dead.kill()  # its replica is promoted after the cluster's node timeout (2 s)
+
+    def promoted() -> bool:
+        try:
+            return redis_cluster.owner(doomed).port != port
+        except (AssertionError, subprocess.CalledProcessError):
+            return False
+
+    await wait_until(promoted, 30, "the replica's promotion")
+    await wait_until(lambda: heard.subscribed.count(doomed) == 2, 30, "the channel, moved")
+    assert {doomed} in heard.lost
+    new = redis_cluster.owner(doomed)
+    spublish(new, doomed, "after the failover")
+    await wait_until(lambda: (doomed, b"after the failover", False) in heard.messages, 10, "it")
