@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Any, TypeGuard
 
 import redis
 import redis.asyncio as aioredis
@@ -102,9 +102,7 @@ class Library:
     def _declared(self, client: AsyncClient | SyncClient) -> KeySpace | None:
         """On a Redis Cluster, the names of the keys each call declares (a migrating slot
         lets a call run only where all of them are); elsewhere the channel alone."""
-        if isinstance(client, aioredis.RedisCluster | redis.RedisCluster):
-            return KeySpace(self.config.prefix, clustered=True)
-        return None
+        return KeySpace(self.config.prefix, clustered=True) if _clustered(client) else None
 
     def _wait(self) -> list[int] | None:
         """The WAIT that closes each pipeline, when replicas must confirm."""
@@ -181,13 +179,20 @@ def _queue_waits(
     Cluster, one on each primary the batch went to. The places waited on."""
     if wait is None:
         return []
-    if not isinstance(client, aioredis.RedisCluster | redis.RedisCluster):
-        pipe.execute_command("WAIT", *wait)
-        return [None]
-    shards = {node.name: node for node in (_primary(client, p.channel) for p in batch)}
-    for node in shards.values():
-        pipe.execute_command("WAIT", *wait, target_nodes=node)
-    return list(shards.values())
+    if _clustered(client):
+        shards = {node.name: node for node in (_primary(client, p.channel) for p in batch)}
+        for node in shards.values():
+            pipe.execute_command("WAIT", *wait, target_nodes=node)
+        return list(shards.values())
+    pipe.execute_command("WAIT", *wait)
+    return [None]
+
+
+def _clustered(
+    client: AsyncClient | SyncClient,
+) -> TypeGuard[aioredis.RedisCluster | redis.RedisCluster]:
+    """Whether `client` speaks to a Redis Cluster."""
+    return isinstance(client, aioredis.RedisCluster | redis.RedisCluster)
 
 
 def _primary(client: aioredis.RedisCluster | redis.RedisCluster, channel: str) -> Any:
@@ -202,11 +207,10 @@ def _moved(
 ) -> bool:
     """Whether a channel's slot moved while the batch was sent (redis-py followed the
     redirection, and read the slot map again): the WAITs may not cover that publish."""
-    if not shards or shards == [None]:
-        return False
-    assert isinstance(client, aioredis.RedisCluster | redis.RedisCluster)
-    names = {node.name for node in shards}
-    return any(_primary(client, p.channel).name not in names for p in batch)
+    if shards and _clustered(client):
+        names = {node.name for node in shards}
+        return any(_primary(client, p.channel).name not in names for p in batch)
+    return False
 
 
 def _split(replies: list[Any], waits: int, moved: bool) -> Replies:
