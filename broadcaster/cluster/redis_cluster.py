@@ -28,10 +28,11 @@ BUS_OFFSET = 10000
 
 
 def cluster_port() -> int:
-    """A loopback port free now, whose bus port is free too (below the ephemeral range,
-    where free ports are picked by the system and the bus port would pass 65535)."""
+    """A loopback port free now, whose bus port is free too: both below the system's
+    ephemeral range (from 32768 on Linux), where the system hands out ports to other
+    programs' connections (and where a bus port would pass 65535)."""
     while True:
-        port = random.randrange(20000, 30000)
+        port = random.randrange(10000, 22768)
         if _free(port) and _free(port + BUS_OFFSET):
             return port
 

@@ -68,7 +68,10 @@ class Shards:
         self._shards: dict[Address, _Shard] = {}
         self._routes: dict[str, _Shard] = {}
         self._rerouting: asyncio.Task[None] | None = None
-        self._moved: set[str] = set()
+        # Channels to route again, each with whether Redis dropped its subscription (a
+        # moved slot: subscribe it again even where it was); else its link went (the
+        # link subscribes it again when it is back, if its slot is still there).
+        self._moved: dict[str, bool] = {}
         # Subscribed while their link was down: answered once it is up and subscribes
         # them (or goes again).
         self._waiting: dict[str, list[Ack]] = {}
@@ -183,14 +186,15 @@ class Shards:
             self._answer(channel)
         if shard.channels:
             self._on_lost(set(shard.channels))
-            self._moved |= shard.channels
+            for channel in shard.channels:
+                self._moved.setdefault(channel, False)
             self._reroute()
 
     def _moved_away(self, channel: str) -> None:
         if self._routes.get(channel) is None:
             return  # unsubscribed meanwhile
         self._on_lost({channel})
-        self._moved.add(channel)
+        self._moved[channel] = True
         self._reroute()
 
     def _reroute(self) -> None:
@@ -211,16 +215,17 @@ class Shards:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._max_backoff)
                 continue
-            moved, self._moved = self._moved, set()
-            for channel in moved:
+            moved, self._moved = self._moved, {}
+            for channel, dropped in moved.items():
                 old = self._routes.get(channel)
                 if old is None:
                     continue  # unsubscribed meanwhile
                 new = self._shard_of(channel)
-                if new is old and old.link.live:
-                    old.link.subscribe(channel)  # (a link that came back has it already)
-                    continue
+                if new is old:
+                    if dropped and old.link.live:
+                        old.link.subscribe(channel)
+                    continue  # (a link coming back subscribes its channels itself)
+                # Served elsewhere now: the old link no longer hears it (Redis dropped
+                # it, or that link is gone).
                 old.channels.discard(channel)
-                if old.link.live:
-                    old.link.unsubscribe(channel)
                 self.subscribe(channel)
