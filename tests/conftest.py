@@ -158,3 +158,22 @@ def redis_cluster(tmp_path: Path) -> Iterator[RedisClusterGroup]:
         yield group
     finally:
         group.stop()
+
+
+@pytest.fixture(scope="session")
+def shared_redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterGroup]:
+    """One Redis Cluster for the tests that leave its servers alone (each empties it
+    first: `clean_redis_cluster`)."""
+    group = RedisClusterGroup(tmp_path_factory.mktemp("shared-cluster"))
+    try:
+        group.start()
+        yield group
+    finally:
+        group.stop()
+
+
+@pytest.fixture
+def clean_redis_cluster(shared_redis_cluster: RedisClusterGroup) -> RedisClusterGroup:
+    """The shared Redis Cluster, emptied."""
+    shared_redis_cluster.flush()
+    return shared_redis_cluster

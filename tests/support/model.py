@@ -406,7 +406,7 @@ class _Library:
     async def load(self, client: object, *, replace: bool) -> None:
         pass
 
-    async def report_seen(self, client: object, seen: str) -> None:
+    async def report_seen(self, client: object, seen: str, channel: str = "") -> None:
         self.seen.append(seen)
 
 

@@ -28,6 +28,16 @@ class RedisClusterGroup:
         """Every node's address, comma-separated."""
         return ",".join(f"127.0.0.1:{server.port}" for server in self.servers)
 
+    @property
+    def url(self) -> str:
+        """The `redis+cluster://` URL that names every node as a seed."""
+        return f"redis+cluster://{self.seeds}"
+
+    def flush(self) -> None:
+        """Empty every primary (its functions stay)."""
+        for primary in self.primaries():
+            primary.cli("FLUSHALL")
+
     def start(self) -> None:
         """Start every server, then join them (the first ones become the primaries)."""
         for server in self.servers:

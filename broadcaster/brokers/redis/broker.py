@@ -21,12 +21,13 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ResponseError
 
 from broadcaster.brokers.config import DEFAULT_CONFIG, LibraryConfig
-from broadcaster.brokers.protocol import KEY_LIMIT_REASON, BrokerUnavailable, Deliver, KeyLimit
+from broadcaster.brokers.protocol import BrokerUnavailable, Deliver
 from broadcaster.brokers.redis.client import IN_FLIGHT, LINK_ERRORS, connect
 from broadcaster.brokers.redis.history import RedisHistory
 from broadcaster.brokers.redis.keys import KeySpace
 from broadcaster.brokers.redis.library import Library, NotReplicated, missing
 from broadcaster.brokers.redis.link import PubSubLink
+from broadcaster.brokers.redis.publishing import publish
 from broadcaster.brokers.redis.replays import SharedReplays
 from broadcaster.brokers.redis.reports import SeenReports
 from broadcaster.brokers.redis.sequencer import Sequencer
@@ -63,7 +64,7 @@ class RedisBroker:
         prefix = config.prefix
         self._in_flight = asyncio.Semaphore(IN_FLIGHT)
         self._history = RedisHistory(
-            client,
+            lambda _: client,
             keys=KeySpace(prefix),
             ttl=config.history_ttl,
             max_replay_bytes=max_replay_bytes,
@@ -153,17 +154,7 @@ class RedisBroker:
 
     async def publish(self, batch: Sequence[Publication]) -> list[str]:
         """Publish durably (`FCALL sse_publish`, one pipeline) to every subscribed node."""
-        try:
-            async with self._in_flight:
-                return await self._library.publish(self._client, batch)
-        except NotReplicated as exc:
-            raise BrokerUnavailable(str(exc)) from exc
-        except ResponseError as exc:
-            if KEY_LIMIT_REASON in str(exc):
-                raise KeyLimit(KEY_LIMIT_REASON) from None
-            raise BrokerUnavailable(f"redis refused the publish: {exc}") from exc
-        except LINK_ERRORS as exc:
-            raise BrokerUnavailable(f"redis unavailable: {exc}") from exc
+        return await publish(self._library, self._client, self._in_flight, batch)
 
     async def replay(self, channels: Sequence[str], start: Start) -> Replay:
         """What `channels` replay from `start`, read atomically from their streams (a read

@@ -9,11 +9,13 @@ query: `?sentinel_password=...` (and `sentinel_username=...`).
 
 `redis+cluster://[[user]:password@]host:port[,host:port...]` (`rediss+cluster://` with
 TLS) names seed nodes of a Redis Cluster: publishers learn the slot map from them and
-follow it (`connect_publisher`). Nodes do not run on a Redis Cluster yet.
+follow it (`connect_publisher`); nodes also open a plain client on each primary
+(`connect_cluster`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -153,10 +155,9 @@ def check_url(url: str) -> str:
     return url
 
 
-CLUSTER_UNSUPPORTED = (
-    "nodes and the demo cannot run on a Redis Cluster yet (the Python publishers and "
-    "`broadcaster publish` can): use one primary, or Sentinel"
-)
+CLUSTER_UNSUPPORTED = "a Redis Cluster needs a cluster client: use connect_publisher"
+NodeClient = Callable[[str, int], aioredis.Redis]
+"""A plain client for one node of a Redis Cluster, at host and port."""
 
 
 def is_cluster(url: str | None) -> bool:
@@ -194,6 +195,20 @@ def connect_publisher(url: str) -> aioredis.Redis | aioredis.RedisCluster:
     parsed = ClusterURL.parse(url)
     nodes = [AsyncClusterNode(host, port) for host, port in parsed.seeds]
     return aioredis.RedisCluster(startup_nodes=nodes, **parsed_options(parsed))
+
+
+def connect_cluster(url: str) -> tuple[aioredis.RedisCluster, NodeClient]:
+    """For a node on the Redis Cluster at `url`: a client that follows the slot map, and
+    a way to open a plain client on one of its nodes (with the same credentials)."""
+    cluster = connect_publisher(url)
+    if not isinstance(cluster, aioredis.RedisCluster):
+        raise ValueError("not a redis+cluster:// URL")
+    options = parsed_options(ClusterURL.parse(url))
+
+    def node(host: str, port: int) -> aioredis.Redis:
+        return aioredis.Redis(host=host, port=port, **options)
+
+    return cluster, node
 
 
 def connect_publisher_sync(url: str) -> redis.Redis | redis.RedisCluster:

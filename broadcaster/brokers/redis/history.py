@@ -4,7 +4,7 @@ a replay in one atomic step, later pages as the client takes them (`pages.py`)."
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import redis.asyncio as redis
@@ -24,22 +24,26 @@ from broadcaster.brokers.redis.pages import (
 from broadcaster.core.history import ChannelHistory, Entry, Gap, Head, Snapshot, Start
 from broadcaster.core.ids import EventId
 
+Route = Callable[[str], redis.Redis]
+"""The client that reaches a channel's sequence: the one Redis, or on a Redis Cluster the
+primary that serves the channel's group (a MULTI must run on one connection)."""
+
 
 class RedisHistory:
     """Reads the streams and sequence that `sse_publish` maintains. Every read is of one
     sequence: on a Redis Cluster, the channels of one read are of one group, whose keys
-    `keys` names from any of them."""
+    `keys` names from any of them, read through the client `route` gives for it."""
 
     def __init__(
         self,
-        client: redis.Redis,
+        route: Route,
         *,
         keys: KeySpace,
         ttl: int,
         max_replay_bytes: int,
         in_flight: asyncio.Semaphore,
     ) -> None:
-        self._client = client
+        self._route = route
         self._in_flight = in_flight  # shared with the broker's publishes
         self._keys = keys
         self._ttl_ms = ttl * 1000
@@ -48,7 +52,8 @@ class RedisHistory:
     async def head(self, channel: str = "") -> EventId | None:
         """The newest id published so far (in `channel`'s sequence, on a cluster)."""
         async with self._in_flight:
-            ms, seq = await self._client.hmget(self._keys.meta(channel), ["ms", "seq"])
+            reply = await self._route(channel).hmget(self._keys.meta(channel), ["ms", "seq"])
+        ms, seq = reply
         return None if ms is None or seq is None else EventId(int(ms), int(seq))
 
     async def snapshot(self, channels: Sequence[str], start: Start) -> Snapshot:
@@ -86,7 +91,8 @@ class RedisHistory:
         try:
             async with self._in_flight:
                 keys = len(request.channels)
-                reply = await self._client.fcall_ro(FUNCTION, keys, *request.args(self._keys))
+                client = self._route(request.channels[0])
+                reply = await client.fcall_ro(FUNCTION, keys, *request.args(self._keys))
         except LINK_ERRORS as exc:
             raise BrokerUnavailable(f"redis unavailable: {exc}") from exc
         return PageRead.parse(request, reply)
@@ -94,8 +100,9 @@ class RedisHistory:
     async def read(self, positions: Mapping[str, str]) -> Snapshot:
         """The sequence's head and each channel's entries after its position, atomically
         (a node catching up: bounded by the channels' retention, not paged)."""
-        async with self._in_flight, self._client.pipeline(transaction=True) as pipe:
-            self._queue_sequence(pipe, next(iter(positions), ""))
+        first = next(iter(positions), "")
+        async with self._in_flight, self._route(first).pipeline(transaction=True) as pipe:
+            self._queue_sequence(pipe, first)
             for channel, after in positions.items():
                 key = self._keys.history(channel)
                 pipe.exists(key)
@@ -113,8 +120,9 @@ class RedisHistory:
 
     async def _transaction(self, channels: Sequence[str], request: PageRequest | None) -> list[Any]:
         # One MULTI/EXEC: the head and the page, so neither can miss a concurrent publish.
-        async with self._in_flight, self._client.pipeline(transaction=True) as pipe:
-            self._queue_sequence(pipe, channels[0] if channels else "")
+        first = channels[0] if channels else ""
+        async with self._in_flight, self._route(first).pipeline(transaction=True) as pipe:
+            self._queue_sequence(pipe, first)
             for channel in channels:
                 pipe.exists(self._keys.history(channel))
             if request is not None:

@@ -56,10 +56,14 @@ class Library:
             except ResponseError as exc:
                 _unless_loaded(exc, replace)
 
-    async def report_seen(self, client: aioredis.Redis, seen: str) -> None:
+    async def report_seen(self, client: AsyncClient, seen: str, channel: str = "") -> None:
         """Tell this Redis the newest id a node delivered (`sse_seen`): on a promoted
-        replica, a lost message some clients got is then told to resumes from before it."""
-        await client.fcall(SEEN, 0, seen)
+        replica, a lost message some clients got is then told to resumes from before it.
+        On a Redis Cluster, `channel` names the group the id belongs to."""
+        if channel:
+            await client.fcall(SEEN, 1, channel, seen)
+        else:
+            await client.fcall(SEEN, 0, seen)
 
     def load_sync(self, client: SyncClient, *, replace: bool) -> None:
         """`load`, for redis-py's synchronous client."""

@@ -12,21 +12,24 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import redis.asyncio as redis
 from redis.exceptions import ResponseError
 
 from broadcaster.brokers.redis.client import LINK_ERRORS
-from broadcaster.brokers.redis.library import Library, too_few_replicas
+from broadcaster.brokers.redis.library import AsyncClient, Library, too_few_replicas
 
 log = logging.getLogger(__name__)
 
 
 class SeenReports:
-    """Reports through `client`; at most one report waits for a primary at a time."""
+    """Reports through `client`; at most one report waits for a primary at a time. On a
+    Redis Cluster, each group has its own, named by one of its channels."""
 
-    def __init__(self, library: Library, client: redis.Redis, *, max_backoff: float) -> None:
+    def __init__(
+        self, library: Library, client: AsyncClient, *, max_backoff: float, channel: str = ""
+    ) -> None:
         self._library = library
         self._client = client
+        self._channel = channel
         self._max_backoff = max_backoff
         self._later: asyncio.Task[None] | None = None
 
@@ -53,7 +56,7 @@ class SeenReports:
     async def _try(self, seen: str) -> bool:
         """Whether the report is done (taken, or refused for good: logged)."""
         try:
-            await self._library.report_seen(self._client, seen)
+            await self._library.report_seen(self._client, seen, self._channel)
         except ResponseError as exc:
             if too_few_replicas(exc):
                 return False

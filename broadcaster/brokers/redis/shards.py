@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
@@ -40,6 +40,7 @@ class _Shard:
     link: PubSubLink
     channels: set[str] = field(default_factory=set)
     task: asyncio.Task[None] | None = None
+    down: bool = False  # its link went, and is not back yet
 
 
 class Shards:
@@ -106,6 +107,20 @@ class Shards:
             return done
         return shard.link.fence()
 
+    async def fence_all(self, channels: Iterable[str]) -> bool:
+        """A PING on each link that carries one of `channels`: True once every one has
+        answered (False if one went first, or none of them is routed)."""
+        links = {id(shard.link): shard.link for shard in map(self._routes.get, channels) if shard}
+        if not links or not all(link.live for link in links.values()):
+            return False
+        return all(await asyncio.gather(*(link.fence() for link in links.values())))
+
+    @property
+    def reachable(self) -> bool:
+        """Whether some link is up, or none has gone down (the first are connecting)."""
+        shards = self._shards.values()
+        return any(shard.link.live for shard in shards) or not any(s.down for s in shards)
+
     def live(self, channel: str) -> bool:
         """Whether `channel`'s link is up."""
         shard = self._routes.get(channel)
@@ -151,6 +166,7 @@ class Shards:
                 try:
                     await conn.connect()
                     backoff = 0.05
+                    shard.down = False
                     shard.link.open(shard.channels)
                     await shard.link.run(conn, lambda: None)
                 except LINK_ERRORS as exc:
@@ -182,6 +198,7 @@ class Shards:
     def _lost(self, shard: _Shard) -> None:
         """The link went: its channels may have missed messages, and may be served by
         another primary now (a failover)."""
+        shard.down = True
         for channel in shard.channels:
             self._answer(channel)
         if shard.channels:
