@@ -61,6 +61,10 @@ class MemoryBroker:
         """Stop delivering."""
         self._deliver = None
 
+    def group(self, channel: str) -> str:
+        """Every channel is in one group: one sequence."""
+        return ""
+
     def subscribe(self, channel: str) -> asyncio.Future[None]:
         """Subscriptions take effect at once."""
         self._channels.add(channel)

@@ -47,6 +47,11 @@ class Broker(Protocol):
         """Stop delivering and release every connection."""
         ...
 
+    def group(self, channel: str) -> str:
+        """The group of `channel`: channels of one group share one sequence, so one id is
+        a position in all of them (every channel, but on a Redis Cluster: its `{tag}`)."""
+        ...
+
     def subscribe(self, channel: str) -> asyncio.Future[None]:
         """Ask for `channel`; the future resolves once its messages will be delivered.
 

@@ -7,7 +7,6 @@ import sys
 from typing import Any
 
 from broadcaster import parts
-from broadcaster.brokers.redis.client import CLUSTER_UNSUPPORTED, is_cluster
 from broadcaster.cli.options import SERVE_FLAGS, load_settings, warn_unknown_variables
 from broadcaster.demo.producer import run_producer
 from broadcaster.node import logs
@@ -40,8 +39,6 @@ def _serve(args: argparse.Namespace) -> None:
     settings = load_settings(**{field: getattr(args, field) for field in SERVE_FLAGS})
     logs.configure(settings)
     warn_unknown_variables()
-    if is_cluster(settings.redis_url):
-        sys.exit(f"broadcaster: {CLUSTER_UNSUPPORTED}")
     try:
         if settings.workers > 1:
             supervise(settings, parts(settings))
@@ -57,6 +54,4 @@ def _demo(args: argparse.Namespace) -> None:
     warn_unknown_variables()
     if settings.redis_url is None:
         sys.exit("broadcaster: the demo producer needs BROADCASTER_REDIS_URL or --redis-url")
-    if is_cluster(settings.redis_url):
-        sys.exit(f"broadcaster: {CLUSTER_UNSUPPORTED}")
     run(run_producer(settings, settings, settings.redis_url))

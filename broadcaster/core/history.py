@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from broadcaster.core.ids import EventId
+from broadcaster.core.ids import ORIGIN, EventId
 from broadcaster.core.message import Message
 from broadcaster.core.replay import More, Replay, notice
 
@@ -187,13 +187,21 @@ def _lost(
     if position is None:
         return "malformed"
     head = snapshot.head
-    ahead = position > head.last if head is not None else True
-    if head is None or (ahead and not inside_gap) or position.ms < head.epoch_ms:
-        return "unknown"  # not an id of this sequence: Redis was wiped, or it is made up
+    if position == ORIGIN:
+        # Before the first id (a stream that joined a group with nothing published yet):
+        # all that is retained is new to it; it stands at the sequence's start in time.
+        if head is None:
+            return None
+        since = head.epoch_ms
+    else:
+        ahead = position > head.last if head is not None else True
+        if head is None or (ahead and not inside_gap) or position.ms < head.epoch_ms:
+            return "unknown"  # not an id of this sequence: Redis was wiped, or it is made up
+        since = position.ms
     if history.broken:
         # The chain tells that something between the client's id and what is left is gone.
         return "trimmed"
-    if not history.exists and snapshot.ttl_ms and snapshot.now_ms - position.ms > snapshot.ttl_ms:
+    if not history.exists and snapshot.ttl_ms and snapshot.now_ms - since > snapshot.ttl_ms:
         # Idle longer than the TTL: messages after the client's id may have expired.
         return "expired"
     return None

@@ -29,3 +29,8 @@ class EventId(NamedTuple):
 
     def __str__(self) -> str:  # the wire form, `<ms>-<seq>`
         return f"{self.ms}-{self.seq}"
+
+
+ORIGIN = EventId(0, 0)
+"""The position before the first id of a sequence: where a stream that joined a group
+with nothing published yet stands (a resume from it replays everything retained)."""

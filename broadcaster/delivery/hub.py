@@ -13,7 +13,9 @@ from broadcaster.brokers.protocol import Broker
 from broadcaster.core.ids import EventId
 from broadcaster.core.message import Message
 from broadcaster.core.metrics import Metrics
+from broadcaster.core.positions import Positions
 from broadcaster.core.sse import encode_retry, jittered_retry
+from broadcaster.delivery.composite import Composite
 from broadcaster.delivery.outbox import Fanout, Outbox
 from broadcaster.delivery.stream import DisconnectReason, Stream
 
@@ -91,6 +93,7 @@ class Hub:
             self.leave(stream)
             release()
 
+        groups = {channel: self._broker.group(channel) for channel in channels}
         return Stream(
             transport,
             self.outbox,
@@ -99,6 +102,7 @@ class Hub:
             expires_at=self.expiry(),
             token_expires_at=loop.time() + (token_expires - time.time()),
             on_end=ended,
+            composite=Composite.of(channels, groups),
         )
 
     async def join(self, stream: Stream) -> None:
@@ -113,7 +117,10 @@ class Hub:
                 # in one step, so concurrent first and last subscribers cannot reorder.
                 fanout = self._channels[channel] = Fanout[Stream]()
                 self._ready[channel] = self._broker.subscribe(channel)
-            fanout.individual.add(stream)
+            if stream.composite is None:
+                fanout.individual.add(stream)
+            else:
+                fanout.composed.add(stream)
             if not self._ready[channel].done():
                 waits.append(self._ready[channel])
         if waits:
@@ -127,11 +134,15 @@ class Hub:
         chunked: bool,
         replayed_through: EventId | None = None,
         caught_up: bool = True,
+        positions: Positions | None = None,
     ) -> None:
         """The stream's headers and replay are out: it takes live frames from now on, as
         bytes shared with the channel's other streams when it follows only one (and its
-        replay was `caught_up`: else it drops, by id, frames its replay already had)."""
+        replay was `caught_up`: else it drops, by id, frames its replay already had).
+        A stream of several groups starts at `positions`."""
         stream.start(chunked=chunked, replayed_through=replayed_through)
+        if positions is not None:
+            stream.begin(positions)
         if len(stream.channels) == 1 and caught_up:
             fanout = self._channels.get(stream.channels[0])
             if fanout is not None:
@@ -148,6 +159,7 @@ class Hub:
                 continue
             fanout.individual.discard(stream)
             fanout.sharing.discard(stream)
+            fanout.composed.discard(stream)
             if not fanout:
                 del self._channels[channel]
                 del self._ready[channel]
@@ -167,6 +179,9 @@ class Hub:
                 stream.push(frame, id_)
         if fanout.sharing:
             self.outbox.share(fanout, frame)
+        if fanout.composed:
+            for stream in fanout.composed:
+                stream.compose(channel, message)
 
     def close_all(self, reason: DisconnectReason) -> None:
         """End every open stream, each with its own jittered `retry:` so reconnects spread."""

@@ -52,18 +52,21 @@ class Fanout(Generic[W]):
     channel are joined and framed once, and the very same bytes go to each of them. The
     others take each frame `individually`: streams still joining (their frames wait for
     the replay) and streams of several channels (whose frames interleave in id order).
+    Streams whose channels span several groups are `composed`: each frame gets the
+    stream's own id (`composite.py`).
     """
 
-    __slots__ = ("frames", "individual", "sharing")
+    __slots__ = ("composed", "frames", "individual", "sharing")
 
     def __init__(self) -> None:
         self.sharing: set[W] = set()
         self.individual: set[W] = set()
+        self.composed: set[W] = set()
         self.frames: list[bytes] = []
         """This turn's frames for the sharing streams."""
 
     def __len__(self) -> int:
-        return len(self.sharing) + len(self.individual)
+        return len(self.sharing) + len(self.individual) + len(self.composed)
 
 
 class Outbox:

@@ -8,7 +8,10 @@ from collections.abc import Callable, Sequence
 from typing import Literal
 
 from broadcaster.core.ids import EventId
+from broadcaster.core.message import Message
+from broadcaster.core.positions import Positions
 from broadcaster.core.sse import HEARTBEAT
+from broadcaster.delivery.composite import Composite
 from broadcaster.delivery.outbox import LAST_CHUNK, Outbox, http_chunk
 
 DisconnectReason = Literal["shutdown", "max_age", "token_expired", "slow", "gone", "unavailable"]
@@ -49,6 +52,7 @@ class Stream(asyncio.Protocol):
         "_waiting",
         "channels",
         "chunked",
+        "composite",
         "expires_at",
         "expiry",
         "last_write",
@@ -65,9 +69,12 @@ class Stream(asyncio.Protocol):
         expires_at: float = math.inf,
         token_expires_at: float = math.inf,
         on_end: Callable[[Stream], None] = _nothing,
+        composite: Composite | None = None,
     ) -> None:
         loop = outbox.loop
         self.channels = tuple(channels)
+        self.composite = composite
+        """The stream's ids, when its channels span several groups (else None)."""
         self.expires_at = min(expires_at, token_expires_at)
         """When it ends (loop time): its max age, or its token's `exp`, whichever is first."""
         self.expiry: DisconnectReason = (
@@ -117,6 +124,27 @@ class Stream(asyncio.Protocol):
         self.last_write = self._outbox.loop.time()
         if self._pending:
             self._outbox.mark(self)
+
+    def compose(self, channel: str, message: Message) -> None:
+        """Queue `message` with the stream's composite id (a stream of several groups)."""
+        composite = self.composite
+        if composite is None:
+            raise TypeError("not a stream of several groups")
+        if composite.positions is None:
+            composite.hold(channel, message)  # (until its replay tells where it stands)
+            self._waiting += len(message.frame())
+            if self._waiting + self._transport.get_write_buffer_size() > self._max_pending:
+                self.close("slow")
+            return
+        frame = composite.frame(channel, message)
+        if frame is not None:
+            self.push(frame)
+
+    def begin(self, positions: Positions) -> None:
+        """A stream of several groups starts at `positions` (its replay is out)."""
+        if self.composite is not None:
+            for frame in self.composite.begin(positions):
+                self.push(frame)
 
     def beat(self) -> None:
         """Queue a heartbeat (not counted as an event)."""

@@ -10,7 +10,7 @@ import logging
 
 from redis.exceptions import RedisError
 
-from broadcaster.brokers.redis.client import connect
+from broadcaster.brokers.redis.client import connect_publisher
 from broadcaster.client import RedisPublisher
 from broadcaster.demo.answer import stream_answer
 from broadcaster.demo.queue import Job, JobQueue
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 async def run_producer(node: NodeSettings, settings: DemoSettings, redis_url: str) -> None:
     """Answer queued questions until cancelled, at most DEMO_QUEUE_MAX at a time; `node`
     is the cluster's settings (its prefix and library config)."""
-    client = connect(redis_url)
+    client = connect_publisher(redis_url)
     queue = JobQueue(client, node.channel_prefix, settings.demo_queue_max, settings.demo_job_ttl)
     publisher = RedisPublisher(client, config=node.library_config())
     slots = asyncio.Semaphore(settings.demo_queue_max)

@@ -6,8 +6,8 @@ import time
 from dataclasses import asdict, dataclass
 
 import orjson
-import redis.asyncio as redis
 
+from broadcaster.brokers.redis.library import AsyncClient
 from broadcaster.core.channels import check_channel
 
 # One step, so concurrent asks cannot push the list past its bound. The list itself
@@ -55,7 +55,7 @@ class Job:
 class JobQueue:
     """Questions in a Redis list: at most `max_length`, each answerable for `ttl` seconds."""
 
-    def __init__(self, client: redis.Redis, prefix: str, max_length: int, ttl: float) -> None:
+    def __init__(self, client: AsyncClient, prefix: str, max_length: int, ttl: float) -> None:
         self.key = f"{prefix}demo:jobs"
         self._client = client
         self._max_length = max_length

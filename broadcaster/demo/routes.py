@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 from importlib import resources
 
 import orjson
-import redis.asyncio as redis
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from redis.exceptions import RedisError
 
-from broadcaster.brokers.redis.client import connect
+from broadcaster.brokers.redis.client import connect_publisher
+from broadcaster.brokers.redis.library import AsyncClient
 from broadcaster.client.broker_publisher import BrokerPublisher
 from broadcaster.core.channels import check_channel
 from broadcaster.demo import stats
@@ -40,7 +40,7 @@ class Demo:
 
     asks: RateLimiter
     answers: set[asyncio.Task[None]] = field(default_factory=set)  # answered on this node
-    redis: redis.Redis | None = None
+    redis: AsyncClient | None = None
     queue: JobQueue | None = None  # set when a producer answers (`broadcaster demo`)
 
 
@@ -199,7 +199,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     app[DEMO] = demo = Demo(RateLimiter(own.demo_asks_per_minute))
     reporter = None
     if settings.redis_url is not None:
-        demo.redis = connect(settings.redis_url)
+        demo.redis = connect_publisher(settings.redis_url)
         if own.demo != "on":  # a producer answers (`broadcaster demo`)
             demo.queue = JobQueue(
                 demo.redis, settings.channel_prefix, own.demo_queue_max, own.demo_job_ttl

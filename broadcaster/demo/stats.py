@@ -9,8 +9,9 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-import redis.asyncio as redis
 from redis.exceptions import RedisError
+
+from broadcaster.brokers.redis.library import AsyncClient
 
 Stats = dict[str, Any]
 
@@ -24,7 +25,7 @@ def key(prefix: str) -> str:
     return f"{prefix}nodes"
 
 
-async def report_forever(client: redis.Redis, prefix: str, read: Callable[[], Stats]) -> None:
+async def report_forever(client: AsyncClient, prefix: str, read: Callable[[], Stats]) -> None:
     """Write this node's counters every second, and forget nodes that stopped reporting."""
     while True:
         with contextlib.suppress(RedisError, OSError):
@@ -40,7 +41,7 @@ async def report_forever(client: redis.Redis, prefix: str, read: Callable[[], St
         await asyncio.sleep(1)
 
 
-async def cluster(client: redis.Redis, prefix: str, own: Stats) -> list[Stats]:
+async def cluster(client: AsyncClient, prefix: str, own: Stats) -> list[Stats]:
     """Every node that reported lately, this one included, sorted by node id."""
     try:
         everyone = await client.hgetall(key(prefix))

@@ -31,6 +31,9 @@ class RecordingBroker:
 
     async def close(self) -> None: ...
 
+    def group(self, channel: str) -> str:
+        return ""
+
     def subscribe(self, channel: str) -> asyncio.Future[None]:
         self.calls.append(("subscribe", channel))
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()

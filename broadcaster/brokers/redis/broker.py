@@ -129,6 +129,10 @@ class RedisBroker:
         self._link.close()
         await self._client.aclose()
 
+    def group(self, channel: str) -> str:
+        """Every channel is in one group: one sequence."""
+        return ""
+
     def subscribe(self, channel: str) -> asyncio.Future[None]:
         """Subscribe `channel`; resolves when Redis confirms, or at once while disconnected."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()

@@ -165,6 +165,24 @@ def is_cluster(url: str | None) -> bool:
     return url is not None and url.partition("://")[0] in CLUSTER_SCHEMES
 
 
+def detect_cluster(url: str) -> str:
+    """`url`, or, when a `redis://` or `rediss://` URL names a node of a Redis Cluster,
+    the `redis+cluster://` URL with that node as its seed. Asks the server once (`INFO
+    cluster`, a blocking call made when a client is set up); a server out of reach is
+    taken for what its URL says."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss"):
+        return url
+    try:
+        with redis.Redis.from_url(url, **OPTIONS) as probe:
+            info = probe.info("cluster")
+    except (RedisError, OSError):
+        return url
+    if not info.get("cluster_enabled"):
+        return url
+    return f"{parts.scheme}+cluster://{parts.netloc}"  # (a cluster has database 0 only)
+
+
 def connect(url: str) -> aioredis.Redis:
     """An asyncio client (a lazy connection pool) for the primary at `url`."""
     if is_cluster(url):
@@ -188,8 +206,10 @@ def connect_sync(url: str) -> redis.Redis:
 
 
 def connect_publisher(url: str) -> aioredis.Redis | aioredis.RedisCluster:
-    """An asyncio client for publishing at `url`: on a Redis Cluster, one that follows
-    the slot map (`FUNCTION LOAD` goes to every primary, each `FCALL` to its channel's)."""
+    """An asyncio client for publishing at `url`: on a Redis Cluster (`redis+cluster://`,
+    or a node's address: `detect_cluster`), one that follows the slot map (`FUNCTION
+    LOAD` goes to every primary, each `FCALL` to its channel's)."""
+    url = detect_cluster(url)
     if not is_cluster(url):
         return connect(url)
     parsed = ClusterURL.parse(url)
@@ -198,8 +218,9 @@ def connect_publisher(url: str) -> aioredis.Redis | aioredis.RedisCluster:
 
 
 def connect_cluster(url: str) -> tuple[aioredis.RedisCluster, NodeClient]:
-    """For a node on the Redis Cluster at `url`: a client that follows the slot map, and
-    a way to open a plain client on one of its nodes (with the same credentials)."""
+    """For a node on the Redis Cluster at `url` (`redis+cluster://`): a client that
+    follows the slot map, and a way to open a plain client on one of its nodes (with the
+    same credentials)."""
     cluster = connect_publisher(url)
     if not isinstance(cluster, aioredis.RedisCluster):
         raise ValueError("not a redis+cluster:// URL")
@@ -213,6 +234,7 @@ def connect_cluster(url: str) -> tuple[aioredis.RedisCluster, NodeClient]:
 
 def connect_publisher_sync(url: str) -> redis.Redis | redis.RedisCluster:
     """`connect_publisher`, with redis-py's synchronous, thread-safe client."""
+    url = detect_cluster(url)
     if not is_cluster(url):
         return connect_sync(url)
     parsed = ClusterURL.parse(url)

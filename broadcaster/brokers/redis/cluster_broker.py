@@ -131,6 +131,10 @@ class ClusterBroker:
         await self._primaries.close()
         await self._cluster.aclose()
 
+    def group(self, channel: str) -> str:
+        """The channel's `{tag}`, or the channel itself (`core/channels.group_of`)."""
+        return group_of(channel)
+
     def subscribe(self, channel: str) -> asyncio.Future[None]:
         """SSUBSCRIBE `channel` on its shard; resolves when Redis confirms (after its
         group's head is read, for a group new to this node), or the link went first."""

@@ -12,7 +12,7 @@ from typing import Protocol, TypeVar
 
 from broadcaster.brokers.protocol import Deliver
 from broadcaster.core.history import Snapshot, replay
-from broadcaster.core.ids import EventId
+from broadcaster.core.ids import ORIGIN, EventId
 from broadcaster.core.message import Message
 from broadcaster.core.replay import Replay
 
@@ -27,8 +27,6 @@ T = TypeVar("T")
 # head it read) an id may be before it is checked against the sequence's head. A failover
 # moves ids 10 s ahead of the clock; a genuine id past this is confirmed by one read.
 HORIZON_MS = 10_000
-ORIGIN = EventId(0, 0)
-"""The position before the first id of a sequence (the node read an empty head)."""
 
 
 class HistoryReader(Protocol):

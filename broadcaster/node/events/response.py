@@ -14,6 +14,7 @@ from broadcaster.core.history import Start
 from broadcaster.core.metrics import Counts
 from broadcaster.core.replay import Replay
 from broadcaster.core.sse import encode_event, encode_retry
+from broadcaster.delivery.across import ComposedReplay, replay_across
 from broadcaster.node.aiohttp_internals import OneWriteResponse, detach
 from broadcaster.node.state import BROKER, HUB, METRICS, SETTINGS
 
@@ -70,19 +71,30 @@ class EventStreamResponse(OneWriteResponse):
         try:
             # Subscribed before the history read and the headers: nothing falls in between.
             await hub.join(stream)
-            opening, replayed = await self._preamble(request, channels, start)
+            opening = self._opening(request)
+            replayed: Replay | ComposedReplay | None
+            if stream.composite is not None:
+                # (Live only too: the stream needs its position in every group.)
+                groups = stream.composite.groups
+                replayed = await replay_across(app[BROKER], groups, start or Start(tail=0))
+            else:
+                replayed = await self._replay(request, channels, start)
             await self.prepare(request)
             await self._send(opening, replayed, app[METRICS].counts)
             if not stream.ended:  # (the node may have begun to shut down meanwhile)
                 self.force_close()
                 detach(request, stream)  # the stream owns the connection now
                 self._handed_off = True
-                hub.go_live(
-                    stream,
-                    chunked=self.headers.get("Transfer-Encoding") == "chunked",
-                    replayed_through=replayed.head if replayed else None,
-                    caught_up=replayed.caught_up if replayed else True,
-                )
+                chunked = self.headers.get("Transfer-Encoding") == "chunked"
+                if isinstance(replayed, ComposedReplay):
+                    hub.go_live(stream, chunked=chunked, positions=replayed.positions)
+                else:
+                    hub.go_live(
+                        stream,
+                        chunked=chunked,
+                        replayed_through=replayed.head if replayed else None,
+                        caught_up=replayed.caught_up if replayed else True,
+                    )
         except ConnectionResetError:
             transport.abort()
         except BrokerUnavailable as exc:
@@ -102,7 +114,9 @@ class EventStreamResponse(OneWriteResponse):
         if not self._handed_off:
             await super().write_eof(data)
 
-    async def _send(self, opening: bytes, replayed: Replay | None, counts: Counts) -> None:
+    async def _send(
+        self, opening: bytes, replayed: Replay | ComposedReplay | None, counts: Counts
+    ) -> None:
         """The opening lines, then the replay: in one write when it is small (as most
         are: a reconnect storm is thousands at once), else in pieces, each written when
         the client has read most of the one before. Pieces are views of bytes shared by
@@ -128,22 +142,24 @@ class EventStreamResponse(OneWriteResponse):
         for offset in range(REPLAY_PIECE, len(view), REPLAY_PIECE):
             await self.write(view[offset : offset + REPLAY_PIECE])  # waits for the client
 
-    async def _preamble(
-        self, request: web.Request, channels: Sequence[str], start: Start | None
-    ) -> tuple[bytes, Replay | None]:
-        """`retry:` and the opt-in `hello`; the replay (with its resets) `start` asks for."""
-        app = request.app
-        settings = app[SETTINGS]
+    def _opening(self, request: web.Request) -> bytes:
+        """`retry:` and the opt-in `hello`."""
+        settings = request.app[SETTINGS]
         parts = [encode_retry(settings.retry_ms)]
         if "hello" in request.query:
             # Tells the page which node serves it (no id: Last-Event-ID is untouched).
             parts.append(encode_event(orjson.dumps({"node": settings.node_id}).decode(), "hello"))
+        return b"".join(parts)
+
+    async def _replay(
+        self, request: web.Request, channels: Sequence[str], start: Start | None
+    ) -> Replay | None:
+        """The replay (with its resets) `start` asks for, of channels of one group."""
         if start is None:
-            return b"".join(parts), None
+            return None
         try:
-            replayed = await app[BROKER].replay(channels, start)
+            return await request.app[BROKER].replay(channels, start)
         except BrokerUnavailable:
             # History is out of reach: the client still gets live events, and learns that
             # it may have missed some.
-            replayed = Replay(None, resets={"unavailable": list(channels)})
-        return b"".join(parts), replayed
+            return Replay(None, resets={"unavailable": list(channels)})

@@ -9,6 +9,8 @@ from aiohttp import web
 from broadcaster.brokers.memory import MemoryBroker
 from broadcaster.brokers.protocol import Broker
 from broadcaster.brokers.redis import RedisBroker
+from broadcaster.brokers.redis.client import detect_cluster, is_cluster
+from broadcaster.brokers.redis.cluster_broker import ClusterBroker
 from broadcaster.core.metrics import Counts, Metrics
 from broadcaster.delivery.hub import Hub
 from broadcaster.node import probes, publish
@@ -33,17 +35,14 @@ from broadcaster.node.state import (
 
 
 def make_broker(settings: NodeSettings, counts: Counts | None = None) -> Broker:
-    """The embedded broker without REDIS_URL, else the Redis broker."""
+    """The embedded broker without REDIS_URL, the Redis Cluster broker for a cluster
+    (`redis+cluster://`, or a cluster node's address), else the Redis broker."""
+    config, max_replay_bytes = settings.library_config(), settings.max_replay_bytes
     if settings.redis_url is None:
-        return MemoryBroker(
-            config=settings.library_config(), max_replay_bytes=settings.max_replay_bytes
-        )
-    return RedisBroker.from_url(
-        settings.redis_url,
-        counts=counts,
-        config=settings.library_config(),
-        max_replay_bytes=settings.max_replay_bytes,
-    )
+        return MemoryBroker(config=config, max_replay_bytes=max_replay_bytes)
+    url = detect_cluster(settings.redis_url)
+    broker = ClusterBroker if is_cluster(url) else RedisBroker
+    return broker.from_url(url, counts=counts, config=config, max_replay_bytes=max_replay_bytes)
 
 
 Part = Callable[[web.Application], None]
