@@ -62,6 +62,10 @@ class RedisServer:
         self.process = spawn(argv, log=log)
         wait_for_port(self.port, 10, self.process)
 
+    def alive(self) -> bool:
+        """Whether the server process runs (started, and not ended)."""
+        return self.process is not None and self.process.poll() is None
+
     def kill(self) -> None:
         """SIGKILL the server and reap it."""
         stop(self.process, signal.SIGKILL)

@@ -83,6 +83,7 @@ class ClusterBroker:
             on_message=self._on_message,
             on_subscribed=self._on_subscribed,
             on_lost=self._on_lost,
+            on_connected=self._on_primary,
             max_backoff=max_backoff,
         )
         self._max_backoff = max_backoff
@@ -292,6 +293,14 @@ class ClusterBroker:
                     first.set_result(None)
             await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
             backoff = min(backoff * 2, self._max_backoff)
+
+    async def _on_primary(self, client: aioredis.Redis) -> None:
+        """A shard link (re)connects to a primary, maybe one added since the node
+        started: it gets the function library, unless it has it."""
+        try:
+            await self._library.load(client, replace=False)
+        except (NotReplicated, ResponseError) as exc:
+            log.warning("cannot load the function library on a shard: %s", exc)
 
     async def _load_library(self) -> None:
         try:

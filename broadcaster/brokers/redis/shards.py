@@ -5,7 +5,9 @@ group's slot, as redis-py's slot map says. Each link has a session of its own th
 reconnects with a backoff. When a link goes, or Redis tells that a slot moved (an
 unrequested `sunsubscribe`), the channels it carried are handed to `on_lost`, the slot
 map is read again, and they are subscribed where their slots live now: `on_subscribed`
-tells when each is back. Ordering and backfill are the caller's (a sequencer per group).
+tells when each is back. `on_connected` is given a client of each primary a link
+(re)connects to, before it subscribes anything there. Ordering and backfill are the
+caller's (a sequencer per group).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
@@ -56,6 +58,7 @@ class Shards:
         on_message: Callable[[str, bytes, bool], None],
         on_subscribed: Callable[[str], None],
         on_lost: Callable[[set[str]], None],
+        on_connected: Callable[[aioredis.Redis], Awaitable[None]] | None = None,
         max_backoff: float = 5.0,
     ) -> None:
         self._cluster = cluster
@@ -65,6 +68,7 @@ class Shards:
         self._on_message = on_message
         self._on_subscribed = on_subscribed
         self._on_lost = on_lost
+        self._on_connected = on_connected
         self._max_backoff = max_backoff
         self._shards: dict[Address, _Shard] = {}
         self._routes: dict[str, _Shard] = {}
@@ -165,6 +169,8 @@ class Shards:
                 conn.retry = Retry(NoBackoff(), 0)  # this loop owns retries and backoff
                 try:
                     await conn.connect()
+                    if self._on_connected is not None:
+                        await self._on_connected(client)  # (a primary new to this node)
                     backoff = 0.05
                     shard.down = False
                     shard.link.open(shard.channels)
