@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import accumulate
 from typing import Literal, TypeVar, get_args
@@ -61,12 +61,17 @@ class Metrics:
         self.counts = Counts()
         self.registry = CollectorRegistry()
         self._gauges = gauges or {}
+        self._families: list[Callable[[], Iterable[Metric]]] = []
         self.latency = Buckets(LATENCY_BUCKETS)
         self.registry.register(self)
 
     def gauge(self, name: str, text: str, read: Callable[[], float]) -> None:
         """Expose `read()` as gauge `name` at every scrape."""
         self._gauges[name] = (text, read)
+
+    def collect_also(self, read: Callable[[], Iterable[Metric]]) -> None:
+        """Expose the families `read()` returns at every scrape (a part's own metrics)."""
+        self._families.append(read)
 
     def observe_published(self, published_ms: int | None) -> None:
         """Record the delivery latency of a message published at `published_ms`."""
@@ -102,6 +107,8 @@ class Metrics:
         )
         for name, (text, read) in self._gauges.items():
             yield GaugeMetricFamily(name, text, value=read())
+        for families in self._families:
+            yield from families()
         yield self.latency.family(
             "broadcaster_delivery_latency_seconds",
             "Seconds from publish (broker clock) to the write to client sockets.",

@@ -31,7 +31,7 @@ from broadcaster.core.channels import group_of
 from tests.support.client import subscribe
 from tests.support.eventsource import EventSource
 from tests.support.nodes import StartNode
-from tests.support.processes import Node
+from tests.support.processes import Node, RedisServer
 from tests.support.publish import post
 from tests.support.redis_cluster import RedisClusterGroup
 from tests.support.sse import Event
@@ -113,7 +113,12 @@ async def publish(session: aiohttp.ClientSession, nodes: list[Node], channel: st
     raise AssertionError("unreachable")
 
 
-Fault = Callable[[RedisClusterGroup, list[str], Path], Awaitable[None]]
+Fault = Callable[[RedisClusterGroup, list[str], Path], Awaitable[dict[str, float]]]
+"""Acts, then names the metric series every node must show (at least the value)."""
+
+
+def link_series(name: str, server: RedisServer) -> str:
+    return f'broadcaster_redis_shard_{name}{{shard="127.0.0.1:{server.port}"}}'
 
 
 async def storm(
@@ -148,16 +153,26 @@ async def storm(
         sent: list[Sent] = []
         todo = iter(range(MESSAGES))
         faulted = asyncio.Event()
+        shown: dict[str, float] = {}
 
         async def producer() -> None:
             for n in todo:
                 if len(sent) >= FAULT_AT and not faulted.is_set():
                     faulted.set()
-                    await fault(cluster, channels, tmp_path)
+                    shown.update(await fault(cluster, channels, tmp_path))
                 sent.append(await publish(session, nodes, channels[n % 4], n))
 
         await asyncio.gather(*(producer() for _ in range(12)))
         assert faulted.is_set()
+        for node, (series, least) in itertools.product(nodes, shown.items()):
+
+            async def shows(node: Node = node, series: str = series, least: float = least) -> bool:
+                try:
+                    return await asyncio.to_thread(node.metric, series) >= least
+                except AssertionError:  # no such series yet
+                    return False
+
+            await eventually(shows, 10, f"{series} on {node.url}")
         by_data = {s.data: s for s in sent}
 
         for follows, client in clients:
@@ -200,26 +215,34 @@ async def settle(cluster: RedisClusterGroup) -> None:
     await eventually(settled, 60, "the cluster to settle")
 
 
-async def kill_a_primary(cluster: RedisClusterGroup, channels: list[str], _: Path) -> None:
+async def kill_a_primary(
+    cluster: RedisClusterGroup, channels: list[str], _: Path
+) -> dict[str, float]:
     primary = cluster.owner(channels[1])
     assert primary.process is not None
     os.kill(primary.process.pid, signal.SIGKILL)
     await settle(cluster)
+    return {link_series("connected", cluster.owner(channels[1])): 1}
 
 
-async def reshard(cluster: RedisClusterGroup, channels: list[str], _: Path) -> None:
+async def reshard(cluster: RedisClusterGroup, channels: list[str], _: Path) -> dict[str, float]:
     source = cluster.owner(channels[2])
     target = cluster.owner(channels[0])
     await asyncio.to_thread(cluster.reshard, source, target, 64)
     assert cluster.owner(channels[2]) is target, "the channel's slot moved"
+    return {link_series("sunsubscribes_total", source): 1}
 
 
-async def kill_links(cluster: RedisClusterGroup, channels: list[str], _: Path) -> None:
-    killed = cluster.owner(channels[0]).cli("CLIENT", "KILL", "TYPE", "pubsub")
+async def kill_links(cluster: RedisClusterGroup, channels: list[str], _: Path) -> dict[str, float]:
+    shard = cluster.owner(channels[0])
+    killed = shard.cli("CLIENT", "KILL", "TYPE", "pubsub")
     assert killed.strip() == "2", "each node's link to that shard"
+    return {link_series("reconnects_total", shard): 1, link_series("connected", shard): 1}
 
 
-async def add_a_primary(cluster: RedisClusterGroup, channels: list[str], tmp_path: Path) -> None:
+async def add_a_primary(
+    cluster: RedisClusterGroup, channels: list[str], tmp_path: Path
+) -> dict[str, float]:
     fresh = await asyncio.to_thread(cluster.add_primary, tmp_path / "fresh")
     await settle(cluster)
     await asyncio.to_thread(cluster.rebalance)
@@ -228,6 +251,7 @@ async def add_a_primary(cluster: RedisClusterGroup, channels: list[str], tmp_pat
     assert moved, "slots of a followed channel moved to the new primary"
     # The new primary runs the function library (a node's link, or a publisher, loaded it).
     fresh.cli("FCALL", "sse_publish", "1", f"{{{group_of(moved[0])}}}probe", "hello")
+    return {link_series("connected", fresh): 1}
 
 
 def reshard_channels(cluster: RedisClusterGroup) -> list[str]:

@@ -31,7 +31,7 @@ from broadcaster.brokers.redis.publishing import publish
 from broadcaster.brokers.redis.replays import SharedReplays
 from broadcaster.brokers.redis.reports import SeenReports
 from broadcaster.brokers.redis.sequencer import Sequencer
-from broadcaster.brokers.redis.shards import Shards
+from broadcaster.brokers.redis.shards import LinkState, Shards
 from broadcaster.core.channels import group_of
 from broadcaster.core.history import Snapshot, Start, begin
 from broadcaster.core.message import Message, plain, unpack
@@ -131,6 +131,10 @@ class ClusterBroker:
         await self._shards.close()
         await self._primaries.close()
         await self._cluster.aclose()
+
+    def links(self) -> list[LinkState]:
+        """This node's link to each shard primary (for metrics)."""
+        return self._shards.links()
 
     def group(self, channel: str) -> str:
         """The channel's `{tag}`, or the channel itself (`core/channels.group_of`)."""

@@ -34,6 +34,26 @@ Connect = Callable[[str, int], aioredis.Redis]
 """A client for the cluster node at host and port (with the cluster's credentials)."""
 
 
+@dataclass(slots=True)
+class LinkCounts:
+    """What happened to the link to one primary (for metrics; kept after it is gone)."""
+
+    reconnects: int = 0
+    """Sessions that began after the link was lost."""
+    sunsubscribes: int = 0
+    """Subscriptions Redis dropped or refused there: a moved slot (an unrequested
+    `sunsubscribe`), or a MOVED answer."""
+
+
+@dataclass(frozen=True, slots=True)
+class LinkState:
+    """One primary's link, as metrics show it."""
+
+    address: str
+    connected: bool
+    counts: LinkCounts
+
+
 @dataclass(eq=False)
 class _Shard:
     """One primary: its link, the channels routed to it, and its session."""
@@ -71,6 +91,7 @@ class Shards:
         self._on_connected = on_connected
         self._max_backoff = max_backoff
         self._shards: dict[Address, _Shard] = {}
+        self._counts: dict[Address, LinkCounts] = {}
         self._routes: dict[str, _Shard] = {}
         self._rerouting: asyncio.Task[None] | None = None
         # Channels to route again, each with whether Redis dropped its subscription (a
@@ -125,6 +146,16 @@ class Shards:
         shards = self._shards.values()
         return any(shard.link.live for shard in shards) or not any(s.down for s in shards)
 
+    def links(self) -> list[LinkState]:
+        """Every primary this node has had a link to: whether it is up, and its counts."""
+        return [
+            LinkState(f"{host}:{port}", (host, port) in self._shards and self._live(host, port), c)
+            for (host, port), c in sorted(self._counts.items())
+        ]
+
+    def _live(self, host: str, port: int) -> bool:
+        return self._shards[(host, port)].link.live
+
     def live(self, channel: str) -> bool:
         """Whether `channel`'s link is up."""
         shard = self._routes.get(channel)
@@ -154,9 +185,10 @@ class Shards:
                 on_message=self._on_message,
                 on_subscribed=self._subscribed,
                 sharded=True,
-                on_moved=self._moved_away,
+                on_moved=lambda channel: self._moved_away(channel, address),
             )
             shard = self._shards[address] = _Shard(address, link)
+            self._counts.setdefault(address, LinkCounts())
             shard.task = asyncio.create_task(self._session(shard), name=f"shard-{node.port}")
         return shard
 
@@ -172,6 +204,8 @@ class Shards:
                     if self._on_connected is not None:
                         await self._on_connected(client)  # (a primary new to this node)
                     backoff = 0.05
+                    if shard.down:
+                        self._counts[shard.address].reconnects += 1
                     shard.down = False
                     shard.link.open(shard.channels)
                     await shard.link.run(conn, lambda: None)
@@ -213,7 +247,8 @@ class Shards:
                 self._moved.setdefault(channel, False)
             self._reroute()
 
-    def _moved_away(self, channel: str) -> None:
+    def _moved_away(self, channel: str, address: Address) -> None:
+        self._counts[address].sunsubscribes += 1
         if self._routes.get(channel) is None:
             return  # unsubscribed meanwhile
         self._on_lost({channel})

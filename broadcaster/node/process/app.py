@@ -11,6 +11,7 @@ from broadcaster.brokers.protocol import Broker
 from broadcaster.brokers.redis import RedisBroker
 from broadcaster.brokers.redis.client import detect_cluster, is_cluster
 from broadcaster.brokers.redis.cluster_broker import ClusterBroker
+from broadcaster.brokers.redis.link_metrics import link_families
 from broadcaster.core.metrics import Counts, Metrics
 from broadcaster.delivery.hub import Hub
 from broadcaster.node import probes, publish
@@ -80,6 +81,9 @@ def create_app(
         "Whether the broker is connected.",
         lambda: float(app[BROKER].connected),
     )
+    broker = app[BROKER]
+    if isinstance(broker, ClusterBroker):
+        metrics.collect_also(lambda: link_families(broker.links()))
     app[STATE] = NodeState()
     app[LIMITER] = ConnectionLimiter(settings.max_connections, settings.max_connections_per_ip)
     app[AUTH] = Authenticator(
