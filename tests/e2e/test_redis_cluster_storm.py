@@ -221,7 +221,17 @@ async def kill_a_primary(
     primary = cluster.owner(channels[1])
     assert primary.process is not None
     os.kill(primary.process.pid, signal.SIGKILL)
-    await settle(cluster)
+    slot = cluster.slot(channels[1])
+
+    def promoted() -> bool:
+        # (CLUSTER INFO says ok until the primary is marked failed: ask who serves the slot.)
+        views = {cluster.owner_of(slot, asked=s) for s in cluster.servers if s.alive()}
+        return len(views) == 1 and primary not in views and cluster.settled()
+
+    async def done() -> bool:
+        return await asyncio.to_thread(promoted)
+
+    await eventually(done, 60, "a replica to take over")
     return {link_series("connected", cluster.owner(channels[1])): 1}
 
 
