@@ -18,8 +18,11 @@ import json
 import multiprocessing
 import os
 import shutil
+import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -76,10 +79,27 @@ def fcall_stats(port: int) -> tuple[int, int]:
     return int(stats.get("calls", 0)), int(stats.get("usec", 0))
 
 
-def run(shards: int, seconds: float, batch: int, workdir: Path) -> dict[str, Any]:
+def tag_on(port: int, seeds: list[int]) -> str:
+    """A hash tag whose slot the primary at `port` serves (`{tag}name` lives there)."""
+    with redis.Redis(port=seeds[0]) as probe:
+        owners = _owners(probe)
+    return next(f"t{n}" for n in range(100_000) if owners[key_slot(f"t{n}".encode())] == port)
+
+
+def cluster_url(ports: list[int]) -> str:
+    return "redis+cluster://" + ",".join(f"127.0.0.1:{port}" for port in ports)
+
+
+@contextmanager
+def redis_cluster(
+    shards: int, workdir: Path
+) -> Iterator[tuple[list[int], list[subprocess.Popen[bytes]]]]:
+    """A Redis Cluster of `shards` primaries (no replicas, no persistence), primary n
+    pinned to core n modulo the cores with `taskset`: their ports and processes. They
+    are stopped on the way out, also on errors."""
     ports = [cluster_port() for _ in range(shards)]
     cores = os.cpu_count() or 1
-    processes = []
+    processes: list[subprocess.Popen[bytes]] = []
     try:
         for n, port in enumerate(ports):
             data = workdir / f"shards{shards}-{port}"
@@ -90,7 +110,15 @@ def run(shards: int, seconds: float, batch: int, workdir: Path) -> dict[str, Any
             processes.append(spawn(argv, log=data / "redis.log"))
             wait_for_redis(port, 15, processes[-1])
         create_cluster(ports, replicas=0)
-        url = "redis+cluster://" + ",".join(f"127.0.0.1:{port}" for port in ports)
+        yield ports, processes
+    finally:
+        for process in processes:
+            stop(process)
+
+
+def run(shards: int, seconds: float, batch: int, workdir: Path) -> dict[str, Any]:
+    with redis_cluster(shards, workdir) as (ports, _):
+        url = cluster_url(ports)
         # The library is loaded, and every shard has published once, before the clock runs.
         with SyncRedisPublisher.from_url(url) as warm:
             for port in ports:
@@ -121,9 +149,6 @@ def run(shards: int, seconds: float, batch: int, workdir: Path) -> dict[str, Any
             "publishes_per_second": round(sent / elapsed),
             "per_shard": per_shard,
         }
-    finally:
-        for process in processes:
-            stop(process)
 
 
 def main() -> None:
