@@ -36,8 +36,9 @@ class NodeSettings(BaseSettings):
             "`redis://:<password>@host:6379/0`; or "
             "`redis+sentinel://[[user]:password@]host:port[,host:port...]/<service>[/db]` to find "
             "the primary through Redis Sentinel (see [Redis high availability](availability.md)). "
-            "`redis+cluster://host:port[,host:port...]` names a Redis Cluster: for "
-            "`broadcaster publish` and the Python publishers only, so far (a node refuses it). "
+            "`redis+cluster://[[user]:password@]host:port[,host:port...]` "
+            "(`rediss+cluster://` with TLS) names seed nodes of a Redis Cluster; a `redis://` "
+            "URL of a cluster node is detected too (see [Redis Cluster](redis-cluster.md)). "
             "When unset or empty, the node runs the embedded single-node broker."
         ),
     )
