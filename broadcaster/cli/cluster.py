@@ -7,7 +7,9 @@ import sys
 from typing import Any
 
 import broadcaster.cluster.run as cluster
+from broadcaster.cluster.children import ClusterError
 from broadcaster.cluster.configs import ConfigError
+from broadcaster.cluster.redis_shards import refusal
 
 
 def add(commands: Any) -> None:
@@ -34,10 +36,20 @@ def add(commands: Any) -> None:
         action="store_true",
         help="also run a replica and three Sentinels; nodes find the primary through them",
     )
+    parser.add_argument(
+        "--redis-shards",
+        type=int,
+        metavar="N",
+        help="run a Redis Cluster of N primaries, each with a replica, instead of one Redis "
+        "(failover needs 3 or more)",
+    )
     parser.set_defaults(run=_run)
 
 
 def _run(args: argparse.Namespace) -> None:
+    refused = refusal(args.redis_shards, sentinel=args.sentinel)
+    if refused is not None:
+        sys.exit(f"broadcaster: {refused}")
     try:
         cluster.run(
             cluster.Cluster(
@@ -48,7 +60,8 @@ def _run(args: argparse.Namespace) -> None:
                 tls=args.tls or args.tls_port != 0,
                 tls_port=args.tls_port,
                 sentinel=args.sentinel,
+                redis_shards=args.redis_shards or 0,
             )
         )
-    except (cluster.ClusterError, ConfigError) as exc:
+    except (ClusterError, ConfigError) as exc:
         sys.exit(f"broadcaster: {exc}")

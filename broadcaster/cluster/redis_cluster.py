@@ -4,8 +4,7 @@ one cluster by `redis-cli --cluster create`, for `broadcaster cluster` and the t
 The servers are started by the caller (`cluster_options` go on each one's command line),
 then `create_cluster` joins them: the first `len(ports) / (replicas + 1)` become the
 primaries, which share the 16384 slots, and the others their replicas. (One or two
-primaries without replicas, which `redis-cli --cluster create` does not make, are
-joined by hand.)
+primaries, which `redis-cli --cluster create` does not make, are joined by hand.)
 """
 
 from __future__ import annotations
@@ -66,9 +65,9 @@ def create_cluster(
         raise StartError("redis-cli is missing: sudo apt-get install redis-tools")
     env = {**os.environ, **({"REDISCLI_AUTH": password} if password else {})}
     addresses = [f"{LOOPBACK}:{port}" for port in ports]
-    if len(ports) < 3 and not replicas:
+    if len(ports) // (replicas + 1) < 3:
         # redis-cli makes clusters of three primaries or more; fewer are joined by hand.
-        _join_by_hand(cli, ports, env)
+        _join_by_hand(cli, ports, replicas, env, timeout)
         _wait_ok(ports, password, timeout, addresses)
         return
     argv = [cli, "--cluster", "create", *addresses, "--cluster-replicas", str(replicas)]
@@ -86,25 +85,46 @@ def create_cluster(
     _wait_ok(ports, password, timeout, addresses)
 
 
-def _join_by_hand(cli: str, ports: Sequence[int], env: dict[str, str]) -> None:
-    """Primaries that meet the first and share the slots in equal ranges."""
-    share = SLOTS // len(ports)
-    for n, port in enumerate(ports):
-        last = SLOTS - 1 if n == len(ports) - 1 else (n + 1) * share - 1
-        commands = [["CLUSTER", "ADDSLOTSRANGE", str(n * share), str(last)]]
-        if n:
-            commands.append(["CLUSTER", "MEET", LOOPBACK, str(ports[0])])
-        for command in commands:
-            done = subprocess.run(
-                [cli, "-p", str(port), *command],
-                check=False,
-                capture_output=True,
-                text=True,
-                env=env,
-                timeout=10,
-            )
-            if done.returncode != 0 or done.stdout.strip() != "OK":
-                raise StartError(f"{' '.join(command)} failed on {port}: {done.stdout.strip()}")
+def _join_by_hand(
+    cli: str, ports: Sequence[int], replicas: int, env: dict[str, str], timeout: float
+) -> None:
+    """Primaries that meet the first and share the slots in equal ranges, then their
+    replicas: the first replica follows the first primary, and so on round."""
+    count = len(ports) // (replicas + 1)
+    primaries, followers = ports[:count], ports[count:]
+    share = SLOTS // count
+    for n, port in enumerate(primaries):
+        last = SLOTS - 1 if n == count - 1 else (n + 1) * share - 1
+        _call(cli, port, env, "CLUSTER", "ADDSLOTSRANGE", str(n * share), str(last))
+    for port in ports[1:]:
+        _call(cli, port, env, "CLUSTER", "MEET", LOOPBACK, str(ports[0]))
+    for n, port in enumerate(followers):
+        primary = _call(cli, primaries[n % count], env, "CLUSTER", "MYID", expect=None)
+        deadline = time.monotonic() + timeout
+        # It may follow the primary once the handshake has told it the primary's id.
+        while primary not in _call(cli, port, env, "CLUSTER", "NODES", expect=None):
+            if time.monotonic() > deadline:
+                raise StartError(f"the cluster node on {port} never met {primary}")
+            time.sleep(0.05)
+        _call(cli, port, env, "CLUSTER", "REPLICATE", primary)
+
+
+def _call(
+    cli: str, port: int, env: dict[str, str], *command: str, expect: str | None = "OK"
+) -> str:
+    """What the server on `port` answers `command`; with `expect`, it must answer that."""
+    done = subprocess.run(
+        [cli, "-p", str(port), *command],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=10,
+    )
+    answer = done.stdout.strip()
+    if done.returncode != 0 or (expect is not None and answer != expect):
+        raise StartError(f"{' '.join(command)} failed on {port}: {answer or done.stderr}")
+    return answer
 
 
 def _wait_ok(

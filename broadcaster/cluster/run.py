@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import signal
 import ssl
-import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from broadcaster.cluster.certificate import write_self_signed
+from broadcaster.cluster.children import Children, ClusterError, installed
 from broadcaster.cluster.configs import (
     MIN_REPLICAS,
     REPLICAS,
@@ -24,38 +23,20 @@ from broadcaster.cluster.configs import (
 )
 from broadcaster.cluster.processes import (
     SERVE,
-    Ended,
     StartError,
     free_port,
     node_env,
     reap,
     redis_argv,
     settings_env,
-    spawn,
-    wait_for_http,
-    wait_for_port,
-    which,
 )
-from broadcaster.node.ports import holder, holders
-
-INSTALL = {
-    "redis-server": "sudo apt-get install redis-server",
-    "nginx": "sudo apt-get install nginx",
-    "prometheus": "sudo apt-get install prometheus",
-}
-
-
-START_TIMEOUT = 30  # seconds each part may take to answer
-PORT_TIMEOUT = 15  # seconds Redis and the Sentinels may take to listen
-
-
-class ClusterError(Exception):
-    """The cluster cannot start; the message says what to do."""
+from broadcaster.cluster.redis_shards import Shards
 
 
 @dataclass
-class Cluster:
-    """Redis, N nodes, nginx and optionally Prometheus, as child processes."""
+class Cluster(Children):
+    """Redis (or a Redis Cluster of `redis_shards` primaries), N nodes, nginx and
+    optionally Prometheus, as child processes."""
 
     nodes: int
     port: int
@@ -64,17 +45,17 @@ class Cluster:
     tls: bool = False
     tls_port: int = 0  # 0: a free port
     sentinel: bool = False
-    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="broadcaster-")))
+    redis_shards: int = 0  # 0: one Redis (`sentinel`: watched by Sentinels)
     node_env: dict[str, str] = field(default_factory=dict)
-    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     addresses: dict[str, str] = field(default_factory=dict)
+    shards: Shards | None = field(default=None, init=False)
 
     def start(self) -> None:
         """Start everything and wait until each part answers."""
         binaries = ["redis-server", "nginx"] + (["prometheus"] if self.prometheus else [])
-        for binary in binaries:
-            _which(binary)
-        redis_url = self._start_redis()
+        for binary in binaries + (["redis-cli"] if self.redis_shards else []):
+            installed(binary)
+        redis_url = self._start_shards() if self.redis_shards else self._start_redis()
         node_ports = [free_port() for _ in range(self.nodes)]
         for n, node_port in enumerate(node_ports, 1):
             env = node_env(node_port, redis_url, node_id=f"node{n}", trusted_proxies="127.0.0.1")
@@ -86,7 +67,7 @@ class Cluster:
         self._spawn(
             "lb",
             [
-                _which("nginx"),
+                installed("nginx"),
                 "-p",
                 str(self.workdir),
                 "-c",
@@ -113,7 +94,7 @@ class Cluster:
             self._spawn(
                 "prometheus",
                 [
-                    _which("prometheus"),
+                    installed("prometheus"),
                     f"--config.file={prom_conf}",
                     f"--storage.tsdb.path={self.workdir / 'prometheus'}",
                     f"--web.listen-address=127.0.0.1:{prom_port}",
@@ -142,16 +123,37 @@ class Cluster:
         for n, sentinel in enumerate(sentinels, 1):
             config = self.workdir / f"sentinel{n}.conf"  # Sentinel rewrites it: its own file
             config.write_text(render_sentinel(sentinel, port, self.workdir))
-            self._spawn(f"sentinel{n}", [_which("redis-server"), str(config), "--sentinel"])
+            self._spawn(f"sentinel{n}", [installed("redis-server"), str(config), "--sentinel"])
             self._wait_port(f"sentinel{n}", sentinel)
             self.addresses[f"sentinel{n}"] = f"127.0.0.1:{sentinel}"
         hosts = ",".join(f"127.0.0.1:{sentinel}" for sentinel in sentinels)
         return f"redis+sentinel://{hosts}/{SENTINEL_SERVICE}"
 
+    def _start_shards(self) -> str:
+        """A Redis Cluster: `redis_shards` primaries with a replica each; the nodes' URL."""
+        self.shards = Shards.pick(self.redis_shards)
+        for name, port in self.shards.servers():
+            self._spawn(name, self._redis_server(port, *self.shards.options(port)))
+        for name, port in self.shards.servers():
+            self._wait_port(name, port)
+            self.addresses[name] = f"redis://127.0.0.1:{port}"
+        try:
+            self.shards.create()
+        except StartError as exc:
+            raise ClusterError(f"{exc}; see the redis logs in {self.workdir}") from None
+        return self.shards.url
+
+    def publish_hints(self) -> list[str]:
+        """Commands that publish to this cluster's Redis, to print."""
+        if self.shards is not None:
+            return self.shards.publish_hints()
+        port = self.addresses["redis"].rsplit(":", 1)[1]
+        return [f"redis-cli -p {port} FCALL sse_publish 1 news hello"]
+
     def _redis_server(self, port: int, *extra: str) -> list[str]:
         data = self.workdir / f"redis-{port}"
         data.mkdir(exist_ok=True)
-        return redis_argv(port, data, *extra, durable=True, binary=_which("redis-server"))
+        return redis_argv(port, data, *extra, durable=True, binary=installed("redis-server"))
 
     def pid(self, name: str) -> int:
         """The pid behind an address: nginx serves both `lb` and `lb-tls`."""
@@ -174,71 +176,18 @@ class Cluster:
         return path
 
     def stop(self) -> None:
-        """Stop the load balancer, then the nodes, then Redis; each within a bound."""
+        """Stop the load balancer, then the nodes, then Redis (replicas first); each
+        within a bound."""
         order = ["lb", "prometheus", "demo", "sentinel1", "sentinel2", "sentinel3"]
         order += [name for name in self.processes if name.startswith("node")]
-        for name in [*order, *(f"replica{n}" for n in range(1, REPLICAS + 1)), "redis"]:
+        order += reversed([name for name in self.processes if name not in order])
+        for name in order:
             process = self.processes.get(name)
             if process is None or process.poll() is not None:
                 continue
             process.send_signal(signal.SIGQUIT if name == "lb" else signal.SIGTERM)
         for process in self.processes.values():
             reap(process)
-
-    def log_path(self, name: str) -> Path:
-        """Where the process `name` writes its output."""
-        return self.workdir / f"{name}.log"
-
-    def _wait_http(
-        self,
-        name: str,
-        url: str,
-        context: ssl.SSLContext | None = None,
-        port: int | None = None,
-    ) -> None:
-        """Wait until `url` answers 200 while the process `name` stays up. With `port`, the
-        answer must come from `name` itself: a process left over from another run may hold
-        the port (and answer) while ours fails to bind it."""
-        process = self.processes[name]
-        try:
-            wait_for_http(url, process, START_TIMEOUT, context)
-        except Ended:
-            if port is not None and holders(port):
-                raise self._port_taken(name, port) from None
-            raise self._ended(name) from None
-        except StartError:
-            raise ClusterError(
-                f"{url} did not answer within {START_TIMEOUT}s; see {self.log_path(name)}"
-            ) from None
-        if port is not None and process.pid not in holders(port):
-            raise self._port_taken(name, port)
-
-    def _wait_port(self, name: str, port: int) -> None:
-        try:
-            wait_for_port(port, PORT_TIMEOUT, self.processes[name])
-        except Ended:
-            raise self._ended(name) from None
-        except StartError:
-            raise ClusterError(f"nothing listens on port {port}") from None
-
-    def _ended(self, name: str) -> ClusterError:
-        log = self.log_path(name)
-        return ClusterError(
-            f"{name} (pid {self.processes[name].pid}) exited while starting: {_last_line(log)}; "
-            f"see {log}"
-        )
-
-    def _port_taken(self, name: str, port: int) -> ClusterError:
-        return ClusterError(
-            f"{name} (pid {self.processes[name].pid}) cannot listen on 127.0.0.1:{port}: it is "
-            f"held {holder(port) or 'by another process'}; stop that or choose another --port; "
-            f"see {self.log_path(name)}"
-        )
-
-    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
-        # Its own session: Ctrl-C goes to `broadcaster cluster`, which stops all in order.
-        log = self.log_path(name)
-        self.processes[name] = spawn(argv, log=log, env=env, cwd=self.workdir, own_session=True)
 
 
 def run(cluster: Cluster) -> None:
@@ -255,27 +204,15 @@ def run(cluster: Cluster) -> None:
         cluster.start()
         for name, address in cluster.addresses.items():
             print(f"{name:<11} {address:<28} pid {cluster.pid(name)}", flush=True)
-        redis_port = cluster.addresses["redis"].rsplit(":", 1)[1]
         print(f"try: curl -N '{cluster.addresses['lb']}/events?channel=news'", flush=True)
         if cluster.tls:
             tls_url = cluster.addresses["lb-tls"]
             print(f"try: curl -kN '{tls_url}/events?channel=news'", flush=True)
-        print(f"and: redis-cli -p {redis_port} FCALL sse_publish 1 news hello", flush=True)
+        for hint in cluster.publish_hints():
+            print(f"and: {hint}", flush=True)
         print(f"logs in {cluster.workdir}; Ctrl-C stops everything", flush=True)
         while not stopping:
             time.sleep(0.2)
     finally:
         cluster.stop()
     print("stopped", flush=True)
-
-
-def _which(binary: str) -> str:
-    found = which(binary)
-    if found is None:
-        raise ClusterError(f"{binary} is not installed: {INSTALL[binary]}")
-    return found
-
-
-def _last_line(log: Path) -> str:
-    lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
-    return lines[-1].strip() if lines else "it wrote nothing"

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import sys
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
+from broadcaster.cluster.processes import settings_env
 from tests.support.processes import Node, run_broadcaster
 from tests.support.wait import wait_until
 
@@ -62,3 +64,31 @@ async def test_an_unknown_setting_does_not_stop_a_node(start_node: Callable[...,
     log = node.log.read_text()
     assert "BROADCASTER_FANCY is not a setting; it is ignored" in log
     assert "BROADCASTER_TOKEN" not in log  # `broadcaster subscribe` reads it
+
+
+def test_redis_shards_with_sentinel_or_without_a_shard_is_one_line_before_anything_starts(
+    tmp_path: Path,
+) -> None:
+    # The refusal comes first: nothing is started, not even a work directory made.
+    def cluster(*flags: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "broadcaster", "cluster", *flags],
+            env={**settings_env(inherit=False), "TMPDIR": str(tmp_path)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    done = cluster("--redis-shards", "3", "--sentinel")
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr.splitlines() == [
+        "broadcaster: --redis-shards and --sentinel do not go together: a Redis Cluster "
+        "promotes its replicas itself, without Sentinels; choose one"
+    ]
+    done = cluster("--redis-shards", "0")
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr.splitlines() == [
+        "broadcaster: --redis-shards 0: a Redis Cluster needs 1 shard or more (3 for failover)"
+    ]
+    assert list(tmp_path.iterdir()) == []

@@ -16,7 +16,12 @@ from broadcaster import RedisPublisher, SyncRedisPublisher
 from broadcaster.brokers.config import LibraryConfig
 from broadcaster.brokers.redis.keys import KeySpace
 from broadcaster.brokers.redis.library import NotReplicated
-from broadcaster.cluster.redis_cluster import cluster_options, cluster_port, create_cluster
+from broadcaster.cluster.redis_cluster import (
+    cluster_info,
+    cluster_options,
+    cluster_port,
+    create_cluster,
+)
 from broadcaster.core.ids import EventId
 from tests.support.processes import RedisServer, replicas_online
 from tests.support.redis_cluster import RedisClusterGroup
@@ -37,6 +42,28 @@ def test_three_primaries_with_a_replica_each_serve_every_slot(
     owners = {redis_cluster.owner(f"{{room{n}}}").port for n in range(12)}
     assert len(owners) == 3
     assert redis_cluster.owner("{room7}chat") is redis_cluster.owner("sse:{room7}:meta")
+
+
+@pytest.mark.parametrize("shards", [1, 2])
+def test_one_or_two_primaries_each_get_their_replica_joined_by_hand(
+    tmp_path: Path, shards: int
+) -> None:
+    # redis-cli makes clusters of three primaries or more; `broadcaster cluster
+    # --redis-shards 1` (or 2) has its servers joined by hand, the first replica
+    # following the first primary.
+    group = RedisClusterGroup(tmp_path, shards=shards, replicas=1)
+    try:
+        group.start()
+        primaries, replicas = group.servers[:shards], group.servers[shards:]
+        assert group.primaries() == primaries
+        for primary, replica in zip(primaries, replicas, strict=True):
+            role = replica.cli("ROLE").split()
+            assert role[:3] == ["slave", "127.0.0.1", str(primary.port)], role
+        for server in group.servers:
+            info = cluster_info(server.port)
+            assert (info["cluster_state"], info["cluster_size"]) == ("ok", str(shards))
+    finally:
+        group.stop()
 
 
 def test_a_sharded_message_reaches_a_subscriber_on_the_owning_shard(

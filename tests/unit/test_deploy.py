@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from broadcaster.brokers.redis.client import ClusterURL
 from broadcaster.cluster.configs import deploy_file, render_nginx, render_prometheus
 from broadcaster.settings import Settings
 
@@ -44,19 +45,34 @@ def compose(env: dict[str, str] | None = None) -> dict[str, Any]:
     return yaml.safe_load(text)  # type: ignore[no-any-return]
 
 
+CLUSTER_SERVERS = [f"redis-c{n}" for n in range(1, 7)]  # the `cluster` profile
+CLUSTER_URL = "redis+cluster://:${REDIS_PASSWORD}@" + ",".join(
+    f"{name}:6379" for name in CLUSTER_SERVERS
+)
+
+
+def fixed_address(service: dict[str, Any]) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    return ipaddress.ip_address(service["networks"]["backend"]["ipv4_address"])
+
+
 def test_compose_has_redis_three_nodes_a_balancer_prometheus_and_profiles() -> None:
     services = compose()["services"]
     assert set(services) == {
         *("redis", "node1", "node2", "node3", "lb", "prometheus", "demo"),
         *("redis-replica", "redis-replica2", "sentinel1", "sentinel2", "sentinel3"),
+        *CLUSTER_SERVERS,
+        "redis-cluster-create",
     }
     for name in ("redis-replica", "redis-replica2", "sentinel1", "sentinel2", "sentinel3"):
         assert services[name]["profiles"] == ["ha"]
+    for name in [*CLUSTER_SERVERS, "redis-cluster-create"]:
+        assert services[name]["profiles"] == ["cluster"]
     assert "--appendonly" in services["redis"]["command"]
     assert services["lb"]["ports"] == ["8080:8080"]
     assert services["demo"]["profiles"] == ["demo"]
     assert services["demo"]["command"] == ["broadcaster", "demo"]
-    assert all("healthcheck" in s for name, s in services.items() if name != "demo")
+    one_shot = ("demo", "redis-cluster-create")  # (a producer; a job that ends)
+    assert all("healthcheck" in s for name, s in services.items() if name not in one_shot)
 
 
 def test_redis_is_published_nowhere_and_needs_a_password() -> None:
@@ -80,9 +96,16 @@ def test_only_the_balancer_is_public_and_only_it_is_trusted() -> None:
     for name, service in services.items():
         for port in service.get("ports", []):
             assert name == "lb" or str(port).startswith("127.0.0.1:"), (name, port)
-    subnet = ipaddress.ip_network(config["networks"]["backend"]["ipam"]["config"][0]["subnet"])
+    ipam = config["networks"]["backend"]["ipam"]["config"][0]
+    subnet, dynamic = ipaddress.ip_network(ipam["subnet"]), ipaddress.ip_network(ipam["ip_range"])
     balancer = ipaddress.ip_address(services["lb"]["networks"]["backend"]["ipv4_address"])
     assert balancer in subnet
+    # Fixed addresses lie outside the range the others get theirs from: none is taken
+    # before its owner starts.
+    fixed = [balancer, *(fixed_address(services[name]) for name in CLUSTER_SERVERS)]
+    assert dynamic.subnet_of(subnet)  # type: ignore[arg-type]
+    assert all(address in subnet and address not in dynamic for address in fixed)
+    assert len(set(fixed)) == len(fixed)
     for name in ("node1", "node2", "node3"):
         trusted = Settings(
             trusted_proxies=services[name]["environment"]["BROADCASTER_TRUSTED_PROXIES"]
@@ -217,3 +240,69 @@ def test_the_ha_profile_runs_two_replicas_and_three_sentinels_on_the_password() 
     node = services["node1"]["environment"]
     assert node["BROADCASTER_REDIS_URL"] == url
     assert Settings(redis_url=node["BROADCASTER_REDIS_URL"]).redis_url == url
+
+
+def test_the_cluster_profile_runs_six_cluster_servers_that_answer_by_name() -> None:
+    services = compose()["services"]
+    volumes = set()
+    for name in CLUSTER_SERVERS:
+        server = services[name]
+        assert server["image"] == "redis:7"
+        assert server["hostname"] == name
+        script = server["command"][-1]
+        assert server["command"][:2] == ["sh", "-c"] and script.startswith("exec redis-server ")
+        for option in (
+            "--cluster-enabled yes",
+            "--appendonly yes",
+            '--requirepass "$REDIS_PASSWORD"',
+            '--masterauth "$REDIS_PASSWORD"',  # a replica, or a primary back as one
+            # Redis 7: its service name in MOVED replies and the slot map, not its address.
+            '--cluster-announce-hostname "$(hostname)"',
+            "--cluster-preferred-endpoint-type hostname",
+        ):
+            assert option in script, (name, option)
+        # The cluster promotes a replica by itself; the promoted one, replica-less, must
+        # still take writes.
+        assert "min-replicas" not in script
+        assert server["environment"] == {"REDIS_PASSWORD": PASSWORD, "REDISCLI_AUTH": PASSWORD}
+        assert "ports" not in server
+        assert "redis-cli" in server["healthcheck"]["test"]
+        volumes.add(server["volumes"][0].split(":")[0])
+    assert len(volumes) == 6 and volumes <= set(compose()["volumes"])
+
+
+def test_the_cluster_is_made_once_by_redis_cli_before_the_nodes_start() -> None:
+    services = compose()["services"]
+    create = services["redis-cluster-create"]
+    assert create["image"] == "redis:7" and create["restart"] == "no"
+    assert create["depends_on"] == {
+        name: {"condition": "service_healthy"} for name in CLUSTER_SERVERS
+    }
+    assert create["environment"] == {"REDISCLI_AUTH": PASSWORD}
+    script = create["command"][-1]
+    # A cluster made already (its servers know each other) is left alone.
+    skip, _, make = script.partition("; fi;")
+    assert "cluster_known_nodes:[2-9]" in skip and "exit 0" in skip
+    words = make.split()
+    assert words[:4] == ["exec", "redis-cli", "--cluster", "create"]
+    addresses = [f"{fixed_address(services[name])}:6379" for name in CLUSTER_SERVERS]
+    assert words[4:] == [*addresses, "--cluster-replicas", "1", "--cluster-yes"]
+    for name in ("node1", "node2", "node3", "demo"):
+        waits = services[name]["depends_on"]["redis-cluster-create"]
+        # Without the profile the job is not there, and nothing waits for it.
+        assert waits == {"condition": "service_completed_successfully", "required": False}
+
+
+def test_the_cluster_profile_says_which_url_to_set_and_the_nodes_take_it() -> None:
+    assert f"BROADCASTER_REDIS_URL={CLUSTER_URL}" in (ROOT / "docker-compose.yml").read_text()
+    assert (
+        f"echo 'BROADCASTER_REDIS_URL={CLUSTER_URL}' >> .env"
+        in (ROOT / "docs" / "cluster.md").read_text()
+    )
+    url = interpolate(CLUSTER_URL, {"REDIS_PASSWORD": PASSWORD})
+    services = compose({"REDIS_PASSWORD": PASSWORD, "BROADCASTER_REDIS_URL": url})["services"]
+    for name in ("node1", "node2", "node3", "demo"):
+        assert services[name]["environment"]["BROADCASTER_REDIS_URL"] == url
+    parsed = ClusterURL.parse(url)
+    assert parsed.seeds == [(name, 6379) for name in CLUSTER_SERVERS]
+    assert parsed.password == PASSWORD
