@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import aiohttp
 import pytest
 import redis
 
@@ -23,8 +24,12 @@ from broadcaster.cluster.redis_cluster import (
     create_cluster,
 )
 from broadcaster.core.ids import EventId
+from tests.support.client import subscribe
+from tests.support.nodes import StartApp
 from tests.support.processes import RedisServer, replicas_online
+from tests.support.publish import TOKEN, publish
 from tests.support.redis_cluster import RedisClusterGroup
+from tests.support.sse import Event
 from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.slow
@@ -160,20 +165,30 @@ def broadcaster(*args: str, env: dict[str, str] | None = None) -> subprocess.Com
     )
 
 
-def test_the_cli_publishes_on_a_cluster_and_a_node_refuses_one_in_a_line(
+def test_the_cli_publishes_on_a_cluster_named_by_seeds_or_by_one_nodes_address(
     redis_cluster: RedisClusterGroup,
 ) -> None:
     url = f"redis+cluster://{redis_cluster.seeds}"
     done = broadcaster("publish", "--redis-url", url, "{room7}chat", "from the CLI")
     assert done.returncode == 0, done.stderr
-    assert ids_of("room7", redis_cluster, "{room7}chat") == [done.stdout.strip()]
-    # Nodes do not run on a cluster yet: one line says so, not a traceback.
-    refused = broadcaster("serve", env={"BROADCASTER_REDIS_URL": url})
-    assert refused.returncode == 1
-    assert refused.stderr.strip().splitlines() == [
-        "broadcaster: nodes and the demo cannot run on a Redis Cluster yet (the Python "
-        "publishers and `broadcaster publish` can): use one primary, or Sentinel"
-    ]
+    # A plain redis:// URL of any node (here a replica's, maybe) is found to be a cluster.
+    plain = redis_cluster.servers[-1].url
+    again = broadcaster("publish", "--redis-url", plain, "{room7}chat", "by one address")
+    assert again.returncode == 0, again.stderr
+    sent = [done.stdout.strip(), again.stdout.strip()]
+    assert ids_of("room7", redis_cluster, "{room7}chat") == sent
+
+
+async def test_a_node_given_one_cluster_nodes_address_runs_on_the_cluster(
+    redis_cluster: RedisClusterGroup, start_app: StartApp
+) -> None:
+    base = await start_app(redis_url=redis_cluster.servers[0].url, publish_token=TOKEN)
+    owner = redis_cluster.owner("{room7}")
+    async with aiohttp.ClientSession() as session, subscribe(session, base, ["{room7}chat"]) as sub:
+        shard_channel = "sse:{room7}:#{room7}chat"
+        assert owner.cli("PUBSUB", "SHARDNUMSUB", shard_channel).split()[1] == "1"
+        sent = await publish(session, base, "{room7}chat", "on the cluster")
+        assert await sub.wait_for(1) == [Event("on the cluster", "message", sent)]
 
 
 async def test_sse_seen_names_its_group_on_a_cluster(redis_cluster: RedisClusterGroup) -> None:
