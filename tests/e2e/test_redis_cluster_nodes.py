@@ -13,7 +13,7 @@ import aiohttp
 import orjson
 import pytest
 
-from broadcaster import SyncRedisPublisher
+from broadcaster import RedisPublisher, SyncRedisPublisher
 from tests.e2e.test_cluster import cli_publish
 from tests.support.client import Subscriber, subscribe
 from tests.support.processes import Node
@@ -149,3 +149,35 @@ async def test_a_bad_composite_id_resets_and_streams_on(
         await publish(session, nodes[1].url, channels[2], "live")
         events = await sub.wait_for(2)
         assert events[1].data == "live" and "~" in events[1].id
+
+
+async def test_a_replay_across_shards_during_a_publish_storm_is_exact(
+    nodes: list[Node], clean_redis_cluster: RedisClusterGroup, session: aiohttp.ClientSession
+) -> None:
+    channels = [*clean_redis_cluster.channels_by_primary().values(), "{room}chat"]
+    publisher = RedisPublisher.from_url(clean_redis_cluster.url)
+    sent: dict[str, list[str]] = {channel: [] for channel in channels}
+
+    async def burst(start: int, count: int) -> None:
+        for n in range(start, start + count):
+            channel = channels[n % len(channels)]
+            await publisher.publish(channel, f"{channel}|{n}")
+            sent[channel].append(f"{channel}|{n}")
+
+    await burst(0, 40)
+    async with subscribe(session, nodes[0].url, channels) as first:
+        await first.wait_for(0)
+        await burst(40, 8)
+        await first.wait_for(8)
+        held = first.parser.last_event_id
+    await burst(48, 400)  # history to replay
+    storm = asyncio.create_task(burst(448, 400))  # and more while it is replayed
+    async with subscribe(session, nodes[1].url, channels, {"Last-Event-ID": held}) as back:
+        await storm
+        await back.wait_for(800)
+        got = [event.data for event in back.events]
+    await publisher.aclose()
+    assert all(event.event == "message" for event in back.events)
+    for channel in channels:
+        mine = [data for data in got if data.startswith(f"{channel}|")]
+        assert mine == [d for d in sent[channel] if int(d.rpartition("|")[2]) >= 48], channel

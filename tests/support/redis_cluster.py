@@ -22,6 +22,7 @@ class RedisClusterGroup:
     """`shards` primaries with `replicas` replicas each."""
 
     def __init__(self, workdir: Path, shards: int = 3, replicas: int = 1) -> None:
+        self.workdir = workdir
         self.replicas = replicas
         self.servers = [
             RedisServer(workdir / f"cluster{n}") for n in range(shards * (1 + replicas))
@@ -83,6 +84,13 @@ class RedisClusterGroup:
                     port = int(fields[1].split("@")[0].rsplit(":", 1)[1])
                     return next(s for s in self.servers if s.port == port)
         raise AssertionError(f"no primary serves slot {slot}")
+
+    def replicas_of(self, primary: RedisServer) -> list[RedisServer]:
+        """The servers that replicate `primary` now."""
+        named = primary.cli("CLUSTER", "MYID").strip()
+        lines = primary.cli("CLUSTER", "REPLICAS", named).splitlines()
+        ports = {int(line.split()[1].split("@")[0].rsplit(":", 1)[1]) for line in lines}
+        return [server for server in self.servers if server.port in ports]
 
     def channels_by_primary(self) -> dict[int, str]:
         """A channel on each primary (by port), named by a tag that lands there."""
