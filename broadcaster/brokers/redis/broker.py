@@ -27,13 +27,14 @@ from broadcaster.brokers.redis.history import RedisHistory
 from broadcaster.brokers.redis.keys import KeySpace
 from broadcaster.brokers.redis.library import Library, NotReplicated, missing
 from broadcaster.brokers.redis.link import PubSubLink
+from broadcaster.brokers.redis.payloads import received
 from broadcaster.brokers.redis.publishing import publish
 from broadcaster.brokers.redis.replays import SharedReplays
 from broadcaster.brokers.redis.reports import SeenReports
 from broadcaster.brokers.redis.sequencer import Sequencer
 from broadcaster.core.history import Start, begin
 from broadcaster.core.ids import EventId
-from broadcaster.core.message import Message, plain, unpack
+from broadcaster.core.message import Message
 from broadcaster.core.metrics import Counts
 from broadcaster.core.publication import Publication
 from broadcaster.core.replay import Replay
@@ -283,18 +284,10 @@ class RedisBroker:
             self._sequencer.started(channel)
 
     def _on_message(self, channel: str, payload: bytes, durable: bool) -> None:
-        if not durable:  # raw text, whatever it looks like: never an id, a type, a reset
-            if channel in self._desired:
-                self._sequencer.receive(channel, plain(payload, self._counts.malformed))
-            return
-        try:
-            message = unpack(payload, self._counts.malformed)
-        except ValueError as exc:
-            self._counts.malformed["envelope"] += 1
-            log.warning("dropped a malformed message on %r: %s", channel, exc)
-            return
         if channel in self._desired:
-            self._sequencer.receive(channel, message)
+            message = received(channel, payload, durable, self._counts.malformed)
+            if message is not None:
+                self._sequencer.receive(channel, message)
 
     def _forged(self, channel: str, message: Message) -> None:
         self._counts.malformed["forged"] += 1

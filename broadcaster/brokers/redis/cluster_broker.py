@@ -26,6 +26,7 @@ from broadcaster.brokers.redis.groups import Group, GroupHistory, group_key
 from broadcaster.brokers.redis.history import RedisHistory
 from broadcaster.brokers.redis.keys import KeySpace
 from broadcaster.brokers.redis.library import Library, NotReplicated, missing
+from broadcaster.brokers.redis.payloads import received
 from broadcaster.brokers.redis.primaries import REDIRECTIONS, Primaries
 from broadcaster.brokers.redis.publishing import publish
 from broadcaster.brokers.redis.replays import SharedReplays
@@ -34,7 +35,7 @@ from broadcaster.brokers.redis.sequencer import Sequencer
 from broadcaster.brokers.redis.shards import LinkState, Shards
 from broadcaster.core.channels import group_of
 from broadcaster.core.history import Snapshot, Start, begin
-from broadcaster.core.message import Message, plain, unpack
+from broadcaster.core.message import Message
 from broadcaster.core.metrics import Counts
 from broadcaster.core.publication import Publication
 from broadcaster.core.replay import Replay
@@ -233,18 +234,10 @@ class ClusterBroker:
 
     def _on_message(self, channel: str, payload: bytes, durable: bool) -> None:
         group = self._routes.get(channel)
-        if group is None:
-            return
-        if not durable:  # raw text, whatever it looks like: never an id, a type, a reset
-            group.sequencer.receive(channel, plain(payload, self._counts.malformed))
-            return
-        try:
-            message = unpack(payload, self._counts.malformed)
-        except ValueError as exc:
-            self._counts.malformed["envelope"] += 1
-            log.warning("dropped a malformed message on %r: %s", channel, exc)
-            return
-        group.sequencer.receive(channel, message)
+        if group is not None:
+            message = received(channel, payload, durable, self._counts.malformed)
+            if message is not None:
+                group.sequencer.receive(channel, message)
 
     def _forged(self, channel: str, message: Message) -> None:
         self._counts.malformed["forged"] += 1
