@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import socket
 import subprocess
 import time
@@ -18,6 +19,7 @@ from collections.abc import Sequence
 
 from broadcaster.cluster.processes import LOOPBACK, StartError, which
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")  # redis-cli colours its output
 NODE_TIMEOUT_MS = 2000
 """How long a shard primary may be unreachable before its replica is promoted (Redis's
 default is 15 s; a local cluster acts quickly)."""
@@ -80,8 +82,9 @@ def create_cluster(
         timeout=timeout,
     )
     if done.returncode != 0 or f"All {SLOTS} slots covered" not in done.stdout:
-        last = (done.stdout + done.stderr).strip().splitlines()[-1:] or ["no output"]
-        raise StartError(f"redis-cli --cluster create failed: {last[0]}")
+        said = [line.strip() for line in _ANSI.sub("", done.stdout + done.stderr).splitlines()]
+        last = "; ".join([line for line in said if line][-3:]) or "no output"
+        raise StartError(f"redis-cli --cluster create failed: {last}")
     _wait_ok(ports, password, timeout, addresses)
 
 

@@ -34,7 +34,7 @@ from tests.support.client import subscribe
 from tests.support.eventsource import EventSource
 from tests.support.nodes import StartNode
 from tests.support.processes import Node, RedisServer
-from tests.support.publish import post
+from tests.support.publish import acknowledged
 from tests.support.redis_cluster import RedisClusterGroup
 from tests.support.sse import Event
 from tests.support.wait import eventually, wait_until
@@ -126,19 +126,10 @@ def covered(events: list[Event], wanted: list[Sent], *, lossless: bool) -> Calla
 async def publish(session: aiohttp.ClientSession, nodes: list[Node], channel: str, n: int) -> Sent:
     """Publish message `n` through a node, retrying under one key until it is acknowledged."""
     data = f"{channel}|m{n}"
-    deadline = asyncio.get_running_loop().time() + 90
-    for attempt in itertools.count():
-        assert asyncio.get_running_loop().time() < deadline, f"message {n} never acknowledged"
-        node = nodes[(n + attempt) % len(nodes)]
-        try:
-            body = {"channel": channel, "data": data}
-            status, answer = await post(session, node.url, body, key=f"storm-{n}")
-            if status == 200:
-                return Sent(channel, data, str(answer["id"]))
-        except aiohttp.ClientError:
-            pass
-        await asyncio.sleep(0.1)  # a producer's backoff, not a wait for a condition
-    raise AssertionError("unreachable")
+    bases = [node.url for node in nodes]
+    body = {"channel": channel, "data": data}
+    answer = await acknowledged(session, bases, body, key=f"storm-{n}", first=n)
+    return Sent(channel, data, str(answer["id"]))
 
 
 @dataclass

@@ -3,6 +3,8 @@ Redis (FCALL sse_publish, the function every Redis publisher calls)."""
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 from typing import Any
 
 import aiohttp
@@ -56,3 +58,24 @@ async def fcall(client: redis.Redis, channel: str, data: str, event: str | None 
     """Publish straight to Redis, as the Redis publishers do (FCALL sse_publish); the id."""
     args = [data] + ([event] if event else [])
     return (await client.fcall("sse_publish", 1, channel, *args)).decode()  # type: ignore[no-any-return]
+
+
+async def acknowledged(
+    session: aiohttp.ClientSession, bases: list[str], body: Any, key: str, first: int = 0
+) -> Any:
+    """POST `body` under the idempotency key `key`, through the nodes at `bases` in turn
+    (from `first`), until one acknowledges it (a producer's retries across a failover);
+    the JSON answer. Fails after 90 seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 90
+    for attempt in itertools.count():
+        assert loop.time() < deadline, f"{body} never acknowledged"
+        base = bases[(first + attempt) % len(bases)]
+        try:
+            status, answer = await post(session, base, body, key=key)
+            if status == 200:
+                return answer
+        except aiohttp.ClientError:
+            pass
+        await asyncio.sleep(0.1)  # a producer's backoff, not a wait for a condition
+    raise AssertionError("unreachable")

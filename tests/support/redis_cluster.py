@@ -158,7 +158,15 @@ class RedisClusterGroup:
         self.servers.append(server)
         seed = f"127.0.0.1:{self.primaries()[0].port}"
         self._cli_cluster("add-node", f"127.0.0.1:{server.port}", seed)
+        named = server.cli("CLUSTER", "MYID").strip()
+        deadline = time.monotonic() + 30
+        while not all(named in other.cli("CLUSTER", "NODES") for other in self._alive()):
+            assert time.monotonic() < deadline, "the other nodes never heard of the new one"
+            time.sleep(0.05)
         return server
+
+    def _alive(self) -> list[RedisServer]:
+        return [server for server in self.servers if server.alive()]
 
     def rebalance(self) -> None:
         """`redis-cli --cluster rebalance --cluster-use-empty-masters`: move slots onto

@@ -24,6 +24,15 @@ REDIRECTIONS = (MovedError, AskError, TryAgainError, ClusterDownError, SlotNotCo
 (Each is a RedisError: a caller that retries link errors retries these too.)"""
 
 
+def primary_of(cluster: aioredis.RedisCluster, channel: str) -> tuple[str, int]:
+    """The address of the primary that serves `channel`'s group, by the slot map;
+    SlotNotCoveredError if none does."""
+    node = cluster.get_node_from_key(channel)
+    if node is None:
+        raise SlotNotCoveredError(f"no primary serves {channel!r} now")
+    return node.host, int(node.port)
+
+
 class Primaries:
     """The client of the primary that serves a channel's group, by the slot map."""
 
@@ -35,10 +44,7 @@ class Primaries:
 
     def client(self, channel: str) -> aioredis.Redis:
         """The primary that serves `channel`'s group; SlotNotCoveredError if none does."""
-        node = self._cluster.get_node_from_key(channel)
-        if node is None:
-            raise SlotNotCoveredError(f"no primary serves {channel!r} now")
-        address = (node.host, int(node.port))
+        address = primary_of(self._cluster, channel)
         client = self._clients.get(address)
         if client is None:
             client = self._clients[address] = self._node(*address)

@@ -24,6 +24,7 @@ from redis.backoff import NoBackoff
 
 from broadcaster.brokers.redis.client import LINK_ERRORS
 from broadcaster.brokers.redis.link import Ack, Pong, PubSubLink
+from broadcaster.brokers.redis.primaries import primary_of
 from broadcaster.brokers.redis.redis_internals import refresh_slots
 
 log = logging.getLogger(__name__)
@@ -173,10 +174,7 @@ class Shards:
             shard.link.close()
 
     def _shard_of(self, channel: str) -> _Shard:
-        node = self._cluster.get_node_from_key(channel)
-        if node is None:
-            raise LookupError(f"no shard serves {channel!r}")
-        address = (node.host, int(node.port))
+        address = primary_of(self._cluster, channel)
         shard = self._shards.get(address)
         if shard is None:
             link = PubSubLink(
@@ -189,7 +187,7 @@ class Shards:
             )
             shard = self._shards[address] = _Shard(address, link)
             self._counts.setdefault(address, LinkCounts())
-            shard.task = asyncio.create_task(self._session(shard), name=f"shard-{node.port}")
+            shard.task = asyncio.create_task(self._session(shard), name=f"shard-{address[1]}")
         return shard
 
     async def _session(self, shard: _Shard) -> None:
