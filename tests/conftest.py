@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
 from typing import Any
@@ -174,6 +175,10 @@ def shared_redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[R
 
 @pytest.fixture
 def clean_redis_cluster(shared_redis_cluster: RedisClusterGroup) -> RedisClusterGroup:
-    """The shared Redis Cluster, emptied."""
+    """The shared Redis Cluster, emptied, every replica linked to its primary."""
+    deadline = time.monotonic() + 30
+    while not (shared_redis_cluster.replicas_linked() and shared_redis_cluster.settled()):
+        assert time.monotonic() < deadline, "the shared cluster did not settle"
+        time.sleep(0.05)
     shared_redis_cluster.flush()
     return shared_redis_cluster

@@ -35,6 +35,12 @@ from tests.support.wait import wait_until
 pytestmark = pytest.mark.slow
 
 
+@pytest.fixture
+def redis_cluster(clean_redis_cluster: RedisClusterGroup) -> RedisClusterGroup:
+    """These tests leave the servers as they found them: they share one cluster."""
+    return clean_redis_cluster
+
+
 def test_three_primaries_with_a_replica_each_serve_every_slot(
     redis_cluster: RedisClusterGroup,
 ) -> None:
