@@ -14,6 +14,7 @@ from redis.exceptions import RedisError
 from broadcaster.brokers.redis.client import connect_publisher_sync
 from broadcaster.cli.options import load_settings
 from broadcaster.client import PublishError, SyncHttpPublisher, SyncPublisher, SyncRedisPublisher
+from broadcaster.client.coalesce import check_window
 from broadcaster.settings import Settings
 
 DEFAULT_URL = "http://127.0.0.1:8080"
@@ -33,6 +34,13 @@ def add(commands: Any) -> None:
         help="publish each line of standard input as its own event as it arrives, then done",
     )
     parser.add_argument(
+        "--coalesce",
+        metavar="SECONDS",
+        help="with --lines, merge the lines that arrive within SECONDS of an event's first"
+        " into that one event (each line keeps its line break; done then counts lines and"
+        " events); default 0, one event per line",
+    )
+    parser.add_argument(
         "--url",
         help="publish through the node at this URL (POST /publish with BROADCASTER_PUBLISH_TOKEN);"
         f" the default is Redis at BROADCASTER_REDIS_URL, or {DEFAULT_URL} without it",
@@ -44,11 +52,17 @@ def add(commands: Any) -> None:
 def _run(args: argparse.Namespace) -> None:
     if args.lines and args.data != "-":
         sys.exit("broadcaster: --lines reads standard input: give - as the data")
+    if args.coalesce is not None and not args.lines:
+        sys.exit("broadcaster: --coalesce merges the lines of --lines: give --lines too")
+    window = 0.0 if args.coalesce is None else _window(args.coalesce)
     settings = load_settings(redis_url=args.redis_url)
     try:
         with _publisher(settings, args.url) as publisher:
             if args.lines:
-                ids = publisher.stream(args.channel, _lines(sys.stdin), event=args.event or "line")
+                lines = _lines(sys.stdin, keep_breaks=window > 0)
+                ids = publisher.stream(
+                    args.channel, lines, event=args.event or "line", coalesce=window
+                )
                 print(ids[-1])  # the `done` event's: resume after it, and nothing is missed
             else:
                 # Like the shell's $(...), drop the newline that ends piped input.
@@ -70,7 +84,18 @@ def _publisher(settings: Settings, url: str | None) -> SyncPublisher:
     return SyncHttpPublisher(url or DEFAULT_URL, token)
 
 
-def _lines(stream: TextIO) -> Iterator[str]:
-    """Each line as soon as it is complete, without its line break."""
+def _window(seconds: str) -> float:
+    """--coalesce's seconds, or exit with a one-line reason."""
+    try:
+        return check_window(float(seconds))
+    except ValueError:
+        reason = f"a non-negative finite number of seconds, not {seconds!r}"
+        sys.exit(f"broadcaster: --coalesce takes {reason}")
+
+
+def _lines(stream: TextIO, *, keep_breaks: bool = False) -> Iterator[str]:
+    """Each line as soon as it is complete, without its line break, or with it as `\n`
+    (`keep_breaks`: merged lines stay lines)."""
     for line in stream:
-        yield line.removesuffix("\n").removesuffix("\r")
+        text = line.removesuffix("\n").removesuffix("\r")
+        yield text + "\n" if keep_breaks and line.endswith("\n") else text

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Self
 
+from broadcaster.client.coalesce import MAX_BYTES, Chunk, Clock, Coalescer
 from broadcaster.client.items import Item, StreamShape, publications
 from broadcaster.client.retries import MAX_PENDING, Retries
 from broadcaster.core.publication import Data, Publication
@@ -29,6 +31,7 @@ class Publisher(ABC):
 
     def __init__(self, *, retries: int = 3) -> None:
         self._retries = Retries(retries)
+        self.clock: Clock = time.monotonic  # times `stream`'s coalescing (tests fake it)
 
     @abstractmethod
     async def _send(self, batch: Sequence[Publication]) -> list[str]:
@@ -61,30 +64,34 @@ class Publisher(ABC):
         source: AsyncIterable[Data] | Iterable[Data],
         event: str = "token",
         done_event: str = "done",
+        *,
+        coalesce: float = 0,
+        coalesce_bytes: int = MAX_BYTES,
     ) -> list[str]:
         """Publish each chunk of `source` as an `event`, in order, then `done_event`.
 
         Chunks that arrive while a batch is on its way go out together in the next one, so
-        a fast source never waits a round trip per chunk. If the source raises, an `error`
-        event with a one-line reason ends the stream instead, and the exception propagates.
-        Returns the ids of every event published.
+        a fast source never waits a round trip per chunk. With `coalesce` seconds, chunks
+        that arrive within that window of an event's first chunk are merged into that one
+        event (text concatenated; otherwise a JSON array), of at most `coalesce_bytes`
+        (see `broadcaster.client.coalesce`); a chunk after a quiet spell still goes out
+        within the window. If the source raises, an `error` event with a one-line reason
+        ends the stream instead (after the event pending), and the exception propagates.
+        Returns the ids of every event published. Raises ValueError for bad arguments.
         """
         shape = StreamShape.of(channel, event, done_event)
-        sender = _Sender(self._deliver)
-        chunks, count = _chunks(source), 0
+        sender = _Sender(self._deliver, shape, Coalescer(coalesce, coalesce_bytes), self.clock)
+        chunks = _chunks(source)
         try:
             while True:
                 try:
-                    chunk = shape.chunk(await anext(chunks))
+                    chunk = Chunk.of(await anext(chunks))
                 except StopAsyncIteration:
-                    await sender.add(shape.done(count))
-                    return await sender.finish()
+                    return await sender.end()
                 except Exception as failure:
-                    await sender.add(shape.error(failure))
-                    await sender.finish()
+                    await sender.end(failure)
                     raise
                 await sender.add(chunk)
-                count += 1
         finally:
             sender.cancel()
 
@@ -120,10 +127,18 @@ async def _chunks(source: AsyncIterable[Data] | Iterable[Data]) -> AsyncIterator
 
 
 class _Sender:
-    """Sends publications in order, a batch at a time: all that waited go in the next."""
+    """Sends a stream's events in order, a batch at a time: all that waited go in the next.
 
-    def __init__(self, deliver: Send) -> None:
+    It owns the stream's `Coalescer`, and sends the pending event when its window passes.
+    """
+
+    def __init__(
+        self, deliver: Send, shape: StreamShape, coalescer: Coalescer, clock: Clock
+    ) -> None:
         self._deliver = deliver
+        self._shape = shape
+        self._coalescer = coalescer
+        self._clock = clock
         self._pending: list[Publication] = []
         self._ids: list[str] = []
         self._closing = False
@@ -132,19 +147,20 @@ class _Sender:
         self._room.set()
         self._task = asyncio.create_task(self._run())
 
-    async def add(self, publication: Publication) -> None:
-        """Queue one; waits while MAX_PENDING are queued. Raises the sender's failure."""
-        while len(self._pending) >= MAX_PENDING and not self._task.done():
-            self._room.clear()
-            await self._room.wait()  # set when a batch leaves, and when the sender stops
-        if self._task.done():
-            self._task.result()  # the send failure, raised here
-            raise RuntimeError("the stream's sender stopped")
-        self._pending.append(publication)
-        self._wake.set()
+    async def add(self, chunk: Chunk) -> None:
+        """Take one chunk; waits while MAX_PENDING are queued. Raises the sender's failure."""
+        await self._wait_for_room()
+        self._queue(self._coalescer.add(chunk, self._clock()))
+        self._wake.set()  # also to time a new pending event
 
-    async def finish(self) -> list[str]:
-        """Send what is queued; return every id."""
+    async def end(self, failure: BaseException | None = None) -> list[str]:
+        """Send the pending event, then `done` (or `error` for `failure`); return every id."""
+        await self._wait_for_room()
+        self._queue(self._coalescer.flush())
+        if failure is None:
+            self._pending.append(self._shape.done(self._coalescer.counts()))
+        else:
+            self._pending.append(self._shape.error(failure))
         self._closing = True
         self._wake.set()
         return await self._task
@@ -153,11 +169,27 @@ class _Sender:
         """Stop sending (the stream is over, or was cancelled)."""
         self._task.cancel()
 
+    async def _wait_for_room(self) -> None:
+        while len(self._pending) >= MAX_PENDING and not self._task.done():
+            self._room.clear()
+            await self._room.wait()  # set when a batch leaves, and when the sender stops
+        if self._task.done():
+            self._task.result()  # the send failure, raised here
+            raise RuntimeError("the stream's sender stopped")
+
+    def _queue(self, events: list[str]) -> None:
+        self._pending += [self._shape.chunk(data) for data in events]
+
     async def _run(self) -> list[str]:
         try:
             while True:
-                await self._wake.wait()
+                try:
+                    async with asyncio.timeout(self._coalescer.wait(self._clock())):
+                        await self._wake.wait()
+                except TimeoutError:
+                    pass  # the pending event's window has passed
                 self._wake.clear()
+                self._queue(self._coalescer.due(self._clock()))
                 while self._pending:
                     batch, self._pending = self._pending, []
                     self._room.set()

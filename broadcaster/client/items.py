@@ -9,7 +9,7 @@ import orjson
 
 from broadcaster.client.errors import one_line
 from broadcaster.core.channels import check_channel
-from broadcaster.core.publication import Data, Publication, encode_data
+from broadcaster.core.publication import Data, Publication
 from broadcaster.core.sse import check_field
 
 Item = Publication | tuple[str, Data] | tuple[str, Data, str | None]
@@ -36,13 +36,13 @@ class StreamShape:
             check_channel(channel), check_field("event", event), check_field("event", done_event)
         )
 
-    def chunk(self, data: Data) -> Publication:
-        """One chunk, serialised once."""
-        return Publication(self.channel, encode_data(data), self.event)
+    def chunk(self, data: str) -> Publication:
+        """An event of the stream, its data already serialised (a chunk, or merged ones)."""
+        return Publication(self.channel, data, self.event)
 
-    def done(self, chunks: int) -> Publication:
-        """The closing event: how many chunks came before it."""
-        return Publication(self.channel, orjson.dumps({"chunks": chunks}).decode(), self.done_event)
+    def done(self, counts: dict[str, int]) -> Publication:
+        """The closing event: how many chunks (and, coalesced, events) came before it."""
+        return Publication(self.channel, orjson.dumps(counts).decode(), self.done_event)
 
     def error(self, failure: BaseException) -> Publication:
         """The closing event when the source failed: an `error` event with a one-line reason."""

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Self
 
+from broadcaster.client.coalesce import MAX_BYTES, Chunk, Clock, Coalescer
 from broadcaster.client.items import Item, StreamShape, publications
 from broadcaster.client.retries import MAX_PENDING, Retries
 from broadcaster.core.publication import Data, Publication
@@ -33,6 +34,7 @@ class SyncPublisher(ABC):
 
     def __init__(self, *, retries: int = 3) -> None:
         self._retries = Retries(retries)
+        self.clock: Clock = time.monotonic  # times `stream`'s coalescing (tests fake it)
 
     @abstractmethod
     def _send(self, batch: Sequence[Publication]) -> list[str]:
@@ -65,30 +67,35 @@ class SyncPublisher(ABC):
         source: Iterable[Data],
         event: str = "token",
         done_event: str = "done",
+        *,
+        coalesce: float = 0,
+        coalesce_bytes: int = MAX_BYTES,
     ) -> list[str]:
         """Publish each chunk of `source` as an `event`, in order, then `done_event`.
 
         A thread sends while this one reads the source: chunks that arrive while a batch
-        is on its way go out together in the next one. If the source raises, an `error`
-        event with a one-line reason ends the stream instead, and the exception propagates.
-        Returns the ids of every event published.
+        is on its way go out together in the next one. With `coalesce` seconds, chunks
+        that arrive within that window of an event's first chunk are merged into that one
+        event (text concatenated; otherwise a JSON array), of at most `coalesce_bytes`
+        (see `broadcaster.client.coalesce`); the sending thread times the window, so a
+        chunk after a quiet spell still goes out within it. If the source raises, an
+        `error` event with a one-line reason ends the stream instead (after the event
+        pending), and the exception propagates. Returns the ids of every event published.
+        Raises ValueError for bad arguments.
         """
         shape = StreamShape.of(channel, event, done_event)
-        sender = _Sender(self._deliver)
-        chunks, count = iter(source), 0
+        sender = _Sender(self._deliver, shape, Coalescer(coalesce, coalesce_bytes), self.clock)
+        chunks = iter(source)
         try:
             while True:
                 try:
-                    chunk = shape.chunk(next(chunks))
+                    chunk = Chunk.of(next(chunks))
                 except StopIteration:
-                    sender.add(shape.done(count))
-                    return sender.finish()
+                    return sender.end()
                 except Exception as failure:
-                    sender.add(shape.error(failure))
-                    sender.finish()
+                    sender.end(failure)
                     raise
                 sender.add(chunk)
-                count += 1
         finally:
             sender.stop()
 
@@ -115,10 +122,19 @@ class SyncPublisher(ABC):
 
 
 class _Sender:
-    """A thread that sends publications in order, a batch at a time."""
+    """A thread that sends a stream's events in order, a batch at a time.
 
-    def __init__(self, deliver: SendSync) -> None:
+    It owns the stream's `Coalescer` (behind its lock), and sends the pending event when
+    its window passes.
+    """
+
+    def __init__(
+        self, deliver: SendSync, shape: StreamShape, coalescer: Coalescer, clock: Clock
+    ) -> None:
         self._deliver = deliver
+        self._shape = shape
+        self._coalescer = coalescer
+        self._clock = clock
         self._pending: list[Publication] = []
         self._ids: list[str] = []
         self._failure: BaseException | None = None
@@ -127,19 +143,22 @@ class _Sender:
         self._thread = threading.Thread(target=self._run, name="broadcaster-stream", daemon=True)
         self._thread.start()
 
-    def add(self, publication: Publication) -> None:
-        """Queue one; waits while MAX_PENDING are queued. Raises the sender's failure."""
+    def add(self, chunk: Chunk) -> None:
+        """Take one chunk; waits while MAX_PENDING are queued. Raises the sender's failure."""
         with self._changed:
-            self._changed.wait_for(
-                lambda: len(self._pending) < MAX_PENDING or not self._thread.is_alive()
-            )
-            self._raise_failure()
-            self._pending.append(publication)
-            self._changed.notify_all()
+            self._wait_for_room()
+            self._queue(self._coalescer.add(chunk, self._clock()))
+            self._changed.notify_all()  # also to time a new pending event
 
-    def finish(self) -> list[str]:
-        """Send what is queued; return every id."""
+    def end(self, failure: BaseException | None = None) -> list[str]:
+        """Send the pending event, then `done` (or `error` for `failure`); return every id."""
         with self._changed:
+            self._wait_for_room()
+            self._queue(self._coalescer.flush())
+            if failure is None:
+                self._pending.append(self._shape.done(self._coalescer.counts()))
+            else:
+                self._pending.append(self._shape.error(failure))
             self._closing = True
             self._changed.notify_all()
         self._thread.join()
@@ -153,19 +172,34 @@ class _Sender:
             self._pending.clear()
             self._changed.notify_all()
 
+    def _wait_for_room(self) -> None:
+        self._changed.wait_for(
+            lambda: len(self._pending) < MAX_PENDING or not self._thread.is_alive()
+        )
+        self._raise_failure()
+
     def _raise_failure(self) -> None:
         if self._failure is not None:
             raise self._failure
 
-    def _run(self) -> None:
-        try:
+    def _queue(self, events: list[str]) -> None:
+        self._pending += [self._shape.chunk(data) for data in events]
+
+    def _next_batch(self) -> list[Publication]:
+        """Waits for events to send (the pending one once its window passes); [] at the end."""
+        with self._changed:
             while True:
-                with self._changed:
-                    self._changed.wait_for(lambda: bool(self._pending) or self._closing)
+                if not self._closing:  # (stopped: nothing more goes out)
+                    self._queue(self._coalescer.due(self._clock()))
+                if self._pending or self._closing:
                     batch, self._pending = self._pending, []
                     self._changed.notify_all()
-                if not batch:
-                    return
+                    return batch
+                self._changed.wait(self._coalescer.wait(self._clock()))
+
+    def _run(self) -> None:
+        try:
+            while batch := self._next_batch():
                 self._ids += self._deliver(batch)
         except BaseException as failure:  # handed to the caller's thread, raised there
             self._failure = failure

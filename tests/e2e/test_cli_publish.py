@@ -14,8 +14,13 @@ import pytest
 from tests.support.client import subscribe
 from tests.support.processes import Node, RedisServer
 
+LINES = ["compiling…", "", "linking\r", "done, 0 errors"]
+
 
 async def pipe_lines(args: list[str], env: dict[str, str], node: Node) -> None:
+    """Each line arrives while the next has not been written yet: with --coalesce too, the
+    window's timer sends it, as an event of its own with its line break."""
+    coalesced = "--coalesce" in args
     async with aiohttp.ClientSession() as session, subscribe(session, node.url, ["build"]) as sub:
         cli = await asyncio.create_subprocess_exec(
             *(sys.executable, "-m", "broadcaster", "publish", "build", "-", "--lines", *args),
@@ -24,21 +29,19 @@ async def pipe_lines(args: list[str], env: dict[str, str], node: Node) -> None:
             stdout=asyncio.subprocess.PIPE,
         )
         assert cli.stdin is not None
-        for n, line in enumerate(["compiling…", "", "linking\r", "done, 0 errors"], 1):
+        for n, line in enumerate(LINES, 1):
             cli.stdin.write(f"{line}\n".encode())
             await cli.stdin.drain()
-            # Each line arrives while the next has not been written yet.
-            assert [e.data for e in await sub.wait_for(n)][-1] == line.removesuffix("\r")
+            sent = line.removesuffix("\r") + ("\n" if coalesced else "")
+            assert [e.data for e in await sub.wait_for(n)][-1] == sent
         cli.stdin.close()
         out, _ = await cli.communicate()
         events = await sub.wait_for(5)
         assert cli.returncode == 0
+        done = '{"chunks":4,"events":4}' if coalesced else '{"chunks":4}'
         assert [(e.event, e.data) for e in events] == [
-            ("line", "compiling…"),
-            ("line", ""),
-            ("line", "linking"),
-            ("line", "done, 0 errors"),
-            ("done", '{"chunks":4}'),
+            *(("line", line.removesuffix("\r") + ("\n" if coalesced else "")) for line in LINES),
+            ("done", done),
         ]
         assert out.decode().strip() == events[-1].id
 
@@ -60,10 +63,42 @@ async def test_lines_through_a_node(start_node: Callable[..., Node]) -> None:
     await pipe_lines(["--url", node.url], clean_env(publish_token="s3cret"), node)
 
 
+async def test_coalesced_lines_are_timed_and_merged(start_node: Callable[..., Node]) -> None:
+    node = start_node(publish_token="s3cret")
+    env = clean_env(publish_token="s3cret")
+    await pipe_lines(["--url", node.url, "--coalesce", "0.05"], env, node)
+    async with aiohttp.ClientSession() as session, subscribe(session, node.url, ["logs"]) as sub:
+        cli = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "broadcaster", "publish", "logs", "-", "--lines"),
+            *("--coalesce", "60", "--url", node.url),
+            env=env,
+            stdin=asyncio.subprocess.PIPE,
+        )
+        # All at once, within one window: one event, the lines joined as they came.
+        await cli.communicate(b"a\r\n\nb\nno break at the end")
+        assert cli.returncode == 0
+        assert [(e.event, e.data) for e in await sub.wait_for(2)] == [
+            ("line", "a\n\nb\nno break at the end"),
+            ("done", '{"chunks":4,"events":1}'),
+        ]
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["build", "text", "--lines"], "--lines reads standard input: give - as the data"),
+        (
+            ["build", "x", "--coalesce", "1"],
+            "--coalesce merges the lines of --lines: give --lines too",
+        ),
+        (
+            ["build", "-", "--lines", "--coalesce", "-1"],
+            "--coalesce takes a non-negative finite number of seconds, not '-1'",
+        ),
+        (
+            ["build", "-", "--lines", "--coalesce", "nan"],
+            "--coalesce takes a non-negative finite number of seconds, not 'nan'",
+        ),
         (
             ["bad channel", "x"],
             "publish refused: channel 'bad channel' may contain only letters, digits and "

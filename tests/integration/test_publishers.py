@@ -157,6 +157,33 @@ async def test_stream_ends_with_error_when_its_source_raises(
     ]
 
 
+async def test_a_coalesced_stream_merges_its_chunks_and_ends_after_them(
+    under: Under, client: redis.Redis
+) -> None:
+    under.publisher.clock = lambda: 0.0  # time stands still: the window never passes
+    words = [f"wörd{n} " for n in range(300)]  # 7, 8 or 9 bytes: 2590 in all
+    ids = await under.call("stream", "merged", iter(words), coalesce=0.05, coalesce_bytes=256)
+    entries = await history(client, "merged")
+    assert [entry[0] for entry in entries] == ids
+    said = [data for _, event, data in entries if event == "token"]
+    assert "".join(said).encode() == "".join(words).encode()
+    # Each event is as full as the bound allows: over 247 bytes, but the last.
+    assert all(247 < len(data.encode()) <= 256 for data in said[:-1]) and len(said) == 11
+    assert entries[-1][1:] == ("done", '{"chunks":300,"events":11}')
+
+    def model() -> Iterator[Any]:
+        yield {"step": 1}
+        yield "Hel"
+        raise RuntimeError("the model went away")
+
+    with pytest.raises(RuntimeError):
+        await under.call("stream", "half", model(), coalesce=0.05)
+    assert [entry[1:] for entry in await history(client, "half")] == [
+        ("token", '[{"step":1},"Hel"]'),
+        ("error", "RuntimeError: the model went away"),
+    ]
+
+
 async def test_async_publishers_stream_async_iterables(
     redis_server: RedisServer, node: Node, client: redis.Redis
 ) -> None:

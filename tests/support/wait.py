@@ -27,3 +27,14 @@ async def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(0.02)
+
+
+def wait_until_sync(
+    condition: Callable[[], bool], timeout: float = 10, what: str = "condition"
+) -> None:
+    """`wait_until` for a thread without an event loop."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.01)
