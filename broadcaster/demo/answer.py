@@ -1,4 +1,5 @@
-"""The simulated LLM answer: `thinking`, one `token` event per word, then `done`."""
+"""The simulated LLM answer: `thinking`, `token` events (the words that come within
+`COALESCE` seconds of each other merged into one), then `done`."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ from collections.abc import AsyncIterator
 
 from broadcaster.client import Publisher
 
+COALESCE = 0.05  # seconds: at most ~20 token events a second, however fast the words come
+
 _ANSWER = (
-    "Here is a streamed answer to “{prompt}”. Each word you see arrived as its own "
-    "server-sent event, published once and fanned out by every node. If the node serving "
+    "Here is a streamed answer to “{prompt}”. The words you see arrived as server-sent "
+    "events (those of each 50 ms as one), published once and fanned out by every node. "
+    "If the node serving "
     "you goes away, your browser reconnects with Last-Event-ID and the answer continues "
     "exactly where it stopped: no token lost, none repeated."
 )
@@ -27,9 +31,11 @@ def tokens(text: str) -> list[str]:
 
 
 async def stream_answer(publisher: Publisher, channel: str, prompt: str, delay: float) -> None:
-    """Publish `thinking`, then one `token` event per word (`stream`), then `done`."""
+    """Publish `thinking`, then the words as `token` events (`stream`, coalesced), then
+    `done`."""
     await publisher.publish(channel, {"prompt": prompt}, "thinking")
-    await publisher.stream(channel, _words(prompt, delay), event="token", done_event="done")
+    words = _words(prompt, delay)
+    await publisher.stream(channel, words, event="token", done_event="done", coalesce=COALESCE)
 
 
 async def _words(prompt: str, delay: float) -> AsyncIterator[str]:

@@ -84,7 +84,9 @@ async def ask(question: Question, background: BackgroundTasks) -> dict[str, str]
 
     async def answer() -> None:
         try:
-            await app.state.publisher.stream(channel, model(question.prompt))
+            # The words of each 50 ms go out as one `token` event: however fast a model
+            # writes, at most ~20 events a second reach every viewer.
+            await app.state.publisher.stream(channel, model(question.prompt), coalesce=0.05)
         finally:
             answering.discard(channel)
 

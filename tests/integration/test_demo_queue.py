@@ -7,8 +7,10 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from typing import cast
 
 import aiohttp
+import orjson
 import pytest
 import redis.asyncio as redis
 
@@ -59,12 +61,21 @@ async def test_the_producer_answers_only_fresh_questions_on_demo_channels(
     settings = Settings(redis_url=redis_server.url, demo_token_delay=0)
     producer = asyncio.create_task(run_producer(settings, settings, redis_server.url))
     try:
-        done = len(tokens(simulated_answer("why?"))) + 2
+        history = "sse:history:demo:fresh"
+
+        async def entries() -> list[tuple[bytes, dict[bytes, bytes]]]:
+            return cast(list[tuple[bytes, dict[bytes, bytes]]], await client.xrange(history))
 
         async def answered() -> bool:
-            return int(await client.xlen("sse:history:demo:fresh")) == done
+            return any(fields[b"e"] == b"done" for _, fields in await entries())
 
         await eventually(answered, 10, "the fresh question's whole answer")
+        said = [fields[b"e"] for _, fields in await entries()]
+        events = said.count(b"token")  # the words, those of each 50 ms in one event
+        assert said == [b"thinking"] + [b"token"] * events + [b"done"]
+        chunks = len(tokens(simulated_answer("why?")))
+        done = (await entries())[-1][1][b"d"]
+        assert orjson.loads(done) == {"chunks": chunks, "events": events}
         # The queue is in order: the entries before the fresh one were dropped.
         assert await client.llen(QUEUE) == 0
         assert not await client.exists("sse:history:demo:stale", "sse:history:payments")
