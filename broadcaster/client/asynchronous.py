@@ -183,11 +183,8 @@ class _Sender:
     async def _run(self) -> list[str]:
         try:
             while True:
-                try:
-                    async with asyncio.timeout(self._coalescer.wait(self._clock())):
-                        await self._wake.wait()
-                except TimeoutError:
-                    pass  # the pending event's window has passed
+                # Woken by a chunk, the end, or the pending event's window passing.
+                await _woken(self._wake, self._coalescer.wait(self._clock()))
                 self._wake.clear()
                 self._queue(self._coalescer.due(self._clock()))
                 while self._pending:
@@ -198,3 +195,17 @@ class _Sender:
                     return self._ids
         finally:
             self._room.set()
+
+
+async def _woken(wake: asyncio.Event, within: float | None) -> None:
+    """Wait until `wake` is set, or `within` seconds have passed (None: no bound). (Not
+    `asyncio.timeout`: in Python 3.11, one that fires as the task is cancelled can
+    swallow the cancellation.)"""
+    if within is None:
+        await wake.wait()
+        return
+    waiter = asyncio.ensure_future(wake.wait())
+    try:
+        await asyncio.wait([waiter], timeout=within)
+    finally:
+        waiter.cancel()
