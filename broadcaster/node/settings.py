@@ -117,7 +117,9 @@ class NodeSettings(BaseSettings):
         default=DEFAULT_CONFIG.history_ttl,
         ge=0,
         description=(
-            "Seconds after its last publish that an idle channel's history expires (`0`: never)."
+            "Seconds after its last publish that an idle channel's history expires, at the "
+            "earliest (at most a tenth later, and at least a second: the expiry is refreshed "
+            "once per tenth of it, not by every publish; `0`: never)."
         ),
     )
     idempotency_window: float = Field(

@@ -12,7 +12,9 @@ import aiohttp
 import pytest
 import redis.asyncio as redis
 
+from broadcaster.brokers.config import LibraryConfig
 from broadcaster.brokers.redis import RedisBroker
+from broadcaster.brokers.redis.library import Library
 from broadcaster.core.history import Start
 from broadcaster.core.ids import EventId
 from tests.support.client import Subscriber, subscribe
@@ -251,3 +253,27 @@ async def test_a_reconnect_storm_reads_each_history_range_once(
         assert len({id(r.frames()) for r in replays}) == 1  # encoded once, shared
     finally:
         await broker.close()
+
+
+async def test_a_stream_lives_its_ttl_after_every_publish_without_an_expire_each(
+    redis_server: RedisServer,
+) -> None:
+    """HISTORY_TTL 2 s: every publish leaves its stream at least 2 s to live (read in the
+    same transaction), though only the first publish in each tenth of the TTL (here, the
+    one-second floor) writes an expiry."""
+    library = Library(LibraryConfig(history_ttl=2))
+    async with redis.Redis.from_url(redis_server.url) as client:
+        await library.load(client, replace=True)
+        await client.config_resetstat()
+        loop = asyncio.get_running_loop()
+        ends, publishes = loop.time() + 2.5, 0  # (the workload: publishes over 2.5 s)
+        while loop.time() < ends:
+            async with client.pipeline(transaction=True) as pipe:
+                pipe.fcall("sse_publish", 1, "ttl", "x")
+                pipe.pttl("sse:history:ttl")
+                _, left = await pipe.execute()
+            assert 2000 <= left <= 3000, left
+            publishes += 1
+            await asyncio.sleep(0.02)  # (the publish rate)
+        expiries = (await client.info("commandstats"))["cmdstat_pexpireat"]["calls"]
+    assert publishes > 20 and 2 <= expiries <= 4, (publishes, expiries)

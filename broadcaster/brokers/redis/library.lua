@@ -5,8 +5,10 @@
 -- FCALL sse_publish 1 <channel> <data> [<event> [<idempotency-key>]]  ->  "<ms>-<seq>"
 -- (or with every key it touches declared after the channel: see `touched`)
 -- Atomically: assign the next id of the channel's sequence, append to the channel's
--- history stream (with the channel's previous id, for gap detection), trim, refresh the
--- expiry, and publish the envelope that carries the id to every node.
+-- history stream (with the channel's previous id, for gap detection), trim, keep the
+-- stream alive for the TTL, and publish the envelope that carries the id to every node.
+-- Six commands in all (TIME, HMGET, HSET, XREVRANGE, XADD, PUBLISH), and an expiry once
+-- per tenth of the TTL.
 -- With an idempotency key (pass "" as the event for none), a repeat of the key on the
 -- same channel within the window answers the first publish's id and publishes nothing.
 --
@@ -35,6 +37,14 @@ local IDEMPOTENCY_MAX_KEYS = {{idempotency_max_keys}} -- per channel and window
 local JUMP = 1000000
 local MARGIN_MS = 10000
 local CHECK_MS = 100
+
+-- History's expiry: a stream lives at least TTL after its last publish, refreshed by
+-- the first publish in each SLACK_MS of time, not by every publish (see sse_publish).
+local SLACK_MS = {{ttl_slack}} * 1000 -- a tenth of TTL, at least a second
+
+local function bucket(ms)
+  return ms - ms % SLACK_MS
+end
 
 local function id_of(ms, seq)
   return string.format("%d-%d", ms, seq)
@@ -164,19 +174,21 @@ local function sse_publish(keys, args)
   end
   local ms = now_ms()
   local meta_key = space .. "meta"
-  local meta = redis.call("HMGET", meta_key, "ms", "epoch", "replid")
-  if check_primary(ms, space, meta[3]) then
-    meta = redis.call("HMGET", meta_key, "ms", "epoch") -- (a take-over moved it)
-  end
-  if meta[2] == false then
-    redis.call("HSET", meta_key, "epoch", string.format("%d", ms))
+  local meta = redis.call("HMGET", meta_key, "ms", "seq", "epoch", "replid")
+  if check_primary(ms, space, meta[4]) then
+    meta = redis.call("HMGET", meta_key, "ms", "seq", "epoch") -- (a take-over moved it)
   end
   local last_ms = tonumber(meta[1]) or 0
   if ms < last_ms then
     ms = last_ms -- the clock went back: ids must not
   end
-  local seq = redis.call("HINCRBY", meta_key, "seq", 1)
-  redis.call("HSET", meta_key, "ms", string.format("%d", ms))
+  local seq = (tonumber(meta[2]) or 0) + 1
+  local ms_text, seq_text = string.format("%d", ms), string.format("%d", seq)
+  if meta[3] == false then -- a new sequence begins now
+    redis.call("HSET", meta_key, "ms", ms_text, "seq", seq_text, "epoch", ms_text)
+  else
+    redis.call("HSET", meta_key, "ms", ms_text, "seq", seq_text)
+  end
   local id = id_of(ms, seq)
 
   local key = space .. "history:" .. channel
@@ -186,11 +198,13 @@ local function sse_publish(keys, args)
     prev = newest[1][1]
   end
   redis.call("XADD", key, "MAXLEN", MAXLEN, id, "d", data, "e", event, "p", prev)
-  if TTL > 0 then
-    redis.call("EXPIRE", key, TTL)
+  if TTL > 0 and (prev == "" or bucket(ms) ~= bucket(tonumber(string.match(prev, "^%d+")))) then
+    -- The first publish in each SLACK of time (or on a new stream) moves the expiry to
+    -- TTL + SLACK past it: every later publish in that SLACK is then TTL from expiring.
+    redis.call("PEXPIREAT", key, ms + TTL * 1000 + SLACK_MS)
   end
   redis.call(publish, space .. "#" .. channel, -- the durable channel: see message.py
-    "\0bc1\n" .. id .. "\n" .. prev .. "\n" .. event .. "\n" .. string.format("%d", ms) .. "\n" .. data)
+    "\0bc1\n" .. id .. "\n" .. prev .. "\n" .. event .. "\n" .. ms_text .. "\n" .. data)
   if remembered then
     redis.call("SET", remembered, id, "PX", IDEMPOTENCY_WINDOW_MS)
   end

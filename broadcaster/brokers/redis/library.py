@@ -40,6 +40,7 @@ class Library:
             _SOURCE.replace("{{prefix}}", config.prefix)
             .replace("{{maxlen}}", str(config.history_maxlen))
             .replace("{{ttl}}", str(config.history_ttl))
+            .replace("{{ttl_slack}}", str(max(1, config.history_ttl // 10)))
             .replace(
                 "{{idempotency_window_ms}}", str(max(1, round(config.idempotency_window * 1000)))
             )
