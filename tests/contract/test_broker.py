@@ -130,6 +130,24 @@ async def test_a_repeated_idempotency_key_answers_the_first_id(subject: Subject)
     assert [m.data for _, m in replay.messages] == ["x"]
 
 
+async def test_a_retried_batch_answers_the_first_ids_of_what_was_applied(subject: Subject) -> None:
+    a, b = subject.ch("a"), subject.ch("b")
+    batch = [Publication(a, f"m{n}", None, f"key-{n}") for n in range(4)]
+    applied = await subject.broker.publish(batch[:2])  # the first half went through
+    again = await subject.broker.publish(batch)  # and the whole batch was sent again
+    assert again[:2] == applied and len(set(again)) == 4
+    positions = [EventId.parse(sent) for sent in again]
+    assert positions == sorted(positions)  # type: ignore[type-var]
+    replay = await subject.broker.replay([a], Start())
+    assert [m.data for _, m in replay.messages] == ["m0", "m1", "m2", "m3"]
+    # A key repeated inside one batch answers its first id: published once.
+    twice = await subject.broker.publish(
+        [Publication(b, "x", None, "k"), Publication(b, "y", None, "k")]
+    )
+    assert twice[0] == twice[1]
+    assert [m.data for _, m in (await subject.broker.replay([b], Start())).messages] == ["x"]
+
+
 @pytest.mark.slow
 async def test_a_channel_remembers_a_bounded_number_of_keys_per_window(subject: Subject) -> None:
     k, other = subject.ch("k"), subject.ch("other")

@@ -277,3 +277,23 @@ async def test_a_stream_lives_its_ttl_after_every_publish_without_an_expire_each
             await asyncio.sleep(0.02)  # (the publish rate)
         expiries = (await client.info("commandstats"))["cmdstat_pexpireat"]["calls"]
     assert publishes > 20 and 2 <= expiries <= 4, (publishes, expiries)
+
+
+async def test_redis_cli_publishes_a_batch_in_one_call(redis_server: RedisServer) -> None:
+    async with redis.Redis.from_url(redis_server.url) as client:
+        await Library().load(client, replace=True)
+    batch = ["2", "a", "x", "", "", "b", "y", "note", "k"]
+    sent = redis_server.cli("FCALL", "sse_publish_batch", "1", "a", *batch).split()
+    assert len(sent) == 2 and EventId.parse(sent[0]) < EventId.parse(sent[1])  # type: ignore[operator]
+    assert (
+        redis_server.cli("FCALL", "sse_publish_batch", "1", "b", "1", "b", "z", "", "k").strip()
+        == sent[1]
+    )
+    refused = redis_server.cli(
+        "FCALL", "sse_publish_batch", "1", "a", "2", "a", "1", "", "", "no space", "2", "", ""
+    )
+    assert "channel name must be" in refused
+    assert redis_server.cli("XLEN", "sse:history:a").strip() == "1", "nothing of a refused batch"
+    assert "usage" in redis_server.cli(
+        "FCALL", "sse_publish_batch", "1", "a", "2", "a", "x", "", ""
+    )

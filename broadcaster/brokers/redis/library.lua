@@ -116,41 +116,55 @@ local function touched(space, channel, key)
   return names
 end
 
-local function sse_publish(keys, args)
-  local channel, data, event, key = keys[1], args[1], args[2] or "", args[3] or ""
+-- What is wrong with a message's channel, event or idempotency key (nil: nothing).
+local function refused(channel, data, event, key)
   if channel == nil or data == nil then
-    return redis.error_reply(
-      "ERR usage: FCALL sse_publish 1 <channel> <data> [<event> [<idempotency-key>]]")
+    return "ERR usage: FCALL sse_publish 1 <channel> <data> [<event> [<idempotency-key>]]"
   end
   if #channel > 200 or not (string.match(channel, "^[%w%-_%.:@/=]+$")
       or string.match(channel, "^[%w%-_%.:@/=]*{[%w%-_%.:@/=]+}[%w%-_%.:@/=]*$")) then
-    return redis.error_reply(
-      "ERR channel name must be 1-200 of letters, digits and - _ . : @ / =, and at most one {tag}")
+    return "ERR channel name must be 1-200 of letters, digits and - _ . : @ / =, and at most one {tag}"
   end
   if string.find(event, "[\r\n%z]") then
-    return redis.error_reply("ERR event must not contain CR, LF or NUL")
+    return "ERR event must not contain CR, LF or NUL"
   end
-  local space, publish = space_of(channel)
-  if #keys > 1 then
-    -- The declared form (FCALL sse_publish <n> <channel> <meta> <history> <gaps>
-    -- [<idemcount> <idem>] ...): on a Redis Cluster a slot migration checks declared keys
-    -- before it lets a call run, so a call never runs where part of its group has moved.
-    local names = touched(space, channel, key)
-    if #keys ~= #names + 1 then
-      return redis.error_reply("ERR declare the channel alone, or with every key it touches")
-    end
-    for index, name in ipairs(names) do
-      if keys[index + 1] ~= name then
-        return redis.error_reply("ERR declared key " .. keys[index + 1] .. " is not " .. name)
-      end
-    end
+  if key ~= "" and (#key > 255 or not string.match(key, "^[%w%-_%.:@/=+]+$")) then
+    return "ERR idempotency key must be 1-255 of letters, digits and - _ . : @ / = +"
   end
+  return nil
+end
+
+-- One call's hold on a sequence: its clock, its next seq, each channel's newest id.
+local function open_sequence(space, publish)
+  local ms = now_ms()
+  local meta_key = space .. "meta"
+  local meta = redis.call("HMGET", meta_key, "ms", "seq", "epoch", "replid")
+  if check_primary(ms, space, meta[4]) then
+    meta = redis.call("HMGET", meta_key, "ms", "seq", "epoch") -- (a take-over moved it)
+  end
+  local last_ms = tonumber(meta[1]) or 0
+  if ms < last_ms then
+    ms = last_ms -- the clock went back: ids must not
+  end
+  return { space = space, publish = publish, meta_key = meta_key, fresh = meta[3] == false,
+    ms = ms, ms_text = string.format("%d", ms), seq = tonumber(meta[2]) or 0, newest = {} }
+end
+
+-- Write back where the sequence stands (one HSET however many were published).
+local function close_sequence(seq)
+  local seq_text = string.format("%d", seq.seq)
+  if seq.fresh then -- a new sequence begins now
+    redis.call("HSET", seq.meta_key, "ms", seq.ms_text, "seq", seq_text, "epoch", seq.ms_text)
+  else
+    redis.call("HSET", seq.meta_key, "ms", seq.ms_text, "seq", seq_text)
+  end
+end
+
+-- Publish one message in `seq`: its id, a repeat's first id, or an error reply.
+local function publish_one(seq, channel, data, event, key)
+  local space = seq.space
   local remembered = nil
   if key ~= "" then
-    if #key > 255 or not string.match(key, "^[%w%-_%.:@/=+]+$") then
-      return redis.error_reply(
-        "ERR idempotency key must be 1-255 of letters, digits and - _ . : @ / = +")
-    end
     -- Neither channels nor keys contain a space: one key per (channel, idempotency key).
     remembered = space .. "idem:" .. channel .. " " .. key
     local first = redis.call("GET", remembered)
@@ -172,43 +186,85 @@ local function sse_publish(keys, args)
       return redis.error_reply("ERR {{key_limit_reason}}")
     end
   end
-  local ms = now_ms()
-  local meta_key = space .. "meta"
-  local meta = redis.call("HMGET", meta_key, "ms", "seq", "epoch", "replid")
-  if check_primary(ms, space, meta[4]) then
-    meta = redis.call("HMGET", meta_key, "ms", "seq", "epoch") -- (a take-over moved it)
+  seq.seq = seq.seq + 1
+  local ms = seq.ms
+  local id = id_of(ms, seq.seq)
+  local history = space .. "history:" .. channel
+  local prev = seq.newest[channel]
+  if prev == nil then
+    local newest = redis.call("XREVRANGE", history, "+", "-", "COUNT", 1)
+    prev = #newest > 0 and newest[1][1] or ""
   end
-  local last_ms = tonumber(meta[1]) or 0
-  if ms < last_ms then
-    ms = last_ms -- the clock went back: ids must not
-  end
-  local seq = (tonumber(meta[2]) or 0) + 1
-  local ms_text, seq_text = string.format("%d", ms), string.format("%d", seq)
-  if meta[3] == false then -- a new sequence begins now
-    redis.call("HSET", meta_key, "ms", ms_text, "seq", seq_text, "epoch", ms_text)
-  else
-    redis.call("HSET", meta_key, "ms", ms_text, "seq", seq_text)
-  end
-  local id = id_of(ms, seq)
-
-  local key = space .. "history:" .. channel
-  local newest = redis.call("XREVRANGE", key, "+", "-", "COUNT", 1)
-  local prev = ""
-  if #newest > 0 then
-    prev = newest[1][1]
-  end
-  redis.call("XADD", key, "MAXLEN", MAXLEN, id, "d", data, "e", event, "p", prev)
+  redis.call("XADD", history, "MAXLEN", MAXLEN, id, "d", data, "e", event, "p", prev)
   if TTL > 0 and (prev == "" or bucket(ms) ~= bucket(tonumber(string.match(prev, "^%d+")))) then
     -- The first publish in each SLACK of time (or on a new stream) moves the expiry to
     -- TTL + SLACK past it: every later publish in that SLACK is then TTL from expiring.
-    redis.call("PEXPIREAT", key, ms + TTL * 1000 + SLACK_MS)
+    redis.call("PEXPIREAT", history, ms + TTL * 1000 + SLACK_MS)
   end
-  redis.call(publish, space .. "#" .. channel, -- the durable channel: see message.py
-    "\0bc1\n" .. id .. "\n" .. prev .. "\n" .. event .. "\n" .. ms_text .. "\n" .. data)
+  seq.newest[channel] = id
+  redis.call(seq.publish, space .. "#" .. channel, -- the durable channel: see message.py
+    "\0bc1\n" .. id .. "\n" .. prev .. "\n" .. event .. "\n" .. seq.ms_text .. "\n" .. data)
   if remembered then
     redis.call("SET", remembered, id, "PX", IDEMPOTENCY_WINDOW_MS)
   end
   return id
+end
+
+local function sse_publish(keys, args)
+  local channel, data, event, key = keys[1], args[1], args[2] or "", args[3] or ""
+  local wrong = refused(channel, data, event, key)
+  if wrong then
+    return redis.error_reply(wrong)
+  end
+  local space, publish = space_of(channel)
+  if #keys > 1 then
+    -- The declared form (FCALL sse_publish <n> <channel> <meta> <history> <gaps>
+    -- [<idemcount> <idem>] ...): on a Redis Cluster a slot migration checks declared keys
+    -- before it lets a call run, so a call never runs where part of its group has moved.
+    local names = touched(space, channel, key)
+    if #keys ~= #names + 1 then
+      return redis.error_reply("ERR declare the channel alone, or with every key it touches")
+    end
+    for index, name in ipairs(names) do
+      if keys[index + 1] ~= name then
+        return redis.error_reply("ERR declared key " .. keys[index + 1] .. " is not " .. name)
+      end
+    end
+  end
+  local seq = open_sequence(space, publish)
+  local id = publish_one(seq, channel, data, event, key)
+  close_sequence(seq)
+  return id
+end
+
+-- FCALL sse_publish_batch 1 <channel> <n> <channel 1> <data 1> <event 1> <key 1> ...
+-- (<event> and <key> "" for none): n messages of one sequence (on a Redis Cluster, of
+-- the first channel's group), in order, each exactly as by sse_publish; the ids (a
+-- repeat's first id; an error, such as a channel past its key limit, in its place).
+-- Nothing is published if any message is malformed, or of another group.
+local function sse_publish_batch(keys, args)
+  local count = tonumber(args[1])
+  if keys[1] == nil or #keys ~= 1 or count == nil or #args ~= 1 + 4 * count then
+    return redis.error_reply(
+      "ERR usage: FCALL sse_publish_batch 1 <channel> <n> <channel> <data> <event> <key> ...")
+  end
+  local space, publish = space_of(keys[1])
+  for i = 2, #args, 4 do
+    local wrong = refused(args[i], args[i + 1], args[i + 2], args[i + 3])
+    if wrong then
+      return redis.error_reply(wrong)
+    end
+    if space_of(args[i]) ~= space then
+      return redis.error_reply("ERR every channel of a batch must be in one group")
+    end
+  end
+  local seq = open_sequence(space, publish)
+  local ids = {}
+  for i = 2, #args, 4 do
+    ids[#ids + 1] = publish_one(seq, args[i], args[i + 1], args[i + 2], args[i + 3])
+  end
+  close_sequence(seq)
+  return ids
 end
 
 -- FCALL sse_seen 0 <id> (on a Redis Cluster: FCALL sse_seen 1 <channel> <id>, for the
@@ -247,4 +303,5 @@ local function sse_seen(keys, args)
 end
 
 redis.register_function("sse_publish", sse_publish)
+redis.register_function("sse_publish_batch", sse_publish_batch)
 redis.register_function("sse_seen", sse_seen)

@@ -22,6 +22,7 @@ AsyncClient = aioredis.Redis | aioredis.RedisCluster
 SyncClient = redis.Redis | redis.RedisCluster
 
 FUNCTION = "sse_publish"
+BATCH = "sse_publish_batch"
 SEEN = "sse_seen"
 _SOURCE = resources.files(__package__).joinpath("library.lua").read_text("utf-8")
 _REPLAY_SOURCE = resources.files(__package__).joinpath("replay.lua").read_text("utf-8")
@@ -81,12 +82,13 @@ class Library:
         NotReplicated when fewer than `replicas` replicas confirm in time.
         """
         keys = self._declared(client)
-        replies, confirmed = await _fcall(client, batch, self._wait(), keys)
+        replies, confirmed = await _fcall(client, batch, self._wait(), keys, batched=True)
         unloaded = [n for n, reply in enumerate(replies) if missing(reply)]
         if unloaded:
+            # (A library loaded by an older release has no batch function: one by one.)
             await self.load(client, replace=False)
             retried = [batch[n] for n in unloaded]
-            again, confirmed = await _fcall(client, retried, self._wait(), keys)
+            again, confirmed = await _fcall(client, retried, self._wait(), keys, batched=False)
             for n, reply in zip(unloaded, again, strict=True):
                 replies[n] = reply
         return self._confirmed(replies, confirmed)
@@ -94,12 +96,12 @@ class Library:
     def publish_sync(self, client: SyncClient, batch: Sequence[Publication]) -> list[str]:
         """`publish`, for redis-py's synchronous client."""
         keys = self._declared(client)
-        replies, confirmed = _fcall_sync(client, batch, self._wait(), keys)
+        replies, confirmed = _fcall_sync(client, batch, self._wait(), keys, batched=True)
         unloaded = [n for n, reply in enumerate(replies) if missing(reply)]
         if unloaded:
             self.load_sync(client, replace=False)
             retried = [batch[n] for n in unloaded]
-            again, confirmed = _fcall_sync(client, retried, self._wait(), keys)
+            again, confirmed = _fcall_sync(client, retried, self._wait(), keys, batched=False)
             for n, reply in zip(unloaded, again, strict=True):
                 replies[n] = reply
         return self._confirmed(replies, confirmed)
@@ -149,28 +151,73 @@ def fcall_args(publication: Publication, keys: KeySpace | None = None) -> tuple[
 Replies = tuple[list[Any], Any]  # each FCALL's reply; the WAIT's (None without one)
 
 
+BATCH_CALL = 200
+"""Messages one `FCALL sse_publish_batch` carries at most (so Redis runs none for long)."""
+
+
 async def _fcall(
-    client: AsyncClient, batch: Sequence[Publication], wait: list[int] | None, keys: KeySpace | None
+    client: AsyncClient,
+    batch: Sequence[Publication],
+    wait: list[int] | None,
+    keys: KeySpace | None,
+    *,
+    batched: bool,
 ) -> Replies:
     async with client.pipeline(transaction=False) as pipe:
-        for publication in batch:
-            count, args = fcall_args(publication, keys)
-            pipe.fcall(FUNCTION, count, *args)
+        calls = _queue_calls(pipe, batch, keys, batched=batched)
         shards = _queue_waits(pipe, client, batch, wait)
         replies = list(await pipe.execute(raise_on_error=False))
-    return _split(replies, len(shards), _moved(client, batch, shards))
+    return _split(_spread(replies, calls), len(shards), _moved(client, batch, shards))
 
 
 def _fcall_sync(
-    client: SyncClient, batch: Sequence[Publication], wait: list[int] | None, keys: KeySpace | None
+    client: SyncClient,
+    batch: Sequence[Publication],
+    wait: list[int] | None,
+    keys: KeySpace | None,
+    *,
+    batched: bool,
 ) -> Replies:
     with client.pipeline(transaction=False) as pipe:
+        calls = _queue_calls(pipe, batch, keys, batched=batched)
+        shards = _queue_waits(pipe, client, batch, wait)
+        replies = list(pipe.execute(raise_on_error=False))
+    return _split(_spread(replies, calls), len(shards), _moved(client, batch, shards))
+
+
+def _queue_calls(
+    pipe: Any, batch: Sequence[Publication], keys: KeySpace | None, *, batched: bool
+) -> list[int]:
+    """Queue the batch's calls: on one Redis, `sse_publish_batch` calls of up to
+    BATCH_CALL messages (when `batched`, and there are several); else one FCALL each (on a
+    Redis Cluster each declares its keys). How many messages each call carries."""
+    if not batched or keys is not None or len(batch) < 2:
         for publication in batch:
             count, args = fcall_args(publication, keys)
             pipe.fcall(FUNCTION, count, *args)
-        shards = _queue_waits(pipe, client, batch, wait)
-        replies = list(pipe.execute(raise_on_error=False))
-    return _split(replies, len(shards), _moved(client, batch, shards))
+        return [1] * len(batch)
+    calls = []
+    for start in range(0, len(batch), BATCH_CALL):
+        part = batch[start : start + BATCH_CALL]
+        flat: list[str] = []
+        for publication in part:
+            event, key = publication.event or "", publication.idempotency_key or ""
+            flat += [publication.channel, publication.data, event, key]
+        pipe.fcall(BATCH, 1, part[0].channel, len(part), *flat)
+        calls.append(len(part))
+    return calls
+
+
+def _spread(replies: list[Any], calls: list[int]) -> list[Any]:
+    """One reply per message: a batch call's list of ids (or errors), or its one error
+    for each of its messages; the WAITs' replies after them, as they came."""
+    spread: list[Any] = []
+    for reply, count in zip(replies, calls, strict=False):
+        if count > 1 or isinstance(reply, list):
+            spread += reply if isinstance(reply, list) else [reply] * count
+        else:
+            spread.append(reply)
+    return spread + replies[len(calls) :]
 
 
 def _queue_waits(
