@@ -32,7 +32,7 @@ def test_every_case_publishes_what_it_says(tmp_path: Path) -> None:
         assert case["messages"] > 0, name
         assert case["published"] >= case["messages"], name
         # What the case counted as published is in Redis: every entry, on every channel
-        # (20 channels × at most 1,000 kept each: the longer cases fill some up).
+        # (20 channels, at most 1,000 kept on each: the faster cases fill some up).
         assert case["history_entries"] == case["expected_in_history"] > 0, name
         assert case["calls"] > 0, name
     # The raw cases send one FCALL per message, in step with the meter; the yardstick XADDs.
