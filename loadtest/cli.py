@@ -13,7 +13,7 @@ from typing import Any
 
 import uvloop
 
-from . import report
+from . import publish, report
 from .csub import default_client
 from .measure import Recorder
 from .pool import WorkerPool
@@ -74,11 +74,20 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--reconnect-concurrency", type=int, default=2000, help="per worker")
     sm = add("smoke", "quick check: 200 clients, 3 s broadcast, exit 1 on any gap", 200)
     sm.set_defaults(rates=[20.0], duration=3.0, drain=5.0, connect_timeout=3.0)
+    pb = sub.add_parser(
+        "publish",
+        help="durable publishes/s and Redis CPU per message, each way of publishing",
+        description=publish.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    publish.add_arguments(pb)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.scenario == "publish":
+        return publish.main(args)
     args.client = args.client or default_client()
     if args.scenario == "streams":
         args.clients = args.channels
