@@ -1,6 +1,7 @@
 """Publishing through a node's `POST /publish` (works with the embedded broker too).
 
-A batch is one request with a JSON array; the node answers the array of ids.
+A batch is one request with a JSON array (several, one after the other, past 1,000
+messages or about 256 KiB); the node answers each with the array of ids.
 """
 
 from __future__ import annotations
@@ -42,12 +43,13 @@ class HttpPublisher(Publisher):
     async def _send(self, batch: Sequence[Publication]) -> list[str]:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
-        async with self._session.post(
-            self._url, data=_body(batch), headers=self._headers
-        ) as response:
-            if response.status >= 300:
-                _refused(response.status, await response.text())
-            return _ids(await response.read())
+        ids: list[str] = []
+        for body in _bodies(batch):
+            async with self._session.post(self._url, data=body, headers=self._headers) as response:
+                if response.status >= 300:
+                    _refused(response.status, await response.text())
+                ids += _ids(await response.read())
+        return ids
 
 
 class SyncHttpPublisher(SyncPublisher):
@@ -67,10 +69,13 @@ class SyncHttpPublisher(SyncPublisher):
         self._client.close()
 
     def _send(self, batch: Sequence[Publication]) -> list[str]:
-        response = self._client.post(self._url, content=_body(batch))
-        if response.status_code >= 300:
-            _refused(response.status_code, response.text)
-        return _ids(response.content)
+        ids: list[str] = []
+        for body in _bodies(batch):
+            response = self._client.post(self._url, content=body)
+            if response.status_code >= 300:
+                _refused(response.status_code, response.text)
+            ids += _ids(response.content)
+        return ids
 
 
 def _headers(token: str) -> dict[str, str]:
@@ -80,16 +85,38 @@ def _headers(token: str) -> dict[str, str]:
     return headers
 
 
-def _body(batch: Sequence[Publication]) -> bytes:
-    items: list[dict[str, Any]] = []
+BODY_ITEMS = 1000
+"""Messages one request carries at most (a node takes arrays of 1 to 1,000)."""
+BODY_BYTES = 256 * 1024
+"""About how many bytes one request carries at most, far below a node's body limit
+(`BROADCASTER_MAX_MESSAGE_BYTES`, 1 MiB by default); a larger message goes alone."""
+
+
+def _bodies(batch: Sequence[Publication]) -> list[bytes]:
+    """The batch as JSON arrays, in order, each within BODY_ITEMS and BODY_BYTES: a long
+    backlog of a stream is several requests, sent one after the other."""
+    bodies: list[bytes] = []
+    items: list[bytes] = []
+    size = 0
     for publication in batch:
-        item: dict[str, Any] = {"channel": publication.channel, "data": publication.data}
-        if publication.event is not None:
-            item["event"] = publication.event
-        if publication.idempotency_key is not None:
-            item["idempotency_key"] = publication.idempotency_key
+        item = orjson.dumps(_item(publication))
+        if items and (len(items) == BODY_ITEMS or size + len(item) > BODY_BYTES):
+            bodies.append(b"[" + b",".join(items) + b"]")
+            items, size = [], 0
         items.append(item)
-    return orjson.dumps(items)
+        size += len(item) + 1
+    if items:
+        bodies.append(b"[" + b",".join(items) + b"]")
+    return bodies
+
+
+def _item(publication: Publication) -> dict[str, Any]:
+    item: dict[str, Any] = {"channel": publication.channel, "data": publication.data}
+    if publication.event is not None:
+        item["event"] = publication.event
+    if publication.idempotency_key is not None:
+        item["idempotency_key"] = publication.idempotency_key
+    return item
 
 
 def _refused(status: int, text: str) -> None:

@@ -127,6 +127,23 @@ async def test_publish_many_keeps_order_and_returns_the_ids(
     assert await under.call("publish_many", []) == []
 
 
+async def test_a_batch_past_a_requests_bounds_is_published_whole_and_in_order(
+    under: Under, client: redis.Redis
+) -> None:
+    # 1,500 messages (a node takes arrays of at most 1,000), and 80 of 16 KB (past its
+    # 1 MiB body limit): an HTTP publisher sends several requests, one after the other.
+    many = [(f"many{n % 3}", f"n{n}") for n in range(1500)]  # (histories keep 1,000)
+    ids = await under.call("publish_many", many)
+    for channel in range(3):
+        assert [entry[0] for entry in await history(client, f"many{channel}")] == ids[channel::3]
+    large = [("large", f"{n}:" + "x" * 16_000) for n in range(80)]
+    ids = await under.call("publish_many", large)
+    assert [entry[0] for entry in await history(client, "large")] == ids
+    assert [e[2].partition(":")[0] for e in await history(client, "large")] == [
+        str(n) for n in range(80)
+    ]
+
+
 async def test_stream_publishes_every_chunk_in_order_then_done(
     under: Under, client: redis.Redis
 ) -> None:
