@@ -134,10 +134,21 @@ def _wait_ok(
     ports: Sequence[int], password: str | None, timeout: float, addresses: list[str]
 ) -> None:
     deadline = time.monotonic() + timeout
-    while not all(cluster_ok(port, password) for port in ports):
+    # Every slot served, and every node known to every node (gossip spreads the last
+    # nodes a moment after the slots are covered).
+    while not all(_whole(port, password, len(ports)) for port in ports):
         if time.monotonic() > deadline:
             raise StartError(f"the Redis Cluster on {addresses} did not come up")
         time.sleep(0.1)
+
+
+def _whole(port: int, password: str | None, nodes: int) -> bool:
+    info = cluster_info(port, password)
+    return (
+        info.get("cluster_state") == "ok"
+        and info.get("cluster_slots_ok") == str(SLOTS)
+        and info.get("cluster_known_nodes") == str(nodes)
+    )
 
 
 def cluster_ok(port: int, password: str | None = None) -> bool:
