@@ -8,7 +8,14 @@ from collections import OrderedDict, deque
 from collections.abc import Sequence
 
 from broadcaster.brokers.config import DEFAULT_CONFIG, LibraryConfig
-from broadcaster.brokers.protocol import IDEMPOTENCY_MAX_KEYS, KEY_LIMIT_REASON, Deliver, KeyLimit
+from broadcaster.brokers.protocol import (
+    CLOSED_REASON,
+    IDEMPOTENCY_MAX_KEYS,
+    KEY_LIMIT_REASON,
+    ChannelClosed,
+    Deliver,
+    KeyLimit,
+)
 from broadcaster.core.history import ChannelHistory, Entry, Head, Snapshot, Start, begin
 from broadcaster.core.ids import EventId
 from broadcaster.core.message import Message
@@ -89,12 +96,18 @@ class MemoryBroker:
             first = self._keys.get(remembered)
             if first is not None:
                 return first[0]
-            self._count_key(publication.channel, now)
         channel = publication.channel
+        newest = self._history.get(channel)
+        if newest and newest[-1].message.closes and not publication.reopen:
+            raise ChannelClosed(CLOSED_REASON)
+        if remembered is not None:
+            self._count_key(channel, now)
         self._last = EventId(now, self._last.seq + 1)
         history = self._history.pop(channel, None) or deque(maxlen=self._maxlen)
         prev = history[-1].id if history else None
-        sent = Message(publication.data, publication.event, str(self._last), _str(prev), now)
+        sent = Message(
+            publication.data, publication.event, str(self._last), _str(prev), now, publication.close
+        )
         history.append(Entry(self._last, prev, sent))
         self._history[channel] = history
         self._published_ms[channel] = now
@@ -112,6 +125,16 @@ class MemoryBroker:
         if count >= IDEMPOTENCY_MAX_KEYS:
             raise KeyLimit(KEY_LIMIT_REASON)
         self._counted[channel] = (count + 1, until)
+
+    async def closed(self, channels: Sequence[str]) -> dict[str, EventId]:
+        """The channels whose newest message closed them, with its id."""
+        self._expire(_now_ms())
+        ends = {}
+        for channel in channels:
+            history = self._history.get(channel)
+            if history and history[-1].message.closes:
+                ends[channel] = history[-1].id
+        return ends
 
     async def replay(self, channels: Sequence[str], start: Start) -> Replay:
         """What `channels` replay from `start`: missed messages (or resets), or retained ones,

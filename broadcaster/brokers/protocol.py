@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from broadcaster.core.history import Start
+from broadcaster.core.ids import EventId
 from broadcaster.core.message import Message
 from broadcaster.core.publication import Publication
 from broadcaster.core.replay import Replay
@@ -29,6 +30,13 @@ KEY_LIMIT_REASON = (
 
 class KeyLimit(Exception):
     """A publish with a new idempotency key on a channel that remembers the most it may."""
+
+
+CLOSED_REASON = "channel is closed: publish with reopen to open it again"
+
+
+class ChannelClosed(Exception):
+    """A publish (without `reopen`) to a channel whose last message closed it."""
 
 
 class Broker(Protocol):
@@ -67,8 +75,14 @@ class Broker(Protocol):
         """Publish durably to every node, in order; returns the ids.
 
         A publication whose idempotency key was seen on its channel within the window
-        is not published again: its id is the first publish's.
+        is not published again: its id is the first publish's. One to a closed channel,
+        unless it reopens it, raises ChannelClosed (those before it are published).
         """
+        ...
+
+    async def closed(self, channels: Sequence[str]) -> dict[str, EventId]:
+        """Which of `channels` are closed now (their newest message closes them), each
+        with that message's id. BrokerUnavailable if the broker cannot tell."""
         ...
 
     async def replay(self, channels: Sequence[str], start: Start) -> Replay:

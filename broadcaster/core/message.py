@@ -15,9 +15,11 @@ from broadcaster.core.sse import check_field, encode_event
 # taken as event data: no channel name holds a `#`, so text relayed through the raw path
 # can never pass for an envelope, whatever it looks like.
 ENVELOPE_MARK = b"\x00bc1"
+CLOSING_MARK = ENVELOPE_MARK + b"c"  # the envelope of a message that closes its channel
 DURABLE = "#"  # between the prefix and the channel name, for the durable channel
 _FIELDS = 6
 _MARK = ENVELOPE_MARK.decode()
+_CLOSING = CLOSING_MARK.decode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +28,8 @@ class Message:
 
     `id` is set for durable messages; `prev` is the id of the previous durable message of
     the same channel (how a node notices a lost message), and `published_ms` its publish
-    time on the broker's clock.
+    time on the broker's clock. A message that `closes` is its channel's last (until one
+    reopens it): a stream of closed channels ends after it.
     """
 
     data: str
@@ -34,6 +37,7 @@ class Message:
     id: str | None = None
     prev: str | None = None
     published_ms: int | None = None
+    closes: bool = False
     _frame: bytes | None = field(default=None, init=False, repr=False, compare=False)
     _position: EventId | None = field(default=None, init=False, repr=False, compare=False)
 
@@ -75,7 +79,7 @@ def unpack(payload: bytes, repairs: Counter[MalformedReason] | None = None) -> M
     in `repairs["utf8"]`). Raises ValueError for anything but a well-formed envelope."""
     text = _text(payload, repairs)  # one decode for every field: this is the hot path
     parts = text.split("\n", _FIELDS - 1)
-    if parts[0] != _MARK:
+    if parts[0] != _MARK and parts[0] != _CLOSING:
         raise ValueError("not an envelope")
     if len(parts) != _FIELDS:
         raise ValueError("bad envelope: too few fields")
@@ -84,7 +88,7 @@ def unpack(payload: bytes, repairs: Counter[MalformedReason] | None = None) -> M
         raise ValueError("bad envelope: publish time is not a number")
     if not id_:
         raise ValueError("bad envelope: no id")
-    return Message(data, event or None, id_, prev or None, int(ms))
+    return Message(data, event or None, id_, prev or None, int(ms), parts[0] == _CLOSING)
 
 
 def _text(raw: bytes, repairs: Counter[MalformedReason] | None) -> str:

@@ -46,6 +46,8 @@ class Counts:
     events_replayed: int = 0
     bytes_sent: int = 0
     slow_disconnects: int = 0
+    streams_closed: int = 0
+    no_content: int = 0
     redis_reconnects: int = 0
     redis_failovers: int = 0
     publishes: int = 0
@@ -92,6 +94,17 @@ class Metrics:
             ("broadcaster_events_replayed", "Events sent from history.", c.events_replayed),
             ("broadcaster_bytes_sent", "Bytes written to clients.", c.bytes_sent),
             ("broadcaster_slow_consumer_disconnects", "Slow clients cut off.", c.slow_disconnects),
+            (
+                "broadcaster_streams_closed",
+                "Streams ended after the message that closed the last of their channels.",
+                c.streams_closed,
+            ),
+            (
+                "broadcaster_no_content",
+                "Requests answered 204 No Content: every channel closed, nothing to send "
+                "(an EventSource stops reconnecting).",
+                c.no_content,
+            ),
             ("broadcaster_redis_reconnects", "Redis reconnects.", c.redis_reconnects),
             (
                 "broadcaster_redis_failovers",

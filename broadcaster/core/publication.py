@@ -1,9 +1,10 @@
-"""What a publisher hands over: a channel, the event's text, its type, an idempotency key."""
+"""What a publisher hands over: a channel, the event's text, its type, an idempotency key,
+and whether it closes the channel (or opens a closed one again)."""
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -21,12 +22,18 @@ _KEY = re.compile(r"[A-Za-z0-9\-_.:@/=+]+")
 
 @dataclass(frozen=True, slots=True)
 class Publication:
-    """One message to publish, validated, its data already serialised to text."""
+    """One message to publish, validated, its data already serialised to text.
+
+    `close` makes it the channel's last: subscribers get it and then the end of their
+    response, and later publishes are refused (`ChannelClosed`) unless they `reopen`.
+    """
 
     channel: str
     data: str
     event: str | None = None
     idempotency_key: str | None = None
+    close: bool = False
+    reopen: bool = False
 
     @classmethod
     def of(
@@ -35,6 +42,9 @@ class Publication:
         data: Data,
         event: str | None = None,
         idempotency_key: str | None = None,
+        *,
+        close: bool = False,
+        reopen: bool = False,
     ) -> Publication:
         """Validate and serialise once; raises ValueError for a bad channel, event, data or key."""
         return cls(
@@ -42,13 +52,20 @@ class Publication:
             encode_data(data),
             None if event is None else check_field("event", event),
             None if idempotency_key is None else check_key(idempotency_key),
+            close,
+            reopen,
         )
 
     def keyed(self, key: str) -> Publication:
         """This publication with `key`, unless it has one already."""
         if self.idempotency_key is not None:
             return self
-        return Publication(self.channel, self.data, self.event, key)
+        return replace(self, idempotency_key=key)
+
+    @property
+    def flags(self) -> str:
+        """`sse_publish`'s flags argument: "", "close", "reopen" or "reopen close"."""
+        return " ".join(name for name, on in (("reopen", self.reopen), ("close", self.close)) if on)
 
 
 def encode_data(data: Data) -> str:

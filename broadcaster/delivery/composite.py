@@ -45,6 +45,11 @@ class Composite:
             groups.setdefault(group, []).append(channel)
         return groups
 
+    @property
+    def holding(self) -> bool:
+        """Whether live messages wait for the stream's positions."""
+        return bool(self._early)
+
     def hold(self, channel: str, message: Message) -> None:
         """A live message that came before the stream's positions are known."""
         self._early.append((channel, message))

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import random
 import time
 from collections.abc import Callable, Sequence
 
-from broadcaster.brokers.protocol import Broker
+from broadcaster.brokers.protocol import Broker, BrokerUnavailable
 from broadcaster.core.ids import EventId
 from broadcaster.core.message import Message
 from broadcaster.core.metrics import Metrics
@@ -18,6 +19,8 @@ from broadcaster.core.sse import encode_retry, jittered_retry
 from broadcaster.delivery.composite import Composite
 from broadcaster.delivery.outbox import Fanout, Outbox
 from broadcaster.delivery.stream import DisconnectReason, Stream
+
+log = logging.getLogger(__name__)
 
 MAX_TICK = 1.0  # seconds between checks of expiries (a max age, a token's exp) at most
 EXPIRIES: tuple[DisconnectReason, ...] = ("max_age", "token_expired")
@@ -116,7 +119,10 @@ class Hub:
                 # First local subscriber: the refcount change and the broker call happen
                 # in one step, so concurrent first and last subscribers cannot reorder.
                 fanout = self._channels[channel] = Fanout[Stream]()
-                self._ready[channel] = self._broker.subscribe(channel)
+                subscribed = self._broker.subscribe(channel)
+                self._ready[channel] = asyncio.ensure_future(
+                    self._learn(channel, fanout, subscribed)
+                )
             if stream.composite is None:
                 fanout.individual.add(stream)
             else:
@@ -126,6 +132,30 @@ class Hub:
         if waits:
             # asyncio.wait never cancels the shared futures when this joiner is cancelled.
             await asyncio.wait(waits)
+
+    async def _learn(
+        self, channel: str, fanout: Fanout[Stream], subscribed: asyncio.Future[None]
+    ) -> None:
+        """Once `channel` is subscribed, learn whether it is closed. Every message after the
+        subscription comes live, so the first of them, if it came before the answer,
+        tells instead; if the broker cannot tell, the first live message will."""
+        await asyncio.wait([subscribed])
+        try:
+            closed = await self._broker.closed([channel])
+        except BrokerUnavailable as exc:
+            log.warning("cannot tell whether %r is closed, its next message will: %s", channel, exc)
+            return
+        if fanout.unheard:
+            fanout.unheard = False
+            fanout.ended = closed.get(channel)
+
+    def finished(self, stream: Stream) -> bool:
+        """Whether every channel of `stream` is closed: it has nothing more to wait for."""
+        for channel in stream.channels:
+            fanout = self._channels.get(channel)
+            if fanout is None or fanout.ended is None:
+                return False
+        return True
 
     def go_live(
         self,
@@ -143,6 +173,9 @@ class Hub:
         stream.start(chunked=chunked, replayed_through=replayed_through)
         if positions is not None:
             stream.begin(positions)
+        if self.finished(stream):
+            stream.close("closed")  # (what it has waiting goes first)
+            return
         if len(stream.channels) == 1 and caught_up:
             fanout = self._channels.get(stream.channels[0])
             if fanout is not None:
@@ -182,6 +215,24 @@ class Hub:
         if fanout.composed:
             for stream in fanout.composed:
                 stream.compose(channel, message)
+        if message.closes or fanout.ended is not None or fanout.unheard:
+            self._heard(fanout, message)
+
+    def _heard(self, fanout: Fanout[Stream], message: Message) -> None:
+        """A message that tells whether its channel is closed: one that closes it ends
+        every live stream whose channels are now all closed, after what it was sent."""
+        position = message.position()
+        if position is None:
+            return  # raw text, outside the sequence
+        fanout.unheard = False
+        fanout.ended = position if message.closes else None
+        if fanout.ended is None:
+            return
+        finished = [s for s in fanout.streams() if s.live and self.finished(s)]
+        if finished:
+            self.outbox.flush()  # the closing message reaches them first
+            for stream in finished:
+                stream.close("closed")
 
     def close_all(self, reason: DisconnectReason) -> None:
         """End every open stream, each with its own jittered `retry:` so reconnects spread."""

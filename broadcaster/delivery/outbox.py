@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any, Generic, Protocol, TypeVar
 
+from broadcaster.core.ids import EventId
 from broadcaster.core.metrics import Counts
 
 
@@ -54,9 +55,12 @@ class Fanout(Generic[W]):
     the replay) and streams of several channels (whose frames interleave in id order).
     Streams whose channels span several groups are `composed`: each frame gets the
     stream's own id (`composite.py`).
+
+    It also holds whether the channel is closed: `ended` is the id of the message that
+    closed it, None while open; `unheard` until a read or a live message told which.
     """
 
-    __slots__ = ("composed", "frames", "individual", "sharing")
+    __slots__ = ("composed", "ended", "frames", "individual", "sharing", "unheard")
 
     def __init__(self) -> None:
         self.sharing: set[W] = set()
@@ -64,9 +68,15 @@ class Fanout(Generic[W]):
         self.composed: set[W] = set()
         self.frames: list[bytes] = []
         """This turn's frames for the sharing streams."""
+        self.ended: EventId | None = None
+        self.unheard = True
 
     def __len__(self) -> int:
         return len(self.sharing) + len(self.individual) + len(self.composed)
+
+    def streams(self) -> list[W]:
+        """Every stream of the channel."""
+        return [*self.sharing, *self.individual, *self.composed]
 
 
 class Outbox:

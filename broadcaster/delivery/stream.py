@@ -14,9 +14,12 @@ from broadcaster.core.sse import HEARTBEAT
 from broadcaster.delivery.composite import Composite
 from broadcaster.delivery.outbox import LAST_CHUNK, Outbox, http_chunk
 
-DisconnectReason = Literal["shutdown", "max_age", "token_expired", "slow", "gone", "unavailable"]
+DisconnectReason = Literal[
+    "shutdown", "max_age", "token_expired", "slow", "gone", "unavailable", "closed"
+]
 """Why a stream ended: the node is stopping, the stream reached its age or its token's,
-its client could not keep up or went away, or the rest of its replay was out of reach."""
+its client could not keep up or went away, the rest of its replay was out of reach, or
+every channel it follows was closed by its publisher (after the closing message)."""
 # How long a stream that ended cleanly waits for its client to read its last bytes.
 CLOSE_LINGER = 10.0
 
@@ -99,6 +102,19 @@ class Stream(asyncio.Protocol):
     def ended(self) -> bool:
         """Whether the stream has ended (its `reason` says why)."""
         return self.reason is not None
+
+    @property
+    def live(self) -> bool:
+        """Whether the stream writes to its client now (started, and not ended)."""
+        return self._started and self.reason is None
+
+    def holds_after(self, position: EventId | None) -> bool:
+        """Whether a message newer than `position` waits for the stream to start (a
+        message of several groups' stream, whatever its id)."""
+        if self.composite is not None and self.composite.holding:
+            return True
+        ids = self._pending_ids or ()
+        return any(id_ is not None and (position is None or id_ > position) for id_ in ids)
 
     def start(self, *, chunked: bool, replayed_through: EventId | None = None) -> None:
         """Headers (and any replay) are out: from now on frames go straight to the transport.
@@ -213,6 +229,8 @@ class Stream(asyncio.Protocol):
         self.reason = reason
         if reason == "slow":
             self._outbox.counts.slow_disconnects += 1
+        elif reason == "closed" and self._started:
+            self._outbox.counts.streams_closed += 1
         if self._started:
             self._end_connection(clean=reason not in ("slow", "gone"))
         elif reason == "slow":

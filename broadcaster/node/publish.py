@@ -6,9 +6,16 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    StrictBool,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
 
-from broadcaster.brokers.protocol import BrokerUnavailable, KeyLimit
+from broadcaster.brokers.protocol import BrokerUnavailable, ChannelClosed, KeyLimit
 from broadcaster.core.channels import check_channel
 from broadcaster.core.publication import Publication, check_key, encode_data
 from broadcaster.core.sse import check_field
@@ -30,6 +37,8 @@ class PublishRequest(BaseModel):
     data: Any
     event: str | None = None
     idempotency_key: str | None = None
+    close: StrictBool = False
+    reopen: StrictBool = False
 
     @field_validator("data")
     @classmethod
@@ -53,7 +62,14 @@ class PublishRequest(BaseModel):
 
     def publication(self, key: str | None) -> Publication:
         """What to publish: non-string data as its JSON text; its own key, else `key`."""
-        return Publication(self.channel, self.data, self.event or None, self.idempotency_key or key)
+        return Publication(
+            self.channel,
+            self.data,
+            self.event or None,
+            self.idempotency_key or key,
+            self.close,
+            self.reopen,
+        )
 
 
 _ONE = TypeAdapter(PublishRequest)
@@ -63,6 +79,9 @@ _MANY = TypeAdapter(list[PublishRequest])
 @routes.post("/publish")
 async def publish(request: web.Request) -> web.Response:
     """Publish to every subscriber on every node; an array is published in order.
+
+    `"close": true` makes a message its channel's last; a closed channel takes a publish
+    again only with `"reopen": true` (else 409).
 
     An `Idempotency-Key` header names a single message, or, for an array, message `i` as
     `<key>:<i>`; a message's own `idempotency_key` wins. A repeated key on the same channel
@@ -118,5 +137,7 @@ async def _publish(app: web.Application, batch: list[Publication]) -> list[str]:
         return await app[BROKER].publish(batch)
     except KeyLimit as exc:
         raise Refused(429, str(exc), **{"Retry-After": "60"}) from None
+    except ChannelClosed as exc:
+        raise Refused(409, str(exc)) from None
     except BrokerUnavailable as exc:
         raise Refused(503, str(exc), **{"Retry-After": "1"}) from None

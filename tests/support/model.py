@@ -374,6 +374,9 @@ class ModelHistory:
         wanted = dict(positions)
         return await self._redis.ask("backfill", lambda: self._redis.backfill(wanted))
 
+    async def closed(self, channels: Sequence[str]) -> dict[str, EventId]:
+        return {}  # (the model closes no channel: answered at once, not asked)
+
     async def snapshot(self, channels: Sequence[str], start: Start) -> Snapshot:
         wanted = list(channels)
         return await self._redis.ask("replay", lambda: self._redis.replay(wanted, start))

@@ -45,6 +45,9 @@ class Sharded:
         [sent] = await self.groups[CHANNELS[channel]].publish([Publication(channel, data)])
         return sent
 
+    async def closed(self, channels: Sequence[str]) -> dict[str, EventId]:
+        return {}
+
     async def replay(self, channels: Sequence[str], start: Start) -> Replay:
         [group] = {CHANNELS[channel] for channel in channels}
         return await self.groups[group].replay(channels, start)

@@ -46,6 +46,9 @@ class RecordingBroker:
     async def publish(self, batch: Sequence[Publication]) -> list[str]:
         return [f"1-{n}" for n, _ in enumerate(batch, 1)]
 
+    async def closed(self, channels: Sequence[str]) -> dict[str, EventId]:
+        return {}
+
     async def replay(self, channels: Sequence[str], start: Start) -> Replay:
         return Replay(None)
 

@@ -161,6 +161,10 @@ class RedisBroker:
         """Publish durably (`FCALL sse_publish`, one pipeline) to every subscribed node."""
         return await publish(self._library, self._client, self._in_flight, batch)
 
+    async def closed(self, channels: Sequence[str]) -> dict[str, EventId]:
+        """Which of `channels` are closed now, each with its closing message's id."""
+        return await self._history.closed(channels)
+
     async def replay(self, channels: Sequence[str], start: Start) -> Replay:
         """What `channels` replay from `start`, read atomically from their streams (a read
         shared with the clients asking the same at the same moment)."""

@@ -35,6 +35,7 @@ from broadcaster.brokers.redis.sequencer import Sequencer
 from broadcaster.brokers.redis.shards import LinkState, Shards
 from broadcaster.core.channels import group_of
 from broadcaster.core.history import Snapshot, Start, begin
+from broadcaster.core.ids import EventId
 from broadcaster.core.message import Message
 from broadcaster.core.metrics import Counts
 from broadcaster.core.publication import Publication
@@ -171,6 +172,10 @@ class ClusterBroker:
     async def publish(self, batch: Sequence[Publication]) -> list[str]:
         """Publish durably: each `FCALL sse_publish` on its channel's primary."""
         return await publish(self._library, self._cluster, self._in_flight, batch)
+
+    async def closed(self, channels: Sequence[str]) -> dict[str, EventId]:
+        """Which of `channels` are closed now, each with its closing message's id."""
+        return await self._history.closed(channels)
 
     async def replay(self, channels: Sequence[str], start: Start) -> Replay:
         """What `channels` (of one group) replay from `start`, read atomically from the

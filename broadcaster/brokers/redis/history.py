@@ -56,6 +56,25 @@ class RedisHistory:
         ms, seq = reply
         return None if ms is None or seq is None else EventId(int(ms), int(seq))
 
+    async def closed(self, channels: Sequence[str]) -> dict[str, EventId]:
+        """Which of `channels` are closed: their newest entry closes them (its id each).
+        BrokerUnavailable if Redis cannot tell now."""
+
+        async def newest(channel: str) -> Any:
+            async with self._in_flight:
+                client = self._route(channel)
+                return await client.xrevrange(self._keys.history(channel), count=1)
+
+        try:
+            replies = await asyncio.gather(*(newest(channel) for channel in channels))
+        except LINK_ERRORS as exc:
+            raise BrokerUnavailable(f"redis cannot tell which channels are closed: {exc}") from exc
+        ends = {}
+        for channel, reply in zip(channels, replies, strict=True):
+            if reply and reply[0][1].get(b"c"):
+                ends[channel] = _decoded(reply[0]).id
+        return ends
+
     async def snapshot(self, channels: Sequence[str], start: Start) -> Snapshot:
         """The sequence's head and the first page of what `start` asks of `channels`
         (within MAX_REPLAY_BYTES), atomically; the snapshot's `more` reads the rest."""
@@ -148,7 +167,7 @@ def _sequence(results: Sequence[Any]) -> tuple[Head | None, int, tuple[Gap, ...]
 def _decoded(item: tuple[bytes, dict[bytes, bytes]]) -> Entry:
     raw_id, fields = item
     text = [value.decode("utf-8", "replace") for value in (raw_id, *_fields(fields))]
-    return entry_of(*text)
+    return entry_of(*text, closes=b"c" in fields)
 
 
 def _fields(fields: dict[bytes, bytes]) -> list[bytes]:

@@ -2,7 +2,7 @@
 -- broadcaster's Redis Function library, loaded by every node at start (FUNCTION LOAD REPLACE).
 -- Placeholders in double braces are filled from the node's settings.
 --
--- FCALL sse_publish 1 <channel> <data> [<event> [<idempotency-key>]]  ->  "<ms>-<seq>"
+-- FCALL sse_publish 1 <channel> <data> [<event> [<idempotency-key> [<flags>]]]  ->  "<ms>-<seq>"
 -- (or with every key it touches declared after the channel: see `touched`)
 -- Atomically: assign the next id of the channel's sequence, append to the channel's
 -- history stream (with the channel's previous id, for gap detection), trim, keep the
@@ -11,6 +11,9 @@
 -- per tenth of the TTL.
 -- With an idempotency key (pass "" as the event for none), a repeat of the key on the
 -- same channel within the window answers the first publish's id and publishes nothing.
+-- Flags (pass "" as the event and the key for none): "close" makes the message its
+-- channel's last: its entry carries "c", its envelope the closing mark, and later
+-- publishes are refused until one has the flag "reopen" ("reopen close" does both).
 --
 -- Key spaces. On a single Redis every channel shares one sequence, and its keys are
 -- PREFIX .. "meta", PREFIX .. "history:<channel>"... On a Redis Cluster a channel's group
@@ -117,9 +120,9 @@ local function touched(space, channel, key)
 end
 
 -- What is wrong with a message's channel, event or idempotency key (nil: nothing).
-local function refused(channel, data, event, key)
+local function refused(channel, data, event, key, flags)
   if channel == nil or data == nil then
-    return "ERR usage: FCALL sse_publish 1 <channel> <data> [<event> [<idempotency-key>]]"
+    return "ERR usage: FCALL sse_publish 1 <channel> <data> [<event> [<idempotency-key> [<flags>]]]"
   end
   if #channel > 200 or not (string.match(channel, "^[%w%-_%.:@/=]+$")
       or string.match(channel, "^[%w%-_%.:@/=]*{[%w%-_%.:@/=]+}[%w%-_%.:@/=]*$")) then
@@ -131,7 +134,16 @@ local function refused(channel, data, event, key)
   if key ~= "" and (#key > 255 or not string.match(key, "^[%w%-_%.:@/=+]+$")) then
     return "ERR idempotency key must be 1-255 of letters, digits and - _ . : @ / = +"
   end
+  for word in string.gmatch(flags, "%S+") do
+    if word ~= "close" and word ~= "reopen" then
+      return "ERR flags are words of: close reopen"
+    end
+  end
   return nil
+end
+
+local function flagged(flags, name)
+  return string.find(" " .. flags .. " ", " " .. name .. " ", 1, true) ~= nil
 end
 
 -- One call's hold on a sequence: its clock, its next seq, each channel's newest id.
@@ -147,7 +159,8 @@ local function open_sequence(space, publish)
     ms = last_ms -- the clock went back: ids must not
   end
   return { space = space, publish = publish, meta_key = meta_key, fresh = meta[3] == false,
-    ms = ms, ms_text = string.format("%d", ms), seq = tonumber(meta[2]) or 0, newest = {} }
+    ms = ms, ms_text = string.format("%d", ms), seq = tonumber(meta[2]) or 0, newest = {},
+    closed = {} }
 end
 
 -- Write back where the sequence stands (one HSET however many were published).
@@ -161,7 +174,7 @@ local function close_sequence(seq)
 end
 
 -- Publish one message in `seq`: its id, a repeat's first id, or an error reply.
-local function publish_one(seq, channel, data, event, key)
+local function publish_one(seq, channel, data, event, key, flags)
   local space = seq.space
   local remembered = nil
   if key ~= "" then
@@ -176,6 +189,20 @@ local function publish_one(seq, channel, data, event, key)
       redis.call("SET", remembered, first, "KEEPTTL")
       return first
     end
+  end
+  local history = space .. "history:" .. channel
+  local prev, closed = seq.newest[channel], seq.closed[channel]
+  if prev == nil then
+    local newest = redis.call("XREVRANGE", history, "+", "-", "COUNT", 1)[1]
+    -- (A closing entry's fields are d, e, p and c: see the XADD below.)
+    prev, closed = newest and newest[1] or "", newest ~= nil and newest[2][7] == "c"
+    seq.newest[channel], seq.closed[channel] = prev, closed
+  end
+  local close = flags ~= "" and flagged(flags, "close")
+  if closed and not (flags ~= "" and flagged(flags, "reopen")) then
+    return redis.error_reply("ERR {{closed_reason}}")
+  end
+  if remembered then
     -- A bound on what keys may cost: a counter per channel, for one window from its first.
     local counted = space .. "idemcount:" .. channel
     local keys = redis.call("INCR", counted)
@@ -189,21 +216,20 @@ local function publish_one(seq, channel, data, event, key)
   seq.seq = seq.seq + 1
   local ms = seq.ms
   local id = id_of(ms, seq.seq)
-  local history = space .. "history:" .. channel
-  local prev = seq.newest[channel]
-  if prev == nil then
-    local newest = redis.call("XREVRANGE", history, "+", "-", "COUNT", 1)
-    prev = #newest > 0 and newest[1][1] or ""
+  if close then
+    redis.call("XADD", history, "MAXLEN", MAXLEN, id, "d", data, "e", event, "p", prev, "c", "1")
+  else
+    redis.call("XADD", history, "MAXLEN", MAXLEN, id, "d", data, "e", event, "p", prev)
   end
-  redis.call("XADD", history, "MAXLEN", MAXLEN, id, "d", data, "e", event, "p", prev)
   if TTL > 0 and (prev == "" or bucket(ms) ~= bucket(tonumber(string.match(prev, "^%d+")))) then
     -- The first publish in each SLACK of time (or on a new stream) moves the expiry to
     -- TTL + SLACK past it: every later publish in that SLACK is then TTL from expiring.
     redis.call("PEXPIREAT", history, ms + TTL * 1000 + SLACK_MS)
   end
-  seq.newest[channel] = id
+  seq.newest[channel], seq.closed[channel] = id, close
   redis.call(seq.publish, space .. "#" .. channel, -- the durable channel: see message.py
-    "\0bc1\n" .. id .. "\n" .. prev .. "\n" .. event .. "\n" .. seq.ms_text .. "\n" .. data)
+    (close and "\0bc1c\n" or "\0bc1\n") .. id .. "\n" .. prev .. "\n" .. event .. "\n"
+    .. seq.ms_text .. "\n" .. data)
   if remembered then
     redis.call("SET", remembered, id, "PX", IDEMPOTENCY_WINDOW_MS)
   end
@@ -212,7 +238,8 @@ end
 
 local function sse_publish(keys, args)
   local channel, data, event, key = keys[1], args[1], args[2] or "", args[3] or ""
-  local wrong = refused(channel, data, event, key)
+  local flags = args[4] or ""
+  local wrong = refused(channel, data, event, key, flags)
   if wrong then
     return redis.error_reply(wrong)
   end
@@ -232,25 +259,25 @@ local function sse_publish(keys, args)
     end
   end
   local seq = open_sequence(space, publish)
-  local id = publish_one(seq, channel, data, event, key)
+  local id = publish_one(seq, channel, data, event, key, flags)
   close_sequence(seq)
   return id
 end
 
--- FCALL sse_publish_batch 1 <channel> <n> <channel 1> <data 1> <event 1> <key 1> ...
--- (<event> and <key> "" for none): n messages of one sequence (on a Redis Cluster, of
+-- FCALL sse_publish_batch 1 <channel> <n> <channel 1> <data 1> <event 1> <key 1> <flags 1> ...
+-- (<event>, <key> and <flags> "" for none): n messages of one sequence (on a Redis Cluster, of
 -- the first channel's group), in order, each exactly as by sse_publish; the ids (a
 -- repeat's first id; an error, such as a channel past its key limit, in its place).
 -- Nothing is published if any message is malformed, or of another group.
 local function sse_publish_batch(keys, args)
   local count = tonumber(args[1])
-  if keys[1] == nil or #keys ~= 1 or count == nil or #args ~= 1 + 4 * count then
+  if keys[1] == nil or #keys ~= 1 or count == nil or #args ~= 1 + 5 * count then
     return redis.error_reply(
-      "ERR usage: FCALL sse_publish_batch 1 <channel> <n> <channel> <data> <event> <key> ...")
+      "ERR usage: FCALL sse_publish_batch 1 <channel> <n> <channel> <data> <event> <key> <flags> ...")
   end
   local space, publish = space_of(keys[1])
-  for i = 2, #args, 4 do
-    local wrong = refused(args[i], args[i + 1], args[i + 2], args[i + 3])
+  for i = 2, #args, 5 do
+    local wrong = refused(args[i], args[i + 1], args[i + 2], args[i + 3], args[i + 4])
     if wrong then
       return redis.error_reply(wrong)
     end
@@ -260,8 +287,8 @@ local function sse_publish_batch(keys, args)
   end
   local seq = open_sequence(space, publish)
   local ids = {}
-  for i = 2, #args, 4 do
-    ids[#ids + 1] = publish_one(seq, args[i], args[i + 1], args[i + 2], args[i + 3])
+  for i = 2, #args, 5 do
+    ids[#ids + 1] = publish_one(seq, args[i], args[i + 1], args[i + 2], args[i + 3], args[i + 4])
   end
   close_sequence(seq)
   return ids

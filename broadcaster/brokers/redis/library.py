@@ -14,7 +14,12 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from broadcaster.brokers.config import DEFAULT_CONFIG, LibraryConfig
-from broadcaster.brokers.protocol import IDEMPOTENCY_MAX_KEYS, KEY_LIMIT_REASON
+from broadcaster.brokers.protocol import (
+    CLOSED_REASON,
+    IDEMPOTENCY_MAX_KEYS,
+    KEY_LIMIT_REASON,
+    ChannelClosed,
+)
 from broadcaster.brokers.redis.keys import KeySpace
 from broadcaster.core.publication import Publication
 
@@ -47,6 +52,7 @@ class Library:
             )
             .replace("{{idempotency_max_keys}}", str(IDEMPOTENCY_MAX_KEYS))
             .replace("{{key_limit_reason}}", KEY_LIMIT_REASON)
+            .replace("{{closed_reason}}", CLOSED_REASON)
         )
 
     async def load(self, client: AsyncClient, *, replace: bool) -> None:
@@ -78,8 +84,9 @@ class Library:
     async def publish(self, client: AsyncClient, batch: Sequence[Publication]) -> list[str]:
         """Publish `batch` in order in one round trip (a pipeline of FCALLs); the ids.
 
-        Loads the library first if this Redis lacks it. An error reply is raised; so is
-        NotReplicated when fewer than `replicas` replicas confirm in time.
+        Loads the library first if this Redis lacks it. An error reply is raised
+        (ChannelClosed for a closed channel's); so is NotReplicated when fewer than
+        `replicas` replicas confirm in time.
         """
         keys = self._declared(client)
         replies, confirmed = await _fcall(client, batch, self._wait(), keys, batched=True)
@@ -137,11 +144,14 @@ class NotReplicated(RedisError):
 
 def fcall_args(publication: Publication, keys: KeySpace | None = None) -> tuple[int, list[str]]:
     """`FCALL sse_publish` arguments: the key count; <channel> (and, with `keys`, every
-    key the call touches, declared), <data> [<event> [<idempotency-key>]]."""
+    key the call touches, declared), <data> [<event> [<idempotency-key> [<flags>]]]."""
     key = publication.idempotency_key
     declared = [] if keys is None else keys.touched(publication.channel, key)
     args = [publication.channel, *declared, publication.data]
-    if key is not None:
+    flags = publication.flags
+    if flags:
+        args += [publication.event or "", key or "", flags]
+    elif key is not None:
         args += [publication.event or "", key]
     elif publication.event:
         args.append(publication.event)
@@ -202,7 +212,7 @@ def _queue_calls(
         flat: list[str] = []
         for publication in part:
             event, key = publication.event or "", publication.idempotency_key or ""
-            flat += [publication.channel, publication.data, event, key]
+            flat += [publication.channel, publication.data, event, key, publication.flags]
         pipe.fcall(BATCH, 1, part[0].channel, len(part), *flat)
         calls.append(len(part))
     return calls
@@ -298,6 +308,8 @@ def _ids(replies: list[Any]) -> list[str]:
     for reply in replies:
         if isinstance(reply, ResponseError) and too_few_replicas(reply):
             raise _refused(reply)
+        if isinstance(reply, ResponseError) and CLOSED_REASON in str(reply):
+            raise ChannelClosed(CLOSED_REASON)
         if isinstance(reply, Exception):
             raise reply
     return [reply.decode() if isinstance(reply, bytes) else str(reply) for reply in replies]

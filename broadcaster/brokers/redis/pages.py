@@ -107,10 +107,12 @@ def _text(value: bytes | str) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
-def entry_of(id_: str, prev: str, event: str, data: str) -> Entry:
-    """A history entry from its stream fields (empty strings for absent ones)."""
+def entry_of(id_: str, prev: str, event: str, data: str, *, closes: bool = False) -> Entry:
+    """A history entry from its stream fields (empty strings for absent ones); `closes`
+    if it has the closing mark (a replay's pages do not carry it: a client gets the
+    event either way, and what closes is the hub's to know)."""
     position = EventId.parse(id_)
     if position is None:
         raise ValueError(f"history entry {id_!r} was not written by sse_publish")
-    message = Message(data, event or None, id_, prev or None, position.ms)
+    message = Message(data, event or None, id_, prev or None, position.ms, closes)
     return Entry(position, EventId.parse(prev), message)

@@ -21,7 +21,8 @@ async def publish(
     batch: Sequence[Publication],
 ) -> list[str]:
     """Publish `batch` durably (one pipeline of `FCALL sse_publish`); the ids. KeyLimit
-    for a channel that remembers too many idempotency keys; BrokerUnavailable for
+    for a channel that remembers too many idempotency keys; ChannelClosed for a publish
+    to a closed channel (both from the library); BrokerUnavailable for
     anything else Redis refused or could not take (retryable)."""
     try:
         async with in_flight:

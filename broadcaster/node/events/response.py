@@ -15,6 +15,7 @@ from broadcaster.core.metrics import Counts
 from broadcaster.core.replay import Replay
 from broadcaster.core.sse import encode_event, encode_retry
 from broadcaster.delivery.across import ComposedReplay, replay_across
+from broadcaster.delivery.stream import Stream
 from broadcaster.node.aiohttp_internals import OneWriteResponse, detach
 from broadcaster.node.state import BROKER, HUB, METRICS, SETTINGS
 
@@ -79,6 +80,13 @@ class EventStreamResponse(OneWriteResponse):
                 replayed = await replay_across(app[BROKER], groups, start or Start(tail=0))
             else:
                 replayed = await self._replay(request, channels, start)
+            if (
+                hub.finished(stream)
+                and _nothing_in(replayed)
+                and not stream.holds_after(replayed.head if isinstance(replayed, Replay) else None)
+            ):
+                await self._no_content(request, stream)
+                return
             await self.prepare(request)
             await self._send(opening, replayed, app[METRICS].counts)
             if not stream.ended:  # (the node may have begun to shut down meanwhile)
@@ -108,6 +116,16 @@ class EventStreamResponse(OneWriteResponse):
                 # The stream never had the connection to itself (or its handler was
                 # cancelled): it ends here, and lets go of its slot and the hub.
                 stream.connection_lost()
+
+    async def _no_content(self, request: web.Request, stream: Stream) -> None:
+        """Every channel is closed and the client has all: 204 tells an EventSource to
+        stop reconnecting."""
+        stream.close("closed")
+        request.app[METRICS].counts.no_content += 1
+        self.set_status(204)
+        for name in STREAM_HEADERS:
+            self.headers.pop(name, None)
+        await self.prepare(request)
 
     async def write_eof(self, data: bytes = b"") -> None:
         """End the body, unless the stream owns the connection (it ends the body itself)."""
@@ -163,3 +181,12 @@ class EventStreamResponse(OneWriteResponse):
             # History is out of reach: the client still gets live events, and learns that
             # it may have missed some.
             return Replay(None, resets={"unavailable": list(channels)})
+
+
+def _nothing_in(replayed: Replay | ComposedReplay | None) -> bool:
+    """Whether a replay sends nothing at all: no event, no reset, no position."""
+    if replayed is None:
+        return True
+    if isinstance(replayed, ComposedReplay):
+        return not replayed.body
+    return not (replayed.items or replayed.resets or replayed.notices or replayed.more)
