@@ -8,6 +8,7 @@ from broadcaster import demo
 from broadcaster.brokers.config import LibraryConfig
 from broadcaster.brokers.protocol import Broker
 from broadcaster.client import (
+    ChannelClosed,
     Event,
     HttpPublisher,
     Publisher,
@@ -44,6 +45,7 @@ except PackageNotFoundError:  # imported from a source tree that was never insta
     __version__ = "0+unknown"
 
 __all__ = [
+    "ChannelClosed",
     "Event",
     "HttpPublisher",
     "LibraryConfig",

@@ -1,5 +1,5 @@
 """`broadcaster publish`: one message, or, with `--lines`, standard input as a stream of
-events (a build log, a model's output piped in), then `done`."""
+events (a build log, a model's output piped in), then `done`, which closes the channel."""
 
 from __future__ import annotations
 
@@ -13,7 +13,13 @@ from redis.exceptions import RedisError
 
 from broadcaster.brokers.redis.client import connect_publisher_sync
 from broadcaster.cli.options import load_settings
-from broadcaster.client import PublishError, SyncHttpPublisher, SyncPublisher, SyncRedisPublisher
+from broadcaster.client import (
+    ChannelClosed,
+    PublishError,
+    SyncHttpPublisher,
+    SyncPublisher,
+    SyncRedisPublisher,
+)
 from broadcaster.client.coalesce import check_window
 from broadcaster.settings import Settings
 
@@ -31,7 +37,25 @@ def add(commands: Any) -> None:
     parser.add_argument(
         "--lines",
         action="store_true",
-        help="publish each line of standard input as its own event as it arrives, then done",
+        help="publish each line of standard input as its own event as it arrives, then done,"
+        " which closes the channel: its subscribers' streams end (see --keep-open)",
+    )
+    parser.add_argument(
+        "--close",
+        action="store_true",
+        help="close the channel after this message: its subscribers' streams end after it,"
+        " and it refuses publishes but those with --reopen",
+    )
+    parser.add_argument(
+        "--keep-open",
+        dest="keep_open",
+        action="store_true",
+        help="with --lines, leave the channel open after done",
+    )
+    parser.add_argument(
+        "--reopen",
+        action="store_true",
+        help="publish even if the channel is closed, opening it again",
     )
     parser.add_argument(
         "--coalesce",
@@ -54,6 +78,10 @@ def _run(args: argparse.Namespace) -> None:
         sys.exit("broadcaster: --lines reads standard input: give - as the data")
     if args.coalesce is not None and not args.lines:
         sys.exit("broadcaster: --coalesce merges the lines of --lines: give --lines too")
+    if args.keep_open and not args.lines:
+        sys.exit("broadcaster: --keep-open is for --lines (a single message closes with --close)")
+    if args.close and args.lines:
+        sys.exit("broadcaster: --lines closes the channel at the end already (or --keep-open)")
     window = 0.0 if args.coalesce is None else _window(args.coalesce)
     settings = load_settings(redis_url=args.redis_url)
     try:
@@ -61,14 +89,22 @@ def _run(args: argparse.Namespace) -> None:
             if args.lines:
                 lines = _lines(sys.stdin, keep_breaks=window > 0)
                 ids = publisher.stream(
-                    args.channel, lines, event=args.event or "line", coalesce=window
+                    args.channel,
+                    lines,
+                    event=args.event or "line",
+                    coalesce=window,
+                    close=not args.keep_open,
+                    reopen=args.reopen,
                 )
                 print(ids[-1])  # the `done` event's: resume after it, and nothing is missed
             else:
                 # Like the shell's $(...), drop the newline that ends piped input.
                 data = sys.stdin.read().removesuffix("\n") if args.data == "-" else args.data
-                print(publisher.publish(args.channel, data, args.event))
-    except (ValueError, PublishError) as exc:
+                sent = publisher.publish(
+                    args.channel, data, args.event, close=args.close, reopen=args.reopen
+                )
+                print(sent)
+    except (ValueError, PublishError, ChannelClosed) as exc:
         sys.exit(f"broadcaster: publish refused: {exc}")
     except (OSError, RedisError, httpx.TransportError) as exc:
         sys.exit(f"broadcaster: cannot publish: {exc}")

@@ -9,6 +9,7 @@ retries connection errors and timeouts with idempotency keys, so a retry never
 publishes twice.
 """
 
+from broadcaster.brokers.protocol import ChannelClosed
 from broadcaster.client.asynchronous import Publisher
 from broadcaster.client.errors import PublishError
 from broadcaster.client.events import Event
@@ -20,6 +21,7 @@ from broadcaster.client.subscription import SubscribeError
 from broadcaster.client.synchronous import SyncPublisher
 
 __all__ = [
+    "ChannelClosed",
     "Event",
     "HttpPublisher",
     "Item",

@@ -48,9 +48,15 @@ class Publisher(ABC):
         event: str | None = None,
         *,
         idempotency_key: str | None = None,
+        close: bool = False,
+        reopen: bool = False,
     ) -> str:
-        """Publish one message; returns its id. Raises ValueError for bad input."""
-        [sent] = await self._deliver([Publication.of(channel, data, event, idempotency_key)])
+        """Publish one message; returns its id. With `close`, it is the channel's last:
+        subscribers get it, then the end of their stream, and the channel refuses
+        publishes (ChannelClosed) but those with `reopen`. Raises ValueError for bad input."""
+        [sent] = await self._deliver(
+            [Publication.of(channel, data, event, idempotency_key, close=close, reopen=reopen)]
+        )
         return sent
 
     async def publish_many(self, items: Iterable[Item]) -> list[str]:
@@ -67,6 +73,8 @@ class Publisher(ABC):
         *,
         coalesce: float = 0,
         coalesce_bytes: int = MAX_BYTES,
+        close: bool = True,
+        reopen: bool = False,
     ) -> list[str]:
         """Publish each chunk of `source` as an `event`, in order, then `done_event`.
 
@@ -78,8 +86,12 @@ class Publisher(ABC):
         within the window. If the source raises, an `error` event with a one-line reason
         ends the stream instead (after the event pending), and the exception propagates.
         Returns the ids of every event published. Raises ValueError for bad arguments.
+
+        The `done_event` (or `error`) closes the channel, unless `close` is False: its
+        subscribers' streams end after it. A closed channel refuses the stream
+        (ChannelClosed) unless `reopen`, which lets each of its events reopen it.
         """
-        shape = StreamShape.of(channel, event, done_event)
+        shape = StreamShape.of(channel, event, done_event, close=close, reopen=reopen)
         sender = _Sender(self._deliver, shape, Coalescer(coalesce, coalesce_bytes), self.clock)
         chunks = _chunks(source)
         try:

@@ -13,12 +13,14 @@ import aiohttp
 import httpx
 import orjson
 
+from broadcaster.brokers.protocol import ChannelClosed
 from broadcaster.client.asynchronous import Publisher
 from broadcaster.client.errors import PublishError, Unavailable
 from broadcaster.client.synchronous import SyncPublisher
 from broadcaster.core.publication import Publication
 
 UNAVAILABLE = (502, 503, 504)
+CONFLICT = 409  # a publish to a closed channel
 
 
 class HttpPublisher(Publisher):
@@ -116,11 +118,17 @@ def _item(publication: Publication) -> dict[str, Any]:
         item["event"] = publication.event
     if publication.idempotency_key is not None:
         item["idempotency_key"] = publication.idempotency_key
+    if publication.close:
+        item["close"] = True
+    if publication.reopen:
+        item["reopen"] = True
     return item
 
 
 def _refused(status: int, text: str) -> None:
     reason = text.strip().splitlines()[0] if text.strip() else "no reason given"
+    if status == CONFLICT:
+        raise ChannelClosed(reason)
     raise (Unavailable if status in UNAVAILABLE else PublishError)(status, reason)
 
 

@@ -23,27 +23,37 @@ def publications(items: Iterable[Item]) -> list[Publication]:
 
 @dataclass(frozen=True, slots=True)
 class StreamShape:
-    """A token stream on one channel: the type of its chunks, and of its closing event."""
+    """A token stream on one channel: the type of its chunks, and of its last event;
+    whether that last event closes the channel, and whether its events may reopen it."""
 
     channel: str
     event: str
     done_event: str
+    close: bool = True
+    reopen: bool = False
 
     @classmethod
-    def of(cls, channel: str, event: str, done_event: str) -> StreamShape:
+    def of(
+        cls, channel: str, event: str, done_event: str, *, close: bool = True, reopen: bool = False
+    ) -> StreamShape:
         """Validated; raises ValueError."""
         return cls(
-            check_channel(channel), check_field("event", event), check_field("event", done_event)
+            check_channel(channel),
+            check_field("event", event),
+            check_field("event", done_event),
+            close,
+            reopen,
         )
 
     def chunk(self, data: str) -> Publication:
         """An event of the stream, its data already serialised (a chunk, or merged ones)."""
-        return Publication(self.channel, data, self.event)
+        return Publication(self.channel, data, self.event, reopen=self.reopen)
 
     def done(self, counts: dict[str, int]) -> Publication:
-        """The closing event: how many chunks (and, coalesced, events) came before it."""
-        return Publication(self.channel, orjson.dumps(counts).decode(), self.done_event)
+        """The last event: how many chunks (and, coalesced, events) came before it."""
+        data = orjson.dumps(counts).decode()
+        return Publication(self.channel, data, self.done_event, None, self.close, self.reopen)
 
     def error(self, failure: BaseException) -> Publication:
-        """The closing event when the source failed: an `error` event with a one-line reason."""
-        return Publication(self.channel, one_line(failure), "error")
+        """The last event when the source failed: an `error` event with a one-line reason."""
+        return Publication(self.channel, one_line(failure), "error", None, self.close, self.reopen)

@@ -5,7 +5,8 @@ the connection fails, it waits the server's `retry:` hint and reconnects with
 `Last-Event-ID`, so the events it yields have no gap and no duplicate across node
 restarts, load-balancer failovers and dead connections. Refusals that retrying cannot
 fix raise `SubscribeError`. Both are shells around one `Subscription` (no I/O of its
-own); the sync one is the engine of `broadcaster subscribe`.
+own); the sync one is the engine of `broadcaster subscribe`. Both end when every channel
+is closed and the node answers 204 No Content, as a browser's EventSource stops.
 """
 
 from __future__ import annotations
@@ -56,8 +57,9 @@ async def subscribe(
     reconnect also sends `Last-Event-ID`, which the node prefers. `token` goes out as
     `Authorization: Bearer`. `notify` gets one short line per connection loss, failed
     attempt and recovery. A connection that sends no byte for `read_timeout` seconds
-    (heartbeats included) counts as lost. Raises `SubscribeError` when the node refuses
-    for good.
+    (heartbeats included) counts as lost. It ends when every channel is closed and every
+    event was yielded (the node answers 204, as an EventSource stops). Raises
+    `SubscribeError` when the node refuses for good.
     """
     session = Subscription(
         url,
@@ -79,9 +81,10 @@ async def subscribe(
                     body = b""
                     if session.wants_body(response.status_code, response.headers):
                         body = await _head(response.aiter_bytes())
-                    session.accept(
+                    if not session.accept(
                         response.status_code, response.headers, response.reason_phrase, body
-                    )
+                    ):
+                        return
                     async for chunk in response.aiter_bytes():
                         for event in session.feed(chunk):
                             yield event
@@ -128,9 +131,10 @@ def subscribe_sync(
                     body = b""
                     if session.wants_body(response.status_code, response.headers):
                         body = _head_sync(response.iter_bytes())
-                    session.accept(
+                    if not session.accept(
                         response.status_code, response.headers, response.reason_phrase, body
-                    )
+                    ):
+                        return
                     for chunk in response.iter_bytes():
                         yield from session.feed(chunk)
                     yield from session.ended()

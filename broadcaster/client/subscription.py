@@ -21,6 +21,7 @@ MAX_REASON_BYTES = 4096  # of a refusal's body: its first line is the reason
 # gone: a load balancer may pick another). Any other refusal, or a 200 that is not an event
 # stream, is final.
 _RETRYABLE = frozenset({408, 425, 429})
+NO_CONTENT = 204  # every channel is closed and the client has all: the subscription ends
 _ERRNO = re.compile(r"^\[Errno -?\d+\] ")
 
 
@@ -105,8 +106,13 @@ class Subscription:
         """Whether a response's body says why it is not a stream (read MAX_REASON_BYTES)."""
         return status != 200 and headers.get("content-type", "").startswith("text/plain")
 
-    def accept(self, status: int, headers: Mapping[str, str], phrase: str, body: bytes) -> None:
-        """Take a response if it is an event stream; raise Retry or SubscribeError if not."""
+    def accept(self, status: int, headers: Mapping[str, str], phrase: str, body: bytes) -> bool:
+        """Take a response if it is an event stream (True), or the end of the subscription
+        (False: 204, every channel is closed and nothing is left, as an EventSource stops);
+        raise Retry or SubscribeError if neither."""
+        if status == NO_CONTENT:
+            self._tell("the channels are closed: nothing more will come")
+            return False
         if status != 200:
             reason = _reason(status, phrase, body)
             if status in _RETRYABLE or status >= 500:
@@ -123,6 +129,7 @@ class Subscription:
         self._failures, self._opened_once = 0, True
         self._decoder.restart()
         self._lines = LineSplitter()
+        return True
 
     def feed(self, chunk: bytes) -> list[Event]:
         """The events `chunk` of the stream completes."""

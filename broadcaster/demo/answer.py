@@ -35,7 +35,10 @@ async def stream_answer(publisher: Publisher, channel: str, prompt: str, delay: 
     `done`."""
     await publisher.publish(channel, {"prompt": prompt}, "thinking")
     words = _words(prompt, delay)
-    await publisher.stream(channel, words, event="token", done_event="done", coalesce=COALESCE)
+    # (The page's channel carries every answer of its conversation: it stays open.)
+    await publisher.stream(
+        channel, words, event="token", done_event="done", coalesce=COALESCE, close=False
+    )
 
 
 async def _words(prompt: str, delay: float) -> AsyncIterator[str]:

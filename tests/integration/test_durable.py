@@ -13,6 +13,7 @@ import pytest
 import redis.asyncio as redis
 
 from broadcaster.brokers.config import LibraryConfig
+from broadcaster.brokers.protocol import CLOSED_REASON
 from broadcaster.brokers.redis import RedisBroker
 from broadcaster.brokers.redis.library import Library
 from broadcaster.core.history import Start
@@ -282,18 +283,40 @@ async def test_a_stream_lives_its_ttl_after_every_publish_without_an_expire_each
 async def test_redis_cli_publishes_a_batch_in_one_call(redis_server: RedisServer) -> None:
     async with redis.Redis.from_url(redis_server.url) as client:
         await Library().load(client, replace=True)
-    batch = ["2", "a", "x", "", "", "b", "y", "note", "k"]
+    batch = ["2", "a", "x", "", "", "", "b", "y", "note", "k", ""]
     sent = redis_server.cli("FCALL", "sse_publish_batch", "1", "a", *batch).split()
     assert len(sent) == 2 and EventId.parse(sent[0]) < EventId.parse(sent[1])  # type: ignore[operator]
     assert (
-        redis_server.cli("FCALL", "sse_publish_batch", "1", "b", "1", "b", "z", "", "k").strip()
+        redis_server.cli("FCALL", "sse_publish_batch", "1", "b", "1", "b", "z", "", "k", "").strip()
         == sent[1]
     )
-    refused = redis_server.cli(
-        "FCALL", "sse_publish_batch", "1", "a", "2", "a", "1", "", "", "no space", "2", "", ""
-    )
+    bad = ["2", "a", "1", "", "", "", "no space", "2", "", "", ""]
+    refused = redis_server.cli("FCALL", "sse_publish_batch", "1", "a", *bad)
     assert "channel name must be" in refused
     assert redis_server.cli("XLEN", "sse:history:a").strip() == "1", "nothing of a refused batch"
     assert "usage" in redis_server.cli(
-        "FCALL", "sse_publish_batch", "1", "a", "2", "a", "x", "", ""
+        "FCALL", "sse_publish_batch", "1", "a", "2", "a", "x", "", "", ""
     )
+    closing = ["2", "a", "last", "done", "", "close", "a", "late", "", "", ""]
+    answer = redis_server.cli("FCALL", "sse_publish_batch", "1", "a", *closing)
+    [last, refused] = answer.split("\n", 1)
+    assert EventId.parse(last) is not None and "channel is closed" in refused
+
+
+def test_redis_cli_closes_and_reopens_a_channel(redis_server: RedisServer) -> None:
+    cli = redis_server.cli
+    assert "Function not found" in cli("FCALL", "sse_publish", "1", "c", "x")
+    asyncio.run(_load(redis_server))
+    cli("FCALL", "sse_publish", "1", "c", "hello")
+    bye = cli("FCALL", "sse_publish", "1", "c", "bye", "done", "", "close").strip()
+    assert cli("XREVRANGE", "sse:history:c", "+", "-", "COUNT", "1").split()[-2:] == ["c", "1"]
+    assert cli("FCALL", "sse_publish", "1", "c", "late").strip() == f"ERR {CLOSED_REASON}"
+    assert "flags are words of" in cli("FCALL", "sse_publish", "1", "c", "x", "", "", "shut")
+    again = cli("FCALL", "sse_publish", "1", "c", "again", "", "", "reopen").strip()
+    assert EventId.parse(again) > EventId.parse(bye)  # type: ignore[operator]
+    cli("FCALL", "sse_publish", "1", "c", "more")  # open again
+
+
+async def _load(server: RedisServer) -> None:
+    async with redis.Redis.from_url(server.url) as client:
+        await Library().load(client, replace=True)
