@@ -8,12 +8,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import pytest
+import redis.asyncio as redis
 
 from broadcaster.brokers.config import LibraryConfig
 from broadcaster.brokers.memory import MemoryBroker
 from broadcaster.brokers.protocol import Broker
 from broadcaster.brokers.redis import RedisBroker
 from broadcaster.brokers.redis.cluster_broker import ClusterBroker
+from broadcaster.brokers.redis.keys import KeySpace
 from broadcaster.core.message import Message
 from broadcaster.core.publication import Publication
 from tests.support.processes import RedisServer
@@ -21,6 +23,18 @@ from tests.support.redis_cluster import RedisClusterGroup
 from tests.support.wait import wait_until
 
 MAXLEN = 5
+LOSE = """
+local meta, key = KEYS[1], KEYS[2]
+local seq = redis.call('HINCRBY', meta, 'seq', 1)
+local id = redis.call('HGET', meta, 'ms') .. '-' .. seq
+local newest = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
+if ARGV[2] == 'c' then
+  redis.call('XADD', key, id, 'd', ARGV[1], 'e', '', 'p', newest[1][1], 'c', '1')
+else
+  redis.call('XADD', key, id, 'd', ARGV[1], 'e', '', 'p', newest[1][1])
+end
+return id
+"""
 
 
 @dataclass
@@ -43,6 +57,16 @@ class Subject:
     async def publish(self, channel: str, data: str, key: str | None = None) -> str:
         [sent] = await self.broker.publish([Publication(channel, data, None, key)])
         return sent
+
+    async def lose(self, channel: str, data: str, *, closes: bool = False) -> None:
+        """Store a message of `channel` as `sse_publish` does, but never publish it: one
+        that pub/sub dropped (Redis brokers only)."""
+        keys = KeySpace("sse:", clustered=self.cluster is not None)
+        url = self.redis_url if self.cluster is None else self.cluster.owner(channel).url
+        assert url is not None
+        async with redis.Redis.from_url(url) as client:
+            meta, history = keys.meta(channel), keys.history(channel)
+            await client.eval(LOSE, 2, meta, history, data, "c" if closes else "")
 
     async def received(self, count: int) -> list[tuple[str, str]]:
         """(channel, data) of the first `count` deliveries, once they are in."""

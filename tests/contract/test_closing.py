@@ -4,10 +4,8 @@ explicit reopen, and batches, retries and backfills that carry them."""
 from __future__ import annotations
 
 import pytest
-import redis.asyncio as redis
 
 from broadcaster.brokers.protocol import ChannelClosed
-from broadcaster.brokers.redis.keys import KeySpace
 from broadcaster.core.history import Start
 from broadcaster.core.ids import EventId
 from broadcaster.core.publication import Publication
@@ -100,28 +98,13 @@ async def test_a_retried_close_answers_its_first_id(subject: Subject) -> None:
         await subject.broker.publish([Publication(a, "other", None, "key-2")])
 
 
-LOSE_A_CLOSE = """
-local meta, key = KEYS[1], KEYS[2]
-local seq = redis.call('HINCRBY', meta, 'seq', 1)
-local id = redis.call('HGET', meta, 'ms') .. '-' .. seq
-local newest = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
-redis.call('XADD', key, id, 'd', ARGV[1], 'e', '', 'p', newest[1][1], 'c', '1')
-return id
-"""
-
-
 @pytest.mark.parametrize("subject", ["redis", "cluster"], indirect=True)
 async def test_a_close_that_pub_sub_dropped_is_backfilled_as_a_close(subject: Subject) -> None:
     g = subject.ch("g")
-    keys = KeySpace("sse:", clustered=subject.cluster is not None)
-    url = subject.redis_url if subject.cluster is None else subject.cluster.owner(g).url
-    assert url is not None
     await subject.broker.subscribe(g)
     await subject.publish(g, "first")
     await subject.received(1)
-    async with redis.Redis.from_url(url) as client:
-        # Stored as sse_publish stores a close, but never published: pub/sub dropped it.
-        await client.eval(LOSE_A_CLOSE, 2, keys.meta(g), keys.history(g), "bye")
+    await subject.lose(g, "bye", closes=True)
     assert list(await subject.broker.closed([g])) == [g]
     await subject.broker.publish([Publication(g, "reopened", reopen=True)])
     assert await subject.received(3) == [(g, "first"), (g, "bye"), (g, "reopened")]
