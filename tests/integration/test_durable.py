@@ -297,3 +297,20 @@ async def test_redis_cli_publishes_a_batch_in_one_call(redis_server: RedisServer
     assert "usage" in redis_server.cli(
         "FCALL", "sse_publish_batch", "1", "a", "2", "a", "x", "", ""
     )
+
+
+async def test_a_publish_redis_refuses_leaves_no_idempotency_key(redis_server: RedisServer) -> None:
+    """The key is remembered before the XADD (SET NX GET): should the XADD be refused (here
+    the stream holds a newer id, written by something else), the key goes too, so a retry
+    publishes instead of answering an id that names nothing."""
+    async with redis.Redis.from_url(redis_server.url) as client:
+        await Library().load(client, replace=True)
+        await client.xadd("sse:history:f", {"d": "alien"}, id="99999999999999-1")
+        with pytest.raises(redis.ResponseError, match="equal or smaller"):
+            await client.fcall("sse_publish", 1, "f", "x", "", "k")
+        assert await client.exists("sse:idem:f k") == 0
+        await client.delete("sse:history:f")
+        sent = (await client.fcall("sse_publish", 1, "f", "x", "", "k")).decode()
+        assert await client.xlen("sse:history:f") == 1
+        assert await client.get("sse:idem:f k") == sent.encode()
+        assert (await client.fcall("sse_publish", 1, "f", "again", "", "k")).decode() == sent

@@ -10,7 +10,9 @@
 -- Six commands in all (TIME, HMGET, HSET, XREVRANGE, XADD, PUBLISH), and an expiry once
 -- per tenth of the TTL.
 -- With an idempotency key (pass "" as the event for none), a repeat of the key on the
--- same channel within the window answers the first publish's id and publishes nothing.
+-- same channel within the window answers the first publish's id and publishes nothing;
+-- a key costs two commands more (SET ... NX GET, INCR). Where the time goes, measured:
+-- loadtest/README.md, "The publish benchmark (issue 23)".
 --
 -- Key spaces. On a single Redis every channel shares one sequence, and its keys are
 -- PREFIX .. "meta", PREFIX .. "history:<channel>"... On a Redis Cluster a channel's group
@@ -20,9 +22,11 @@
 -- with SPUBLISH, inside that shard.
 
 local PREFIX = "{{prefix}}"
-local MAXLEN = {{maxlen}}
+-- (Arguments of redis.call are passed as text: Redis 7.0 turns a Lua number into one with
+-- snprintf("%.17g") on every call, which cost 0.3 us a message in XADD's MAXLEN alone.)
+local MAXLEN = "{{maxlen}}"
 local TTL = {{ttl}}
-local IDEMPOTENCY_WINDOW_MS = {{idempotency_window_ms}}
+local IDEMPOTENCY_WINDOW_MS = "{{idempotency_window_ms}}"
 local IDEMPOTENCY_MAX_KEYS = {{idempotency_max_keys}} -- per channel and window
 -- Failovers. A sequence is advanced by one primary at a time, which its META names by
 -- its replication id. A server with another replication id (a promoted replica, a
@@ -147,7 +151,8 @@ local function open_sequence(space, publish)
     ms = last_ms -- the clock went back: ids must not
   end
   return { space = space, publish = publish, meta_key = meta_key, fresh = meta[3] == false,
-    ms = ms, ms_text = string.format("%d", ms), seq = tonumber(meta[2]) or 0, newest = {} }
+    ms = ms, ms_text = string.format("%d", ms), seq = tonumber(meta[2]) or 0, newest = {},
+    floor = bucket(ms) } -- (where the SLACK of `ms` begins)
 end
 
 -- Write back where the sequence stands (one HSET however many were published).
@@ -163,11 +168,15 @@ end
 -- Publish one message in `seq`: its id, a repeat's first id, or an error reply.
 local function publish_one(seq, channel, data, event, key)
   local space = seq.space
+  local ms = seq.ms
+  local id = id_of(ms, seq.seq + 1) -- the next id: the sequence takes it only if published
   local remembered = nil
   if key ~= "" then
     -- Neither channels nor keys contain a space: one key per (channel, idempotency key).
+    -- One command both looks the key up and, if it is new, remembers this id under it
+    -- (SET with NX and GET, together since Redis 7.0): a repeat gets the first id back.
     remembered = space .. "idem:" .. channel .. " " .. key
-    local first = redis.call("GET", remembered)
+    local first = redis.call("SET", remembered, id, "NX", "PX", IDEMPOTENCY_WINDOW_MS, "GET")
     if first then
       -- A repeat writes nothing new, yet a WAIT after it must cover the first publish:
       -- WAIT counts replicas past this connection's own last write, which a connection
@@ -183,30 +192,35 @@ local function publish_one(seq, channel, data, event, key)
       redis.call("PEXPIRE", counted, IDEMPOTENCY_WINDOW_MS)
     end
     if keys > IDEMPOTENCY_MAX_KEYS then
+      -- Nothing is published under it: forget it again, so that a retry is refused too
+      -- rather than answered with an id that names nothing.
+      redis.call("DEL", remembered)
       return redis.error_reply("ERR {{key_limit_reason}}")
     end
   end
   seq.seq = seq.seq + 1
-  local ms = seq.ms
-  local id = id_of(ms, seq.seq)
   local history = space .. "history:" .. channel
   local prev = seq.newest[channel]
   if prev == nil then
-    local newest = redis.call("XREVRANGE", history, "+", "-", "COUNT", 1)
+    local newest = redis.call("XREVRANGE", history, "+", "-", "COUNT", "1")
     prev = #newest > 0 and newest[1][1] or ""
   end
-  redis.call("XADD", history, "MAXLEN", MAXLEN, id, "d", data, "e", event, "p", prev)
-  if TTL > 0 and (prev == "" or bucket(ms) ~= bucket(tonumber(string.match(prev, "^%d+")))) then
+  local added = redis.pcall("XADD", history, "MAXLEN", MAXLEN, id, "d", data, "e", event, "p", prev)
+  if type(added) == "table" then -- refused (the stream holds a newer id: written by another)
+    if remembered then
+      redis.call("DEL", remembered) -- nothing was published under the key: forget it again
+    end
+    error(added) -- the call fails, as redis.call would have made it
+  end
+  if TTL > 0 and (prev == "" or tonumber(string.match(prev, "^%d+")) < seq.floor) then
     -- The first publish in each SLACK of time (or on a new stream) moves the expiry to
     -- TTL + SLACK past it: every later publish in that SLACK is then TTL from expiring.
+    -- (`prev` is older than this id, so it is in another SLACK if before `seq.floor`.)
     redis.call("PEXPIREAT", history, ms + TTL * 1000 + SLACK_MS)
   end
   seq.newest[channel] = id
   redis.call(seq.publish, space .. "#" .. channel, -- the durable channel: see message.py
     "\0bc1\n" .. id .. "\n" .. prev .. "\n" .. event .. "\n" .. seq.ms_text .. "\n" .. data)
-  if remembered then
-    redis.call("SET", remembered, id, "PX", IDEMPOTENCY_WINDOW_MS)
-  end
   return id
 end
 
