@@ -93,6 +93,8 @@ async def test_a_channel_remembers_a_bounded_number_of_keys_per_window(subject: 
         await subject.broker.publish(batch[start : start + 10_000])
     with pytest.raises(KeyLimit, match="too many idempotency keys on this channel"):
         await subject.broker.publish([Publication(k, "x", None, "one-more")])
+    with pytest.raises(KeyLimit):  # a refused key is not remembered: its retry is refused
+        await subject.broker.publish([Publication(k, "x", None, "one-more")])
     assert await subject.publish(k, "x", key="key-7") != ""  # a repeat is still answered
     assert await subject.publish(k, "unkeyed") != ""
     assert await subject.publish(other, "x", key="one-more") != ""

@@ -320,3 +320,37 @@ def test_redis_cli_closes_and_reopens_a_channel(redis_server: RedisServer) -> No
 async def _load(server: RedisServer) -> None:
     async with redis.Redis.from_url(server.url) as client:
         await Library().load(client, replace=True)
+
+
+async def test_a_publish_redis_refuses_leaves_no_idempotency_key(redis_server: RedisServer) -> None:
+    """The key is remembered before the XADD (SET NX GET): should the XADD be refused (here
+    the stream holds a newer id, written by something else), the key goes too, so a retry
+    publishes instead of answering an id that names nothing."""
+    async with redis.Redis.from_url(redis_server.url) as client:
+        await Library().load(client, replace=True)
+        await client.xadd("sse:history:f", {"d": "alien"}, id="99999999999999-1")
+        with pytest.raises(redis.ResponseError, match="equal or smaller"):
+            await client.fcall("sse_publish", 1, "f", "x", "", "k")
+        assert await client.exists("sse:idem:f k") == 0
+        await client.delete("sse:history:f")
+        sent = (await client.fcall("sse_publish", 1, "f", "x", "", "k")).decode()
+        assert await client.xlen("sse:history:f") == 1
+        assert await client.get("sse:idem:f k") == sent.encode()
+        assert (await client.fcall("sse_publish", 1, "f", "again", "", "k")).decode() == sent
+
+
+def test_a_message_redis_refuses_mid_batch_costs_the_others_no_id(
+    redis_server: RedisServer,
+) -> None:
+    # A history key of another type makes its XADD fail: that message gets the error in
+    # its place, the others are published, and the sequence still records their ids.
+    asyncio.run(_load(redis_server))
+    cli = redis_server.cli
+    cli("SET", "sse:history:bad", "not a stream")
+    batch = ["3", "a", "1", "", "", "", "bad", "2", "", "k", "", "a", "3", "", "", ""]
+    answer = cli("FCALL", "sse_publish_batch", "1", "a", *batch).splitlines()
+    first, refused, third = [line for line in answer if line]
+    assert "WRONGTYPE" in refused and cli("EXISTS", "sse:idem:bad k").strip() == "0"
+    after = cli("FCALL", "sse_publish", "1", "b", "4").strip()
+    ids = [EventId.parse(sent) for sent in (first, third, after)]
+    assert ids == sorted(ids) and len(set(ids)) == 3  # type: ignore[type-var]

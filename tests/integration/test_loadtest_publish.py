@@ -51,3 +51,20 @@ def test_every_case_publishes_what_it_says(tmp_path: Path) -> None:
         cases["stream-coalesce"]["done"][0]["events"]
         == cases["stream-coalesce"]["events_per_answer"][0]
     )
+
+
+def test_variants_of_the_library_run_side_by_side(tmp_path: Path) -> None:
+    source = ROOT / "broadcaster" / "brokers" / "redis" / "library.lua"
+    files = [tmp_path / "one.lua", tmp_path / "two.lua"]
+    for path in files:
+        path.write_text(source.read_text("utf-8"), "utf-8")
+    argv = [sys.executable, "-m", "loadtest.publish.variants", *map(str, files)]
+    argv += ["--rounds", "1", "--seconds", "0.1"]
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120, check=True)
+    rows = [line.split() for line in done.stdout.splitlines()]
+    assert [(row[0], row[1]) for row in rows] == [
+        (case, tag)
+        for case in ("single", "single-key", "batch-key", "batch-nokey")
+        for tag in ("one", "two")
+    ]
+    assert all("xadd" in row and float(row[3]) > 0 for row in rows)

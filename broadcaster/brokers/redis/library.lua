@@ -10,7 +10,9 @@
 -- Six commands in all (TIME, HMGET, HSET, XREVRANGE, XADD, PUBLISH), and an expiry once
 -- per tenth of the TTL.
 -- With an idempotency key (pass "" as the event for none), a repeat of the key on the
--- same channel within the window answers the first publish's id and publishes nothing.
+-- same channel within the window answers the first publish's id and publishes nothing;
+-- a key costs two commands more (SET ... NX GET, INCR). Where the time goes, measured:
+-- loadtest/README.md, "The publish benchmark (issue 23)".
 -- Flags (pass "" as the event and the key for none): "close" makes the message its
 -- channel's last: its entry carries "c", its envelope the closing mark, and later
 -- publishes are refused until one has the flag "reopen" ("reopen close" does both).
@@ -23,9 +25,11 @@
 -- with SPUBLISH, inside that shard.
 
 local PREFIX = "{{prefix}}"
-local MAXLEN = {{maxlen}}
+-- (Arguments of redis.call are passed as text: Redis 7.0 turns a Lua number into one with
+-- snprintf("%.17g") on every call, which cost 0.3 us a message in XADD's MAXLEN alone.)
+local MAXLEN = "{{maxlen}}"
 local TTL = {{ttl}}
-local IDEMPOTENCY_WINDOW_MS = {{idempotency_window_ms}}
+local IDEMPOTENCY_WINDOW_MS = "{{idempotency_window_ms}}"
 local IDEMPOTENCY_MAX_KEYS = {{idempotency_max_keys}} -- per channel and window
 -- Failovers. A sequence is advanced by one primary at a time, which its META names by
 -- its replication id. A server with another replication id (a promoted replica, a
@@ -160,7 +164,7 @@ local function open_sequence(space, publish)
   end
   return { space = space, publish = publish, meta_key = meta_key, fresh = meta[3] == false,
     ms = ms, ms_text = string.format("%d", ms), seq = tonumber(meta[2]) or 0, newest = {},
-    closed = {} }
+    closed = {}, floor = bucket(ms) } -- (where the SLACK of `ms` begins)
 end
 
 -- Write back where the sequence stands (one HSET however many were published).
@@ -173,14 +177,27 @@ local function close_sequence(seq)
   end
 end
 
--- Publish one message in `seq`: its id, a repeat's first id, or an error reply.
+-- Publish one message in `seq`: its id, a repeat's first id, or an error reply (it
+-- raises if Redis refuses a command: see `publish_safely`).
 local function publish_one(seq, channel, data, event, key, flags)
   local space = seq.space
+  local ms = seq.ms
+  local id = id_of(ms, seq.seq + 1) -- the next id: the sequence takes it only if published
+  local history = space .. "history:" .. channel
+  local prev, closed = seq.newest[channel], seq.closed[channel]
+  if prev == nil then
+    local newest = redis.call("XREVRANGE", history, "+", "-", "COUNT", "1")[1]
+    -- (A closing entry's fields are d, e, p and c: see the XADD below.)
+    prev, closed = newest and newest[1] or "", newest ~= nil and newest[2][7] == "c"
+    seq.newest[channel], seq.closed[channel] = prev, closed
+  end
   local remembered = nil
   if key ~= "" then
     -- Neither channels nor keys contain a space: one key per (channel, idempotency key).
+    -- One command both looks the key up and, if it is new, remembers this id under it
+    -- (SET with NX and GET, together since Redis 7.0): a repeat gets the first id back.
     remembered = space .. "idem:" .. channel .. " " .. key
-    local first = redis.call("GET", remembered)
+    local first = redis.call("SET", remembered, id, "NX", "PX", IDEMPOTENCY_WINDOW_MS, "GET")
     if first then
       -- A repeat writes nothing new, yet a WAIT after it must cover the first publish:
       -- WAIT counts replicas past this connection's own last write, which a connection
@@ -190,16 +207,13 @@ local function publish_one(seq, channel, data, event, key, flags)
       return first
     end
   end
-  local history = space .. "history:" .. channel
-  local prev, closed = seq.newest[channel], seq.closed[channel]
-  if prev == nil then
-    local newest = redis.call("XREVRANGE", history, "+", "-", "COUNT", 1)[1]
-    -- (A closing entry's fields are d, e, p and c: see the XADD below.)
-    prev, closed = newest and newest[1] or "", newest ~= nil and newest[2][7] == "c"
-    seq.newest[channel], seq.closed[channel] = prev, closed
-  end
+  -- From here on, a message not published forgets its key again: a retry is then
+  -- refused too (or published), never answered with an id that names nothing.
   local close = flags ~= "" and flagged(flags, "close")
   if closed and not (flags ~= "" and flagged(flags, "reopen")) then
+    if remembered then
+      redis.call("DEL", remembered)
+    end
     return redis.error_reply("ERR {{closed_reason}}")
   end
   if remembered then
@@ -210,30 +224,47 @@ local function publish_one(seq, channel, data, event, key, flags)
       redis.call("PEXPIRE", counted, IDEMPOTENCY_WINDOW_MS)
     end
     if keys > IDEMPOTENCY_MAX_KEYS then
+      redis.call("DEL", remembered)
       return redis.error_reply("ERR {{key_limit_reason}}")
     end
   end
-  seq.seq = seq.seq + 1
-  local ms = seq.ms
-  local id = id_of(ms, seq.seq)
+  local added
   if close then
-    redis.call("XADD", history, "MAXLEN", MAXLEN, id, "d", data, "e", event, "p", prev, "c", "1")
+    added = redis.pcall("XADD", history, "MAXLEN", MAXLEN, id, "d", data, "e", event, "p", prev,
+      "c", "1")
   else
-    redis.call("XADD", history, "MAXLEN", MAXLEN, id, "d", data, "e", event, "p", prev)
+    added = redis.pcall("XADD", history, "MAXLEN", MAXLEN, id, "d", data, "e", event, "p", prev)
   end
-  if TTL > 0 and (prev == "" or bucket(ms) ~= bucket(tonumber(string.match(prev, "^%d+")))) then
+  if type(added) == "table" then -- refused (the stream holds a newer id: written by another)
+    if remembered then
+      redis.call("DEL", remembered)
+    end
+    error(added)
+  end
+  seq.seq = seq.seq + 1
+  if TTL > 0 and (prev == "" or tonumber(string.match(prev, "^%d+")) < seq.floor) then
     -- The first publish in each SLACK of time (or on a new stream) moves the expiry to
     -- TTL + SLACK past it: every later publish in that SLACK is then TTL from expiring.
+    -- (`prev` is older than this id, so it is in another SLACK if before `seq.floor`.)
     redis.call("PEXPIREAT", history, ms + TTL * 1000 + SLACK_MS)
   end
   seq.newest[channel], seq.closed[channel] = id, close
   redis.call(seq.publish, space .. "#" .. channel, -- the durable channel: see message.py
     (close and "\0bc1c\n" or "\0bc1\n") .. id .. "\n" .. prev .. "\n" .. event .. "\n"
     .. seq.ms_text .. "\n" .. data)
-  if remembered then
-    redis.call("SET", remembered, id, "PX", IDEMPOTENCY_WINDOW_MS)
-  end
   return id
+end
+
+-- `publish_one`, its failure (a command Redis refused: a history key of another type, a
+-- stream written by something else) an error reply in its place: the messages before it
+-- stay published, and `close_sequence` still records their ids, which a later call
+-- would otherwise issue again.
+local function publish_safely(seq, channel, data, event, key, flags)
+  local ok, result = pcall(publish_one, seq, channel, data, event, key, flags)
+  if ok then
+    return result
+  end
+  return type(result) == "table" and result or redis.error_reply(tostring(result))
 end
 
 local function sse_publish(keys, args)
@@ -259,7 +290,7 @@ local function sse_publish(keys, args)
     end
   end
   local seq = open_sequence(space, publish)
-  local id = publish_one(seq, channel, data, event, key, flags)
+  local id = publish_safely(seq, channel, data, event, key, flags)
   close_sequence(seq)
   return id
 end
@@ -288,7 +319,8 @@ local function sse_publish_batch(keys, args)
   local seq = open_sequence(space, publish)
   local ids = {}
   for i = 2, #args, 5 do
-    ids[#ids + 1] = publish_one(seq, args[i], args[i + 1], args[i + 2], args[i + 3], args[i + 4])
+    local channel, data, event, key, flags = args[i], args[i + 1], args[i + 2], args[i + 3], args[i + 4]
+    ids[#ids + 1] = publish_safely(seq, channel, data, event, key, flags)
   end
   close_sequence(seq)
   return ids

@@ -39,11 +39,12 @@ class Library:
 
     config: LibraryConfig = DEFAULT_CONFIG
 
-    def code(self) -> str:
-        """The Lua source to load."""
+    def code(self, source: str = _SOURCE) -> str:
+        """The Lua source to load: `source` (library.lua's, unless a variant of it is
+        measured: `loadtest.publish.variants`) rendered with the config."""
         config = self.config
         return (
-            _SOURCE.replace("{{prefix}}", config.prefix)
+            source.replace("{{prefix}}", config.prefix)
             .replace("{{maxlen}}", str(config.history_maxlen))
             .replace("{{ttl}}", str(config.history_ttl))
             .replace("{{ttl_slack}}", str(max(1, config.history_ttl // 10)))
