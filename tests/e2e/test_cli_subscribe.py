@@ -12,11 +12,13 @@ import threading
 from collections.abc import Callable
 from typing import IO, Any
 
+import aiohttp
 import pytest
 
 from tests.support.cluster import fcall_publish, local_cluster
 from tests.support.metrics import metric_sync
 from tests.support.processes import Node, RedisServer
+from tests.support.publish import TOKEN, publish
 from tests.support.tokens import SECRET, token
 from tests.support.wait import wait_until
 
@@ -255,6 +257,43 @@ async def test_earliest_replays_everything_retained(
         assert command.stop() == 0
     finally:
         command.kill()
+
+
+async def test_exits_by_itself_once_the_channel_is_closed_and_everything_is_printed(
+    start_node: Callable[..., Node],
+) -> None:
+    node = start_node(publish_token=TOKEN, retry_ms="100")
+    commands: list[Command] = []
+    try:
+        async with aiohttp.ClientSession() as session:
+            ids = [await publish(session, node.url, "answer", f"t{n}") for n in range(2)]
+            following = Command("answer", "--url", node.url, "--earliest", "--json")
+            commands.append(following)
+            await wait_until(counted(following, 2), 10, "the two retained events")
+            ids.append(await publish(session, node.url, "answer", "bye", close=True))
+        # It gets the closing event live, its stream ends, and the node answers its
+        # reconnect with 204: it exits 0 by itself.
+        assert following.wait() == 0
+        assert [e["id"] for e in following.events()] == ids
+        assert following.err[-1] == "broadcaster: the channels are closed: nothing more will come"
+        # Started once the channel is closed: what is retained, then the same end.
+        late = Command("answer", "--url", node.url, "--earliest")
+        commands.append(late)
+        assert late.wait() == 0
+        assert late.out == [
+            f"[{ids[0]}] message: t0",
+            f"[{ids[1]}] message: t1",
+            f"[{ids[2]}] message: bye",
+        ]
+        # Asking for nothing of the past: nothing will come.
+        nothing = Command("answer", "--url", node.url)
+        commands.append(nothing)
+        assert nothing.wait() == 0
+        assert nothing.out == []
+        assert nothing.err == ["broadcaster: the channels are closed: nothing more will come"]
+    finally:
+        for command in commands:
+            command.kill()
 
 
 # The engine, against scripted answers (httpx.MockTransport): what the protocol leaves to

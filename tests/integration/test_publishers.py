@@ -8,11 +8,14 @@ import functools
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, cast
 
+import aiohttp
 import pytest
 import redis.asyncio as redis
 
 from broadcaster import (
+    ChannelClosed,
     HttpPublisher,
+    Publication,
     Publisher,
     PublishError,
     RedisPublisher,
@@ -20,8 +23,11 @@ from broadcaster import (
     SyncPublisher,
     SyncRedisPublisher,
 )
+from broadcaster.brokers.protocol import CLOSED_REASON
+from tests.support.client import subscribe
 from tests.support.processes import Node, RedisServer
 from tests.support.proxy import ReplyDroppingProxy
+from tests.support.sse import Event
 
 KINDS = ["redis", "http", "sync-redis", "sync-http"]
 
@@ -80,6 +86,12 @@ async def history(client: redis.Redis, channel: str) -> list[tuple[str, str, str
     """(id, event, data) of every entry of the channel's stream."""
     entries = cast(list[tuple[str, dict[str, str]]], await client.xrange(f"sse:history:{channel}"))
     return [(i, fields["e"], fields["d"]) for i, fields in entries]
+
+
+async def closing(client: redis.Redis, channel: str) -> list[str]:
+    """The ids of the entries of the channel's stream that close it."""
+    entries = cast(list[tuple[str, dict[str, str]]], await client.xrange(f"sse:history:{channel}"))
+    return [i for i, fields in entries if fields.get("c") == "1"]
 
 
 async def test_publish_serialises_str_bytes_and_json_once(
@@ -172,6 +184,8 @@ async def test_stream_ends_with_error_when_its_source_raises(
         ("delta", " wor"),
         ("error", "RuntimeError: the model went away"),
     ]
+    with pytest.raises(ChannelClosed):  # the error ends the answer: it closes the channel
+        await under.call("publish", "broken", "late")
 
 
 async def test_a_coalesced_stream_merges_its_chunks_and_ends_after_them(
@@ -219,6 +233,53 @@ async def test_async_publishers_stream_async_iterables(
         assert [e[2] for e in entries] == [*(f"t{n}" for n in range(50)), '{"chunks":50}']
 
 
+async def test_stream_closes_its_channel_unless_told_not_to(
+    under: Under, node: Node, session: aiohttp.ClientSession, client: redis.Redis
+) -> None:
+    async with subscribe(session, node.url, ["answer"]) as sub:
+        ids = await under.call("stream", "answer", iter(["Hel", "lo"]))
+        await asyncio.wait_for(sub.ended.wait(), 10)  # the node ends it after `done`
+        assert sub.events == [
+            Event("Hel", "token", ids[0]),
+            Event("lo", "token", ids[1]),
+            Event('{"chunks":2}', "done", ids[2]),
+        ]
+    with pytest.raises(ChannelClosed) as refused:
+        await under.call("publish", "answer", "late")
+    assert str(refused.value) == CLOSED_REASON
+    with pytest.raises(ChannelClosed):
+        await under.call("stream", "answer", iter(["a second answer"]))
+    # One that reopens it is taken (each of its events may), and closes it again.
+    ids += await under.call("stream", "answer", iter(["a second answer"]), reopen=True)
+    with pytest.raises(ChannelClosed):
+        await under.call("publish", "answer", "late again")
+    assert [entry[0] for entry in await history(client, "answer")] == ids
+    assert await closing(client, "answer") == [ids[2], ids[-1]]  # each `done`
+    # Left open, the channel takes more, and its subscribers' streams go on.
+    async with subscribe(session, node.url, ["chat"]) as sub:
+        ids = await under.call("stream", "chat", iter(["Hi"]), close=False)
+        ids.append(await under.call("publish", "chat", "more"))
+        assert [event.id for event in await sub.wait_for(3)] == ids
+        assert not sub.ended.is_set()
+
+
+async def test_publish_closes_a_channel_and_reopens_it(under: Under, client: redis.Redis) -> None:
+    bye = await under.call("publish", "c", "bye", "done", close=True)
+    with pytest.raises(ChannelClosed) as refused:
+        await under.call("publish", "c", "late")
+    assert str(refused.value) == CLOSED_REASON
+    with pytest.raises(ChannelClosed):
+        await under.call("publish_many", [("c", "late, in a batch")])
+    again = await under.call("publish", "c", "again", reopen=True)
+    after = await under.call("publish", "c", "and open")
+    assert await history(client, "c") == [
+        (bye, "done", "bye"),
+        (again, "", "again"),
+        (after, "", "and open"),
+    ]
+    assert await closing(client, "c") == [bye]
+
+
 async def test_a_repeated_idempotency_key_publishes_once(under: Under, client: redis.Redis) -> None:
     first = await under.call("publish", "once", "a", idempotency_key="order-17:paid")
     again = await under.call("publish", "once", "a (retried)", idempotency_key="order-17:paid")
@@ -239,11 +300,14 @@ async def test_a_retry_after_a_lost_reply_never_duplicates(
         ports = (proxy.port, node.port) if through_redis else (redis_server.port, proxy.port)
         under = make(kind, *ports)
         try:
-            ids = await under.call("publish_many", [("lost", "one"), ("lost", "two")])
+            # Its last message closes the channel: the retry gets the ids, not a refusal.
+            batch = [("lost", "one"), Publication.of("lost", "two", close=True)]
+            ids = await under.call("publish_many", batch)
         finally:
             await under.close()
     assert proxy.dropped == 1, "a reply was lost on the way"
     assert await history(client, "lost") == [(ids[0], "", "one"), (ids[1], "", "two")]
+    assert await closing(client, "lost") == [ids[1]]
 
 
 async def test_refusals_are_not_retried(node: Node) -> None:

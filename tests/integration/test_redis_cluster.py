@@ -3,6 +3,7 @@ by three primaries with a replica each, and sharded pub/sub inside the owning sh
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -195,6 +196,52 @@ async def test_a_node_given_one_cluster_nodes_address_runs_on_the_cluster(
         assert owner.cli("PUBSUB", "SHARDNUMSUB", shard_channel).split()[1] == "1"
         sent = await publish(session, base, "{room7}chat", "on the cluster")
         assert await sub.wait_for(1) == [Event("on the cluster", "message", sent)]
+
+
+async def get_events(
+    session: aiohttp.ClientSession, base: str, channels: list[str], last: str | None = None
+) -> tuple[int, bytes]:
+    """The status and whole body of a GET /events expected to end by itself."""
+    async with session.get(
+        f"{base}/events",
+        params=[("channel", channel) for channel in channels],
+        headers={"Last-Event-ID": last} if last else {},
+        timeout=aiohttp.ClientTimeout(total=10),
+    ) as response:
+        return response.status, await response.read()
+
+
+@pytest.mark.parametrize(
+    ("channels", "composite"),
+    [(["{a}x", "{b}y"], True), (["{room}x", "{room}y"], False)],
+    ids=["two-groups", "one-group"],
+)
+async def test_a_stream_ends_once_all_its_channels_are_closed_and_its_reconnect_gets_204(
+    redis_cluster: RedisClusterGroup, start_app: StartApp, channels: list[str], composite: bool
+) -> None:
+    base = await start_app(redis_url=redis_cluster.url, publish_token=TOKEN)
+    x, y = channels
+    assert (redis_cluster.owner(x) is not redis_cluster.owner(y)) == composite, "shards"
+    async with aiohttp.ClientSession() as session:
+        async with subscribe(session, base, channels) as sub:
+            x_end = await publish(session, base, x, "x done", close=True)
+            await sub.wait_for(1)
+            y_live = await publish(session, base, y, "y goes on")
+            await sub.wait_for(2)  # (only if the stream goes on: y is open)
+            held = sub.parser.last_event_id
+            y_end = await publish(session, base, y, "y done", close=True)
+            await asyncio.wait_for(sub.ended.wait(), 10)
+            assert [event.data for event in sub.events] == ["x done", "y goes on", "y done"]
+            last = sub.parser.last_event_id
+        if composite:  # one position per group
+            assert "~" in held and "~" in last, (held, last)
+        else:
+            assert [event.id for event in sub.events] == [x_end, y_live, y_end]
+        assert await get_events(session, base, channels, last) == (204, b"")
+        assert await get_events(session, base, channels) == (204, b"")
+        # From before the end: what follows, then the end.
+        status, body = await get_events(session, base, channels, held)
+        assert status == 200 and body.endswith(b"data: y done\n\n") and b"goes on" not in body
 
 
 async def test_sse_seen_names_its_group_on_a_cluster(redis_cluster: RedisClusterGroup) -> None:

@@ -16,7 +16,7 @@ import pytest
 
 from broadcaster.client.events import Event
 from broadcaster.client.subscriber import subscribe, subscribe_sync
-from broadcaster.client.subscription import SubscribeError
+from broadcaster.client.subscription import SubscribeError, Subscription
 
 Answer = Callable[[httpx.Request], httpx.Response]
 KINDS = pytest.mark.parametrize("kind", ["async", "sync"])
@@ -202,6 +202,47 @@ def test_refusals_retrying_cannot_fix_raise(
     with pytest.raises(SubscribeError) as refused:
         follow(kind, server, 1, "http://node", ["a"])
     assert (refused.value.status, refused.value.reason) == (status, reason)
+    assert len(requests) == 1
+
+
+def test_a_204_is_the_end_of_the_subscription_not_a_refusal() -> None:
+    notices: list[str] = []
+    session = Subscription(
+        "http://node",
+        ["a"],
+        last_event_id="1-1",
+        token=None,
+        notify=notices.append,
+        read_timeout=60,
+        max_delay=30,
+    )
+    session.headers()
+    assert not session.wants_body(204, {})
+    assert session.accept(204, {}, "No Content", b"") is False
+    assert notices == ["the channels are closed: nothing more will come"]
+
+
+@KINDS
+def test_a_204_ends_the_subscription_after_every_event(kind: str) -> None:
+    answer, requests = scripted(
+        stream(b"retry: 100\n\nid: 1-1\ndata: a\n\n", b"id: 1-2\nevent: done\ndata: {}\n\n"),
+        httpx.Response(204),
+    )
+    delays: list[float] = []
+    notices: list[str] = []
+    events = follow(
+        kind, answer, 10, "http://node", ["a"], notify=notices.append, sleep=delays.append
+    )
+    assert events == [Event("1-1", "message", "a"), Event("1-2", "done", "{}")]
+    assert [r.headers.get("last-event-id") for r in requests] == [None, "1-2"]
+    assert delays == [0.1]  # before the reconnect that got the 204; none after it
+    assert notices == [
+        "connection lost (the node ended the stream), retrying in 0.1 s",
+        "the channels are closed: nothing more will come",
+    ]
+    # Answered 204 at once: it ends with nothing.
+    answer, requests = scripted(httpx.Response(204))
+    assert follow(kind, answer, 10, "http://node", ["a"], last_event_id="1-2") == []
     assert len(requests) == 1
 
 
