@@ -26,6 +26,9 @@ class Publication:
 
     `close` makes it the channel's last: subscribers get it and then the end of their
     response, and later publishes are refused (`ChannelClosed`) unless they `reopen`.
+    `retry_key` says the idempotency key was made by a publisher for its own retries of
+    one batch, not given by its caller: a batch call may then stand for it (see
+    `brokers/redis/library.py`).
     """
 
     channel: str
@@ -34,6 +37,7 @@ class Publication:
     idempotency_key: str | None = None
     close: bool = False
     reopen: bool = False
+    retry_key: bool = False
 
     @classmethod
     def of(
@@ -57,10 +61,10 @@ class Publication:
         )
 
     def keyed(self, key: str) -> Publication:
-        """This publication with `key`, unless it has one already."""
+        """This publication with `key`, a publisher's retry key, unless it has one already."""
         if self.idempotency_key is not None:
             return self
-        return replace(self, idempotency_key=key)
+        return replace(self, idempotency_key=key, retry_key=True)
 
     @property
     def flags(self) -> str:

@@ -76,7 +76,8 @@ class Sender:
         args: list[str] = []
         for _ in range(PER_CALL):
             args += [self.channel(), DATA, "", self.key() if case == "batch-key" else "", ""]
-        ids = self.client.fcall(f"sse_publish_batch_{tag}", 1, args[0], PER_CALL, *args)
+        call = ""  # (the message keys are the case: a call key would stand for them)
+        ids = self.client.fcall(f"sse_publish_batch_{tag}", 1, args[0], PER_CALL, call, *args)
         if not all(isinstance(one, bytes) for one in ids):
             raise RuntimeError(f"{tag}: {ids[:3]}")
         return PER_CALL

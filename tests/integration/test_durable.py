@@ -283,21 +283,23 @@ async def test_a_stream_lives_its_ttl_after_every_publish_without_an_expire_each
 async def test_redis_cli_publishes_a_batch_in_one_call(redis_server: RedisServer) -> None:
     async with redis.Redis.from_url(redis_server.url) as client:
         await Library().load(client, replace=True)
-    batch = ["2", "a", "x", "", "", "", "b", "y", "note", "k", ""]
+    batch = ["2", "", "a", "x", "", "", "", "b", "y", "note", "k", ""]
     sent = redis_server.cli("FCALL", "sse_publish_batch", "1", "a", *batch).split()
     assert len(sent) == 2 and EventId.parse(sent[0]) < EventId.parse(sent[1])  # type: ignore[operator]
     assert (
-        redis_server.cli("FCALL", "sse_publish_batch", "1", "b", "1", "b", "z", "", "k", "").strip()
+        redis_server.cli(
+            "FCALL", "sse_publish_batch", "1", "b", "1", "", "b", "z", "", "k", ""
+        ).strip()
         == sent[1]
     )
-    bad = ["2", "a", "1", "", "", "", "no space", "2", "", "", ""]
+    bad = ["2", "", "a", "1", "", "", "", "no space", "2", "", "", ""]
     refused = redis_server.cli("FCALL", "sse_publish_batch", "1", "a", *bad)
     assert "channel name must be" in refused
     assert redis_server.cli("XLEN", "sse:history:a").strip() == "1", "nothing of a refused batch"
     assert "usage" in redis_server.cli(
-        "FCALL", "sse_publish_batch", "1", "a", "2", "a", "x", "", "", ""
+        "FCALL", "sse_publish_batch", "1", "a", "2", "", "a", "x", "", "", ""
     )
-    closing = ["2", "a", "last", "done", "", "close", "a", "late", "", "", ""]
+    closing = ["2", "", "a", "last", "done", "", "close", "a", "late", "", "", ""]
     answer = redis_server.cli("FCALL", "sse_publish_batch", "1", "a", *closing)
     [last, refused] = answer.split("\n", 1)
     assert EventId.parse(last) is not None and "channel is closed" in refused
@@ -347,10 +349,26 @@ def test_a_message_redis_refuses_mid_batch_costs_the_others_no_id(
     asyncio.run(_load(redis_server))
     cli = redis_server.cli
     cli("SET", "sse:history:bad", "not a stream")
-    batch = ["3", "a", "1", "", "", "", "bad", "2", "", "k", "", "a", "3", "", "", ""]
+    batch = ["3", "", "a", "1", "", "", "", "bad", "2", "", "k", "", "a", "3", "", "", ""]
     answer = cli("FCALL", "sse_publish_batch", "1", "a", *batch).splitlines()
     first, refused, third = [line for line in answer if line]
     assert "WRONGTYPE" in refused and cli("EXISTS", "sse:idem:bad k").strip() == "0"
     after = cli("FCALL", "sse_publish", "1", "b", "4").strip()
     ids = [EventId.parse(sent) for sent in (first, third, after)]
     assert ids == sorted(ids) and len(set(ids)) == 3  # type: ignore[type-var]
+
+
+def test_a_call_key_makes_a_batch_call_idempotent(redis_server: RedisServer) -> None:
+    # A repeat of the call answers its first replies, errors in place, and publishes
+    # nothing; the messages' own keys still count across calls.
+    asyncio.run(_load(redis_server))
+    cli = redis_server.cli
+    cli("FCALL", "sse_publish", "1", "shut", "bye", "", "", "close")
+    call = ["3", "c-1", "a", "1", "", "own", "", "shut", "2", "", "", "", "a", "3", "", "", ""]
+    first = [line for line in cli("FCALL", "sse_publish_batch", "1", "a", *call).splitlines()]
+    again = [line for line in cli("FCALL", "sse_publish_batch", "1", "a", *call).splitlines()]
+    assert first == again and "channel is closed" in first[1], first
+    assert cli("XLEN", "sse:history:a").strip() == "2"
+    other_call = ["1", "c-2", "a", "1 again", "", "own", ""]
+    assert cli("FCALL", "sse_publish_batch", "1", "a", *other_call).strip() == first[0]
+    assert "idempotency key must be" in cli("FCALL", "sse_publish_batch", "1", "a", "0", "a b")

@@ -12,6 +12,9 @@ import pytest
 import redis.asyncio as redis
 
 from broadcaster import SyncHttpPublisher, SyncPublisher, SyncRedisPublisher
+from broadcaster.brokers.redis.library import BATCH_CALL, Library
+from broadcaster.client.retries import Retries
+from broadcaster.core.publication import Publication
 from tests.support.client import subscribe
 from tests.support.nodes import StartApp, StartNode
 from tests.support.processes import RedisServer
@@ -160,3 +163,20 @@ async def test_sync_publishers_from_an_event_loops_thread_pool(
     assert len(set(ids)) == 40 and len(streamed) == 31
     async with redis.Redis.from_url(redis_server.url) as client:
         assert await client.xlen("sse:history:pool") == 40
+
+
+async def test_a_retried_batch_of_retry_keys_publishes_each_call_once(
+    redis_server: RedisServer,
+) -> None:
+    # A publisher's own keys travel as one key per batch call: its retry of a batch whose
+    # first call went through answers that call's ids and publishes the rest once.
+    batch = Retries(3).keyed([Publication(f"r{n % 3}", f"m{n}") for n in range(450)])
+    library = Library()
+    async with redis.Redis.from_url(redis_server.url) as client:
+        await library.load(client, replace=True)
+        applied = await library.publish(client, batch[:BATCH_CALL])
+        again = await library.publish(client, batch)
+        assert again[:BATCH_CALL] == applied and len(set(again)) == len(batch)
+        stored = sum([await client.xlen(f"sse:history:r{n}") for n in range(3)])
+        assert stored == len(batch)
+        assert await client.keys("sse:idem:*") == [], "no key per message"

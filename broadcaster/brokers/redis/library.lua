@@ -177,6 +177,36 @@ local function close_sequence(seq)
   end
 end
 
+-- A bound on what keys may cost: a counter per channel, for one window from its first;
+-- one key more on `channel`, and how many it has now.
+local function counted(space, channel)
+  local counter = space .. "idemcount:" .. channel
+  local keys = redis.call("INCR", counter)
+  if keys == 1 then
+    redis.call("PEXPIRE", counter, IDEMPOTENCY_WINDOW_MS)
+  end
+  return keys
+end
+
+-- A batch call's replies as a call key remembers them (one per line, an error as "!"
+-- and its text; no id or error holds a line break), and back.
+local function remembered_replies(replies)
+  local lines = {}
+  for i, reply in ipairs(replies) do
+    lines[i] = type(reply) == "table" and "!" .. reply.err or reply
+  end
+  return table.concat(lines, "\n")
+end
+
+local function replies_of(text)
+  local replies = {}
+  for line in string.gmatch(text, "[^\n]+") do
+    replies[#replies + 1] = string.sub(line, 1, 1) == "!"
+      and redis.error_reply(string.sub(line, 2)) or line
+  end
+  return replies
+end
+
 -- Publish one message in `seq`: its id, a repeat's first id, or an error reply (it
 -- raises if Redis refuses a command: see `publish_safely`).
 local function publish_one(seq, channel, data, event, key, flags)
@@ -216,17 +246,9 @@ local function publish_one(seq, channel, data, event, key, flags)
     end
     return redis.error_reply("ERR {{closed_reason}}")
   end
-  if remembered then
-    -- A bound on what keys may cost: a counter per channel, for one window from its first.
-    local counted = space .. "idemcount:" .. channel
-    local keys = redis.call("INCR", counted)
-    if keys == 1 then
-      redis.call("PEXPIRE", counted, IDEMPOTENCY_WINDOW_MS)
-    end
-    if keys > IDEMPOTENCY_MAX_KEYS then
-      redis.call("DEL", remembered)
-      return redis.error_reply("ERR {{key_limit_reason}}")
-    end
+  if remembered and counted(space, channel) > IDEMPOTENCY_MAX_KEYS then
+    redis.call("DEL", remembered)
+    return redis.error_reply("ERR {{key_limit_reason}}")
   end
   local added
   if close then
@@ -295,19 +317,23 @@ local function sse_publish(keys, args)
   return id
 end
 
--- FCALL sse_publish_batch 1 <channel> <n> <channel 1> <data 1> <event 1> <key 1> <flags 1> ...
--- (<event>, <key> and <flags> "" for none): n messages of one sequence (on a Redis Cluster, of
--- the first channel's group), in order, each exactly as by sse_publish; the ids (a
--- repeat's first id; an error, such as a channel past its key limit, in its place).
--- Nothing is published if any message is malformed, or of another group.
+-- FCALL sse_publish_batch 1 <channel> <n> <call-key> <channel 1> <data 1> <event 1> <key 1>
+--   <flags 1> ... (<call-key>, <event>, <key> and <flags> "" for none): n messages of one
+-- sequence (on a Redis Cluster, of the first channel's group), in order, each exactly as
+-- by sse_publish; the ids (a repeat's first id; an error, such as a channel past its key
+-- limit, in its place). Nothing is published if any message is malformed, or of another
+-- group. A call key makes the whole call idempotent for the window, as a key makes one
+-- message: a repeat answers the first call's replies and publishes nothing. It costs two
+-- commands a call where keys on its messages cost two each (the Python publishers key
+-- their calls, not their messages, for the retries of a batch).
 local function sse_publish_batch(keys, args)
-  local count = tonumber(args[1])
-  if keys[1] == nil or #keys ~= 1 or count == nil or #args ~= 1 + 5 * count then
-    return redis.error_reply(
-      "ERR usage: FCALL sse_publish_batch 1 <channel> <n> <channel> <data> <event> <key> <flags> ...")
+  local count, call_key = tonumber(args[1]), args[2]
+  if keys[1] == nil or #keys ~= 1 or count == nil or #args ~= 2 + 5 * count then
+    return redis.error_reply("ERR usage: FCALL sse_publish_batch 1 <channel> <n> <call-key> "
+      .. "<channel> <data> <event> <key> <flags> ...")
   end
   local space, publish = space_of(keys[1])
-  for i = 2, #args, 5 do
+  for i = 3, #args, 5 do
     local wrong = refused(args[i], args[i + 1], args[i + 2], args[i + 3], args[i + 4])
     if wrong then
       return redis.error_reply(wrong)
@@ -316,13 +342,32 @@ local function sse_publish_batch(keys, args)
       return redis.error_reply("ERR every channel of a batch must be in one group")
     end
   end
+  local remembered = nil
+  if call_key ~= "" then
+    local wrong = refused(keys[1], "", "", call_key, "")
+    if wrong then
+      return redis.error_reply(wrong)
+    end
+    remembered = space .. "call:" .. keys[1] .. " " .. call_key
+    local first = redis.call("GET", remembered)
+    if first then
+      redis.call("SET", remembered, first, "KEEPTTL") -- (for a WAIT after it: see publish_one)
+      return replies_of(first)
+    end
+    if counted(space, keys[1]) > IDEMPOTENCY_MAX_KEYS then
+      return redis.error_reply("ERR {{key_limit_reason}}")
+    end
+  end
   local seq = open_sequence(space, publish)
   local ids = {}
-  for i = 2, #args, 5 do
+  for i = 3, #args, 5 do
     local channel, data, event, key, flags = args[i], args[i + 1], args[i + 2], args[i + 3], args[i + 4]
     ids[#ids + 1] = publish_safely(seq, channel, data, event, key, flags)
   end
   close_sequence(seq)
+  if remembered then
+    redis.call("SET", remembered, remembered_replies(ids), "PX", IDEMPOTENCY_WINDOW_MS)
+  end
   return ids
 end
 

@@ -200,8 +200,10 @@ def _queue_calls(
     pipe: Any, batch: Sequence[Publication], keys: KeySpace | None, *, batched: bool
 ) -> list[int]:
     """Queue the batch's calls: on one Redis, `sse_publish_batch` calls of up to
-    BATCH_CALL messages (when `batched`, and there are several); else one FCALL each (on a
-    Redis Cluster each declares its keys). How many messages each call carries."""
+    BATCH_CALL messages (when `batched`, and there are several), each keyed by a call key
+    instead of its messages' retry keys (a key per call costs Redis two commands, a key
+    per message two each); else one FCALL each (on a Redis Cluster each declares its
+    keys). How many messages each call carries."""
     if not batched or keys is not None or len(batch) < 2:
         for publication in batch:
             count, args = fcall_args(publication, keys)
@@ -213,10 +215,26 @@ def _queue_calls(
         flat: list[str] = []
         for publication in part:
             event, key = publication.event or "", publication.idempotency_key or ""
-            flat += [publication.channel, publication.data, event, key, publication.flags]
-        pipe.fcall(BATCH, 1, part[0].channel, len(part), *flat)
+            flat += [
+                publication.channel,
+                publication.data,
+                event,
+                "" if publication.retry_key else key,
+                publication.flags,
+            ]
+        pipe.fcall(BATCH, 1, part[0].channel, len(part), _call_key(part), *flat)
         calls.append(len(part))
     return calls
+
+
+def _call_key(part: Sequence[Publication]) -> str:
+    """The key of a batch call that stands for its messages' retry keys (a retry splits
+    the same batch into the same calls), or "" if none has one: the first of them, and
+    how many messages the call holds."""
+    for publication in part:
+        if publication.retry_key:
+            return f"{publication.idempotency_key}+{len(part)}"
+    return ""
 
 
 def _spread(replies: list[Any], calls: list[int]) -> list[Any]:
