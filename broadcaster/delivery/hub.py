@@ -56,6 +56,7 @@ class Hub:
         self._empty = asyncio.Event()
         self._empty.set()
         self._heartbeat: asyncio.Task[None] | None = None
+        self._learning: set[asyncio.Task[None]] = set()  # whether channels are closed
 
     @property
     def stream_count(self) -> int:
@@ -72,11 +73,13 @@ class Hub:
         self._heartbeat = asyncio.create_task(self._beat(), name="heartbeat")
 
     async def stop(self) -> None:
-        """Stop the heartbeat timer."""
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
+        """Stop the heartbeat timer, and any read of whether a channel is closed."""
+        tasks = [*self._learning, *([self._heartbeat] if self._heartbeat else [])]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._heartbeat
+                await task
 
     def open(
         self,
@@ -120,9 +123,12 @@ class Hub:
                 # in one step, so concurrent first and last subscribers cannot reorder.
                 fanout = self._channels[channel] = Fanout[Stream]()
                 subscribed = self._broker.subscribe(channel)
-                self._ready[channel] = asyncio.ensure_future(
-                    self._learn(channel, fanout, subscribed)
-                )
+                ready = self._ready[channel] = self.outbox.loop.create_future()
+                # (A future, not the task: a finished task held for the channel's life
+                # cost a kilobyte a channel.)
+                learning = asyncio.create_task(self._learn(channel, fanout, subscribed, ready))
+                self._learning.add(learning)
+                learning.add_done_callback(self._learning.discard)
             if stream.composite is None:
                 fanout.individual.add(stream)
             else:
@@ -134,20 +140,27 @@ class Hub:
             await asyncio.wait(waits)
 
     async def _learn(
-        self, channel: str, fanout: Fanout[Stream], subscribed: asyncio.Future[None]
+        self,
+        channel: str,
+        fanout: Fanout[Stream],
+        subscribed: asyncio.Future[None],
+        ready: asyncio.Future[None],
     ) -> None:
-        """Once `channel` is subscribed, learn whether it is closed. Every message after the
-        subscription comes live, so the first of them, if it came before the answer,
-        tells instead; if the broker cannot tell, the first live message will."""
-        await asyncio.wait([subscribed])
+        """Once `channel` is subscribed, learn whether it is closed, then resolve `ready`.
+        Every message after the subscription comes live, so the first of them, if it came
+        before the answer, tells instead; if the broker cannot tell, the first live
+        message will."""
         try:
+            await asyncio.wait([subscribed])
             closed = await self._broker.closed([channel])
+            if fanout.unheard:
+                fanout.unheard = False
+                fanout.ended = closed.get(channel)
         except BrokerUnavailable as exc:
             log.warning("cannot tell whether %r is closed, its next message will: %s", channel, exc)
-            return
-        if fanout.unheard:
-            fanout.unheard = False
-            fanout.ended = closed.get(channel)
+        finally:
+            if not ready.done():
+                ready.set_result(None)
 
     def finished(self, stream: Stream) -> bool:
         """Whether every channel of `stream` is closed: it has nothing more to wait for."""
