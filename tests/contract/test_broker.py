@@ -246,3 +246,29 @@ async def test_past_max_replay_bytes_the_newest_part_comes_after_a_trimmed_reset
     assert [f[0] for f in tail[1:-1]] == newest_within(sent, BOUND)
     small = await written(await paging.broker.replay([a, b, c], Start(tail=6)))
     assert [f[0] for f in small] == [id_ for id_, _ in sent[-6:]]  # within both: no reset
+
+
+async def test_a_batch_publishes_as_the_same_messages_one_by_one(subject: Subject) -> None:
+    pattern = [("a", "e"), ("b", None), ("a", None), ("a", "e"), ("b", "e")]
+
+    async def published(suffix: str, *, batched: bool) -> list[tuple[str, str, str | None, int]]:
+        """What the subscriber got, by letter, data, event and which message was `prev`."""
+        names = {letter: subject.ch(letter + suffix) for letter in "ab"}
+        for name in names.values():
+            await subject.broker.subscribe(name)
+        batch = [Publication(names[x], f"{x}{n}", event) for n, (x, event) in enumerate(pattern)]
+        start = len(subject.delivered)
+        if batched:
+            ids = await subject.broker.publish(batch)
+        else:
+            ids = [(await subject.broker.publish([p]))[0] for p in batch]
+        positions = [EventId.parse(sent) for sent in ids]
+        assert positions == sorted(positions) and len(set(ids)) == len(ids)  # type: ignore[type-var]
+        await subject.received(start + len(batch))
+        place = {sent: n for n, sent in enumerate(ids)}
+        return [
+            (channel[-2], m.data, m.event, place.get(m.prev or "", -1))
+            for channel, m in subject.delivered[start:]
+        ]
+
+    assert await published("1", batched=False) == await published("2", batched=True)

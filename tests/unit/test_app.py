@@ -143,3 +143,20 @@ async def test_health_and_readiness(client: Client) -> None:
     assert answer.status == 503 and await answer.text() == "draining\n"
     assert (await client.get("/events?channel=x")).status == 503
     assert (await client.get("/healthz")).status == 200
+
+
+@pytest.mark.parametrize(
+    ("count", "size", "status", "reason"),
+    [
+        (1001, 1, 400, "an array body holds 1 to 1000 messages"),
+        (3, 400_000, 413, "body is over BROADCASTER_MAX_MESSAGE_BYTES"),
+    ],
+)
+async def test_a_batch_past_a_limit_is_refused_whole(
+    client: Client, count: int, size: int, status: int, reason: str
+) -> None:
+    batch = [{"channel": "whole", "data": "x" * size} for _ in range(count)]
+    answer = await client.post("/publish", json=batch, headers=AUTH)
+    assert answer.status == status and reason in await answer.text()
+    after = await publish(client, channel="whole", data="after")
+    assert EventId.parse(after["id"]).seq == 1, "nothing of the refused batch was published"  # type: ignore[union-attr]
