@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import subprocess
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -22,10 +23,13 @@ PASSWORD = "0123abcd"
 
 
 def interpolate(text: str, env: dict[str, str]) -> str:
-    """Compose's ${VAR}, ${VAR:-default} and ${VAR:?error} substitution."""
+    """Compose's ${VAR}, ${VAR:-default}, ${VAR:+replacement} and ${VAR:?error}
+    substitution."""
 
     def value(match: re.Match[str]) -> str:
         name, operator, word = match.group(1), match.group(2) or "", match.group(3) or ""
+        if operator == ":+":
+            return word if env.get(name) else ""
         if env.get(name):
             return env[name]
         if operator == ":?":
@@ -33,7 +37,7 @@ def interpolate(text: str, env: dict[str, str]) -> str:
         return word if operator == ":-" else ""
 
     # Innermost first: a default may hold another ${...}.
-    pattern = re.compile(r"\$\{(\w+)(:[-?])?([^}$]*)\}")
+    pattern = re.compile(r"\$\{(\w+)(:[-?+])?([^}$]*)\}")
     while (replaced := pattern.sub(value, text)) != text:
         text = replaced
     return text.replace("$$", "$")
@@ -46,6 +50,9 @@ def compose(env: dict[str, str] | None = None) -> dict[str, Any]:
 
 
 CLUSTER_SERVERS = [f"redis-c{n}" for n in range(1, 7)]  # the `cluster` profile
+SENTINEL_URL = (
+    "redis+sentinel://:${REDIS_PASSWORD}@sentinel1:26379,sentinel2:26379,sentinel3:26379/primary"
+)
 CLUSTER_URL = "redis+cluster://:${REDIS_PASSWORD}@" + ",".join(
     f"{name}:6379" for name in CLUSTER_SERVERS
 )
@@ -75,19 +82,48 @@ def test_compose_has_redis_three_nodes_a_balancer_prometheus_and_profiles() -> N
     assert all("healthcheck" in s for name, s in services.items() if name not in one_shot)
 
 
-def test_redis_is_published_nowhere_and_needs_a_password() -> None:
-    services = compose()["services"]
+@pytest.mark.parametrize("password", [PASSWORD, ""])
+def test_redis_is_published_nowhere_and_takes_the_password_when_one_is_set(
+    password: str,
+) -> None:
+    # A fresh checkout starts with no .env: no password (Redis is on the internal network
+    # only); with REDIS_PASSWORD set, every server and node uses it.
+    services = compose({"REDIS_PASSWORD": password} if password else {})["services"]
     redis = services["redis"]
     assert "ports" not in redis, "Redis must not be reachable from other hosts"
     command = redis["command"]
-    assert command[command.index("--requirepass") + 1] == PASSWORD
-    assert redis["environment"]["REDISCLI_AUTH"] == PASSWORD  # for docker compose exec
+    assert command[command.index("--requirepass") + 1] == password  # ("": no password)
+    assert redis["environment"]["REDISCLI_AUTH"] == password  # for docker compose exec
     for name in ("node1", "node2", "node3", "demo"):
         url = services[name]["environment"]["BROADCASTER_REDIS_URL"]
-        assert url == f"redis://:{PASSWORD}@redis:6379/0"
-    # Without a password, compose stops with a message saying what to set.
-    with pytest.raises(AssertionError, match="set REDIS_PASSWORD"):
-        compose({})
+        assert url == (f"redis://:{password}@redis:6379/0" if password else "redis://redis:6379/0")
+        assert Settings(redis_url=url).redis_url == url
+    # The docs' `ha` and `cluster` URLs hold `:${REDIS_PASSWORD}@`: without one, `:@`.
+    for url in (SENTINEL_URL, CLUSTER_URL):
+        given = url.replace("${REDIS_PASSWORD}", password)
+        env = {"REDIS_PASSWORD": password, "BROADCASTER_REDIS_URL": given}
+        node = compose(env)["services"]["node1"]["environment"]
+        assert Settings(redis_url=node["BROADCASTER_REDIS_URL"]).redis_url == given
+
+
+@pytest.mark.parametrize("password", [PASSWORD, ""])
+def test_a_sentinel_writes_its_config_with_the_password_or_without(
+    tmp_path: Path, password: str
+) -> None:
+    script = compose({"REDIS_PASSWORD": password})["services"]["sentinel1"]["command"][-1]
+    conf = tmp_path / "sentinel.conf"
+    script = script.replace("/tmp/sentinel.conf", str(conf)).replace(" --sentinel", "")
+    script = script.replace("exec redis-server", "exec cat")  # (what it would start with)
+    shown = subprocess.run(
+        ["sh", "-c", script],
+        env={"REDIS_PASSWORD": password},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "sentinel monitor primary redis 6379 2" in shown.stdout
+    assert ("auth-pass primary " + PASSWORD in shown.stdout) == bool(password)
+    assert ("auth-pass" in shown.stdout) == bool(password)
 
 
 def test_only_the_balancer_is_public_and_only_it_is_trusted() -> None:
