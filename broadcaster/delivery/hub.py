@@ -56,7 +56,9 @@ class Hub:
         self._empty = asyncio.Event()
         self._empty.set()
         self._heartbeat: asyncio.Task[None] | None = None
-        self._learning: set[asyncio.Task[None]] = set()  # whether channels are closed
+        # Reads a cancelled joiner handed on (see `_learn`).
+        self._learning: set[asyncio.Task[None]] = set()
+        self._stopping = False
 
     @property
     def stream_count(self) -> int:
@@ -73,7 +75,8 @@ class Hub:
         self._heartbeat = asyncio.create_task(self._beat(), name="heartbeat")
 
     async def stop(self) -> None:
-        """Stop the heartbeat timer, and any read of whether a channel is closed."""
+        """Stop the heartbeat timer (and reads of whether a channel is closed)."""
+        self._stopping = True
         tasks = [*self._learning, *([self._heartbeat] if self._heartbeat else [])]
         for task in tasks:
             task.cancel()
@@ -116,6 +119,7 @@ class Hub:
         self._streams.add(stream)
         self._empty.clear()
         waits = []
+        learning = []
         for channel in stream.channels:
             fanout = self._channels.get(channel)
             if fanout is None:
@@ -124,17 +128,20 @@ class Hub:
                 fanout = self._channels[channel] = Fanout[Stream]()
                 subscribed = self._broker.subscribe(channel)
                 ready = self._ready[channel] = self.outbox.loop.create_future()
-                # (A future, not the task: a finished task held for the channel's life
-                # cost a kilobyte a channel.)
-                learning = asyncio.create_task(self._learn(channel, fanout, subscribed, ready))
-                self._learning.add(learning)
-                learning.add_done_callback(self._learning.discard)
+                learning.append(self._learn(channel, fanout, subscribed, ready))
+            elif not self._ready[channel].done():
+                waits.append(self._ready[channel])
             if stream.composite is None:
                 fanout.individual.add(stream)
             else:
                 fanout.composed.add(stream)
-            if not self._ready[channel].done():
-                waits.append(self._ready[channel])
+        # This joiner learns about the channels it subscribed (no task of their own: a
+        # reconnect storm's first joiner is done in the same turn on the embedded broker,
+        # and the others wait on nothing), then waits for those others subscribed.
+        if len(learning) == 1:
+            await learning[0]
+        elif learning:
+            await asyncio.gather(*learning)
         if waits:
             # asyncio.wait never cancels the shared futures when this joiner is cancelled.
             await asyncio.wait(waits)
@@ -149,17 +156,29 @@ class Hub:
         """Once `channel` is subscribed, learn whether it is closed, then resolve `ready`.
         Every message after the subscription comes live, so the first of them, if it came
         before the answer, tells instead; if the broker cannot tell, the first live
-        message will."""
+        message will. A joiner cancelled meanwhile (its client left) hands the rest to a
+        task: the channel's other joiners wait for the answer too."""
+        handed_on = False
         try:
-            await asyncio.wait([subscribed])
+            if not subscribed.done():
+                await asyncio.wait([subscribed])  # (never cancels the broker's future)
             closed = await self._broker.closed([channel])
             if fanout.unheard:
                 fanout.unheard = False
                 fanout.ended = closed.get(channel)
         except BrokerUnavailable as exc:
             log.warning("cannot tell whether %r is closed, its next message will: %s", channel, exc)
+        except asyncio.CancelledError:
+            if not self._stopping:
+                rest = asyncio.get_running_loop().create_task(
+                    self._learn(channel, fanout, subscribed, ready)
+                )
+                self._learning.add(rest)
+                rest.add_done_callback(self._learning.discard)
+                handed_on = True
+            raise
         finally:
-            if not ready.done():
+            if not handed_on and not ready.done():
                 ready.set_result(None)
 
     def finished(self, stream: Stream) -> bool:

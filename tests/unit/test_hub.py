@@ -251,3 +251,33 @@ async def test_a_stream_lets_go_of_its_slot_and_the_hub_once_its_connection_is_g
     stream.connection_lost(None)  # (however often it is told)
     assert (hub.stream_count, released, stream.reason) == (0, [stream], "max_age")
     assert broker.calls == [("subscribe", "c"), ("unsubscribe", "c")]
+
+
+async def test_a_first_joiner_that_leaves_mid_read_hands_the_read_on() -> None:
+    # Whether a channel is closed is read once, by its first joiner: one cancelled then
+    # (its client left) must not leave the others without the answer.
+    broker = RecordingBroker()
+    answer: asyncio.Future[dict[str, EventId]] = asyncio.get_running_loop().create_future()
+
+    reads: list[Sequence[str]] = []
+
+    async def closed(channels: Sequence[str]) -> dict[str, EventId]:
+        reads.append(channels)
+        return await asyncio.shield(answer)
+
+    broker.closed = closed  # type: ignore[method-assign]
+    hub = Hub(broker, heartbeat_interval=15)
+    (first, _), (second, _) = new_stream("c"), new_stream("c")
+    leaving = asyncio.create_task(hub.join(first))
+    staying = asyncio.create_task(hub.join(second))
+    await wait_until(lambda: bool(broker.pending), 5, "the subscription")
+    broker.confirm()
+    await wait_until(lambda: bool(reads), 5, "the read")
+    leaving.cancel()
+    await asyncio.gather(leaving, return_exceptions=True)
+    hub.leave(first)
+    assert not staying.done()
+    answer.set_result({"c": EventId(1, 1)})
+    await asyncio.wait_for(staying, 5)
+    assert hub.finished(second)
+    await hub.stop()
