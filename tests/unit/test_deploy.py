@@ -69,6 +69,7 @@ def test_compose_has_redis_three_nodes_a_balancer_prometheus_and_profiles() -> N
         *("redis-replica", "redis-replica2", "sentinel1", "sentinel2", "sentinel3"),
         *CLUSTER_SERVERS,
         "redis-cluster-create",
+        "grafana",
     }
     for name in ("redis-replica", "redis-replica2", "sentinel1", "sentinel2", "sentinel3"):
         assert services[name]["profiles"] == ["ha"]
@@ -77,6 +78,7 @@ def test_compose_has_redis_three_nodes_a_balancer_prometheus_and_profiles() -> N
     assert "--appendonly" in services["redis"]["command"]
     assert services["lb"]["ports"] == ["8080:8080"]
     assert services["demo"]["profiles"] == ["demo"]
+    assert services["grafana"]["profiles"] == ["grafana"]
     assert services["demo"]["command"] == ["broadcaster", "demo"]
     one_shot = ("demo", "redis-cluster-create")  # (a producer; a job that ends)
     assert all("healthcheck" in s for name, s in services.items() if name not in one_shot)
@@ -342,3 +344,43 @@ def test_the_cluster_profile_says_which_url_to_set_and_the_nodes_take_it() -> No
     parsed = ClusterURL.parse(url)
     assert parsed.seeds == [(name, 6379) for name in CLUSTER_SERVERS]
     assert parsed.password == PASSWORD
+
+
+def test_the_grafana_profile_shows_the_dashboard_read_only_on_loopback() -> None:
+    grafana = compose()["services"]["grafana"]
+    assert re.fullmatch(r"grafana/grafana:\d+\.\d+\.\d+", grafana["image"]), "pin a version"
+    assert grafana["ports"] == ["127.0.0.1:3000:3000"]
+    assert grafana["networks"] == ["backend"]
+    assert grafana["depends_on"] == ["prometheus"]
+    assert "/api/health" in " ".join(grafana["healthcheck"]["test"])
+    env = grafana["environment"]
+    # Viewers without a login; no admin user, so no default password anywhere.
+    assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "true"
+    assert env["GF_AUTH_ANONYMOUS_ORG_ROLE"] == "Viewer"
+    assert env["GF_SECURITY_DISABLE_INITIAL_ADMIN_CREATION"] == "true"
+    assert env["GF_AUTH_DISABLE_LOGIN_FORM"] == "true" and env["GF_AUTH_BASIC_ENABLED"] == "false"
+    assert not any("PASSWORD" in name for name in env)
+    mounts = {}
+    for volume in grafana["volumes"]:
+        source, target, mode = volume.split(":")
+        assert mode == "ro", volume
+        assert (ROOT / source).exists(), source
+        mounts[target] = ROOT / source
+    provisioning = Path("/etc/grafana/provisioning")
+    datasource = yaml.safe_load(
+        (mounts[str(provisioning / "datasources")] / "prometheus.yml").read_text()
+    )["datasources"][0]
+    prometheus = compose()["services"]["prometheus"]
+    port = prometheus["ports"][0].rsplit(":", 1)[1]
+    assert datasource["type"] == "prometheus"
+    assert datasource["url"] == f"http://prometheus:{port}"
+    scrape = yaml.safe_load(deploy_file("prometheus.yml"))["global"]["scrape_interval"]
+    assert datasource["jsonData"]["timeInterval"] == scrape
+    provider = yaml.safe_load(
+        (mounts[str(provisioning / "dashboards")] / "broadcaster.yml").read_text()
+    )["providers"][0]
+    folder = provider["options"]["path"]
+    assert (mounts[folder] / "broadcaster.json").is_file(), "the provider's folder holds it"
+    home = env["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert home == f"{folder}/broadcaster.json"
+    assert provider["allowUiUpdates"] is False
