@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import re
 import socket
@@ -368,11 +369,34 @@ class NodeSettings(BaseSettings):
         return self
 
 
-def cpu_count() -> int:
-    """The CPUs this process may run on (its affinity, where the system tells it)."""
+def cpu_count(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+    """The CPUs this process may run on: its affinity, where the system tells it, and no
+    more than its cgroup's CPU quota rounded up (a container's CPU limit, which leaves the
+    affinity at every core of the host)."""
     if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+        usable = len(os.sched_getaffinity(0))
+    else:
+        usable = os.cpu_count() or 1
+    quota = cpu_quota(cgroup)
+    return max(1, min(usable, math.ceil(quota))) if quota is not None else usable
+
+
+def cpu_quota(cgroup: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """The CPUs' worth of time the cgroup may use (`cpu.max` of cgroup v2, or v1's CFS
+    quota and period), or None when unlimited or unknown."""
+    try:
+        quota, _, period = (cgroup / "cpu.max").read_text().strip().partition(" ")
+    except OSError:
+        try:
+            quota = (cgroup / "cpu" / "cpu.cfs_quota_us").read_text().strip()
+            period = (cgroup / "cpu" / "cpu.cfs_period_us").read_text().strip()
+        except OSError:
+            return None
+    try:
+        value, every = int(quota), int(period)
+    except ValueError:  # "max": no limit
+        return None
+    return value / every if value > 0 and every > 0 else None
 
 
 def setting_name(field: str) -> str:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
 from broadcaster.cli import load_settings
-from broadcaster.node.settings import unknown_variables
+from broadcaster.node.settings import cpu_count, unknown_variables
 from broadcaster.settings import Settings
 
 
@@ -44,8 +45,30 @@ def test_invalid_flag_value_is_named_too() -> None:
 
 def test_workers_auto_is_one_per_usable_cpu() -> None:
     settings = Settings(workers="auto", redis_url="redis://localhost:6379")
-    assert settings.workers == len(os.sched_getaffinity(0))
+    assert settings.workers == cpu_count() <= len(os.sched_getaffinity(0))
     assert Settings().workers == 1
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        ({"cpu.max": "200000 100000\n"}, 2),  # cgroup v2, a CPU limit of 2
+        ({"cpu.max": "150000 100000\n"}, 2),  # 1.5 CPUs: rounded up
+        ({"cpu.max": "50000 100000\n"}, 1),
+        ({"cpu.max": "max 100000\n"}, None),  # no limit: the affinity
+        ({"cpu/cpu.cfs_quota_us": "300000", "cpu/cpu.cfs_period_us": "100000"}, 3),  # v1
+        ({"cpu/cpu.cfs_quota_us": "-1", "cpu/cpu.cfs_period_us": "100000"}, None),
+        ({}, None),
+    ],
+)
+def test_workers_auto_is_bounded_by_the_cgroup_cpu_quota(
+    tmp_path: Path, files: dict[str, str], expected: int | None
+) -> None:
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    affinity = len(os.sched_getaffinity(0))
+    assert cpu_count(tmp_path) == (affinity if expected is None else min(affinity, expected))
 
 
 @pytest.mark.parametrize("workers", ["0", "many"])
