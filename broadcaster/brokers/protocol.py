@@ -20,6 +20,11 @@ class BrokerUnavailable(Exception):
     """The broker cannot take a publish or a history read right now."""
 
 
+class NotConfirmed(BrokerUnavailable):
+    """Fewer replicas than required confirmed a publish in time (it may still arrive), or
+    the primary refused it for want of replicas."""
+
+
 IDEMPOTENCY_MAX_KEYS = 100_000
 """Idempotency keys one channel may remember per window (each costs Redis 120-600 bytes)."""
 KEY_LIMIT_REASON = (

@@ -93,6 +93,11 @@ def _set_directive(config: str, name: str, value: str) -> str:
     return re.sub(rf"(?m)^(\s*{name}) \S+;", rf"\g<1> {value};", config, count=1)
 
 
+PROMETHEUS_RULES = "prometheus/rules.yml"
+"""The alerting and recording rules, in deploy/; prometheus.yml names them by this path,
+relative to itself."""
+
+
 def render_prometheus(config: str, nodes: list[int]) -> str:
     """The scrape config with its targets set for loopback ports."""
     parsed = yaml.safe_load(config)

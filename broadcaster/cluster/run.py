@@ -13,6 +13,7 @@ from broadcaster.cluster.certificate import write_self_signed
 from broadcaster.cluster.children import Children, ClusterError, installed
 from broadcaster.cluster.configs import (
     MIN_REPLICAS,
+    PROMETHEUS_RULES,
     REPLICAS,
     SENTINEL_SERVICE,
     deploy_file,
@@ -91,12 +92,15 @@ class Cluster(Children):
             prom_port = free_port()
             prom_conf = self.workdir / "prometheus.yml"
             prom_conf.write_text(render_prometheus(deploy_file("prometheus.yml"), node_ports))
+            rules = self.workdir / PROMETHEUS_RULES  # where prometheus.yml looks for them
+            rules.parent.mkdir(exist_ok=True)
+            rules.write_text(deploy_file(PROMETHEUS_RULES))
             self._spawn(
                 "prometheus",
                 [
                     installed("prometheus"),
                     f"--config.file={prom_conf}",
-                    f"--storage.tsdb.path={self.workdir / 'prometheus'}",
+                    f"--storage.tsdb.path={self.workdir / 'prometheus-data'}",
                     f"--web.listen-address=127.0.0.1:{prom_port}",
                 ],
             )

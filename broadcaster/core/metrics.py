@@ -27,9 +27,21 @@ RejectReason = Literal[
     "cap", "ip_cap", "unauthorized", "forbidden", "bad_request", "draining", "unavailable"
 ]
 MalformedReason = Literal["utf8", "envelope", "forged"]
+PublishError = Literal[
+    "unauthorized",
+    "forbidden",
+    "bad_request",
+    "too_large",
+    "timeout",
+    "too_many",
+    "closed",
+    "unavailable",
+    "not_replicated",
+]
 
 REJECT_REASONS: tuple[RejectReason, ...] = get_args(RejectReason)
 MALFORMED_REASONS: tuple[MalformedReason, ...] = get_args(MalformedReason)
+PUBLISH_ERRORS: tuple[PublishError, ...] = get_args(PublishError)
 Label = TypeVar("Label", bound=str)
 
 
@@ -51,6 +63,9 @@ class Counts:
     redis_reconnects: int = 0
     redis_failovers: int = 0
     publishes: int = 0
+    publish_errors: Counter[PublishError] = field(
+        default_factory=lambda: Counter(dict.fromkeys(PUBLISH_ERRORS, 0))
+    )
     malformed: Counter[MalformedReason] = field(
         default_factory=lambda: Counter(dict.fromkeys(MALFORMED_REASONS, 0))
     )
@@ -115,6 +130,7 @@ class Metrics:
         ):
             yield CounterMetricFamily(name, text, value=value)
         yield _labelled("broadcaster_connections_rejected", "Connections refused.", c.rejected)
+        yield _labelled("broadcaster_publish_errors", "HTTP publishes refused.", c.publish_errors)
         yield _labelled(
             "broadcaster_messages_malformed", "Broker payloads repaired or dropped.", c.malformed
         )

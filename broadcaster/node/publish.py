@@ -15,8 +15,9 @@ from pydantic import (
     field_validator,
 )
 
-from broadcaster.brokers.protocol import BrokerUnavailable, ChannelClosed, KeyLimit
+from broadcaster.brokers.protocol import BrokerUnavailable, ChannelClosed, KeyLimit, NotConfirmed
 from broadcaster.core.channels import check_channel
+from broadcaster.core.metrics import PublishError
 from broadcaster.core.publication import Publication, check_key, encode_data
 from broadcaster.core.sse import check_field
 from broadcaster.node.auth import require
@@ -26,6 +27,22 @@ from broadcaster.node.state import AUTH, BROKER, METRICS, SETTINGS
 
 MAX_BATCH = 1000
 routes = web.RouteTableDef()
+
+# The `broadcaster_publish_errors_total` reason of a refusal, by its status.
+_ERRORS: dict[int, PublishError] = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    408: "timeout",
+    409: "closed",
+    413: "too_large",
+    429: "too_many",
+    503: "unavailable",
+}
+
+
+class _NotConfirmed(Refused):
+    """A 503 because too few replicas confirmed the publish (counted apart)."""
 
 
 class PublishRequest(BaseModel):
@@ -91,6 +108,7 @@ async def publish(request: web.Request) -> web.Response:
         batch, many = await _admit(request)
         ids = await _publish(request.app, batch)
     except Refused as refused:
+        request.app[METRICS].counts.publish_errors[_error(refused)] += 1
         return refused.response()
     request.app[METRICS].counts.publishes += len(ids)
     answer: Any = ids if many else {"channel": batch[0].channel, "id": ids[0]}
@@ -139,5 +157,13 @@ async def _publish(app: web.Application, batch: list[Publication]) -> list[str]:
         raise Refused(429, str(exc), **{"Retry-After": "60"}) from None
     except ChannelClosed as exc:
         raise Refused(409, str(exc)) from None
+    except NotConfirmed as exc:
+        raise _NotConfirmed(503, str(exc), **{"Retry-After": "1"}) from None
     except BrokerUnavailable as exc:
         raise Refused(503, str(exc), **{"Retry-After": "1"}) from None
+
+
+def _error(refused: Refused) -> PublishError:
+    if isinstance(refused, _NotConfirmed):
+        return "not_replicated"
+    return _ERRORS.get(refused.status, "bad_request")

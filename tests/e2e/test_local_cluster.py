@@ -63,6 +63,9 @@ async def test_cluster_balances_survives_a_node_and_is_scraped(
                 return bool(result) and result[0]["value"][1] == "9"
 
             await eventually(scraped, 30, "Prometheus to sum 9 connections over the nodes")
+            async with session.get(f"{cluster['prometheus'][0]}/api/v1/rules") as r:
+                groups = {group["name"] for group in (await r.json())["data"]["groups"]}
+            assert {"broadcaster-recording", "broadcaster-alerts"} <= groups, "rules loaded"
 
             os.kill(cluster["node1"][1], signal.SIGKILL)
             ids += [await fcall_publish(redis, "room", f"m{n}") for n in range(10, 30)]

@@ -21,6 +21,7 @@ def test_the_wheel_carries_the_configs_and_pages(installed: Path, tmp_path: Path
         "print(broadcaster.__file__);"
         "print(r.files('broadcaster.deploy').joinpath('nginx.conf').is_file(),"
         " r.files('broadcaster.deploy').joinpath('prometheus.yml').is_file(),"
+        " r.files('broadcaster.deploy').joinpath('prometheus', 'rules.yml').is_file(),"
         " r.files('broadcaster.demo').joinpath('static', 'index.html').is_file())"
     )
     out = subprocess.run(
@@ -31,7 +32,7 @@ def test_the_wheel_carries_the_configs_and_pages(installed: Path, tmp_path: Path
         text=True,
     ).stdout.split("\n")
     assert out[0].startswith(str(installed / "lib")), "imported from the venv"
-    assert out[1] == "True True True"
+    assert out[1] == "True True True True"
 
 
 async def test_the_installed_cluster_delivers_a_redis_cli_publish(

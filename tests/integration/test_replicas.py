@@ -15,6 +15,7 @@ from broadcaster.brokers.config import LibraryConfig
 from broadcaster.brokers.redis.client import connect
 from broadcaster.brokers.redis.library import Library, NotReplicated
 from broadcaster.core.publication import Publication
+from tests.support.metrics import metric
 from tests.support.nodes import StartApp
 from tests.support.processes import RedisServer, caught_up, replicas_online
 from tests.support.publish import post
@@ -61,6 +62,9 @@ async def test_acknowledged_means_held_by_the_replicas(
     )
     status, text = await post(session, stricter, {"channel": "r", "data": "needs two"}, key="k3")
     assert status == 503 and text.startswith("1 of 2 replicas confirmed within 0.2 s")
+    refused = 'broadcaster_publish_errors_total{reason="not_replicated"}'
+    assert await metric(session, stricter, refused) == 1  # the alert's series
+    assert await metric(session, base, refused) == 1
 
 
 async def test_python_publishers_retry_until_the_replicas_confirm(

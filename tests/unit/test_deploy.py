@@ -13,7 +13,12 @@ import pytest
 import yaml
 
 from broadcaster.brokers.redis.client import ClusterURL
-from broadcaster.cluster.configs import deploy_file, render_nginx, render_prometheus
+from broadcaster.cluster.configs import (
+    PROMETHEUS_RULES,
+    deploy_file,
+    render_nginx,
+    render_prometheus,
+)
 from broadcaster.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -194,6 +199,19 @@ def test_mounted_configs_exist_and_name_every_node() -> None:
         assert f"{name}:8080" in targets
 
 
+def test_prometheus_loads_the_rules_in_compose_and_in_the_package() -> None:
+    config = yaml.safe_load(deploy_file("prometheus.yml"))
+    assert config["rule_files"] == [PROMETHEUS_RULES]
+    mounts = compose()["services"]["prometheus"]["volumes"]
+    # Relative to the config file, in the container as in deploy/.
+    assert f"./deploy/{PROMETHEUS_RULES}:/etc/prometheus/{PROMETHEUS_RULES}:ro" in mounts
+    assert "./deploy/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in mounts
+    assert "BroadcasterRedisDown" in deploy_file(PROMETHEUS_RULES)
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert "broadcaster.deploy.prometheus" in data["packages"], "in the wheel"
+    assert data["package-data"]["broadcaster.deploy.prometheus"] == ["rules.yml"]
+
+
 def test_the_balancer_is_tuned_for_streams() -> None:
     nginx = deploy_file("nginx.conf")
     for directive in (
@@ -233,6 +251,7 @@ def test_loopback_rendering_changes_only_nodes_and_listen() -> None:
     job = prometheus["scrape_configs"][0]
     assert job["static_configs"][0]["targets"] == ["127.0.0.1:9001", "127.0.0.1:9002"]
     assert prometheus["global"] == yaml.safe_load(deploy_file("prometheus.yml"))["global"]
+    assert prometheus["rule_files"] == [PROMETHEUS_RULES]
 
 
 def test_the_wheel_lists_every_subpackage() -> None:

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from prometheus_client.parser import text_string_to_metric_families
 
+from broadcaster import create_app
+from broadcaster.brokers.memory import MemoryBroker
+from broadcaster.brokers.protocol import NotConfirmed
+from broadcaster.core.publication import Publication
+from broadcaster.settings import Settings
 from tests.support.client import subscribe
-from tests.support.nodes import Client, StartClient, base_url
+from tests.support.nodes import Client, MakeClient, StartClient, base_url
 from tests.support.wait import eventually
 
 
@@ -68,3 +75,34 @@ async def test_every_labelled_series_exists_from_the_first_scrape(
         assert m[f"broadcaster_connections_rejected_total{{reason={reason}}}"] == 0
     for reason in ("utf8", "envelope", "forged"):
         assert m[f"broadcaster_messages_malformed_total{{reason={reason}}}"] == 0
+    for reason in ("bad_request", "unauthorized", "unavailable", "not_replicated"):
+        assert m[f"broadcaster_publish_errors_total{{reason={reason}}}"] == 0
+
+
+class Unconfirmed(MemoryBroker):
+    """Replicas that never confirm: every publish is refused (`WAIT` timed out)."""
+
+    async def publish(self, batch: Sequence[Publication]) -> list[str]:
+        raise NotConfirmed("0 of 1 replicas confirmed the publish in time")
+
+
+async def test_publish_refusals_count_by_reason_and_the_cap_is_exposed(
+    aiohttp_client: MakeClient,
+) -> None:
+    settings = Settings(publish_token="t", max_connections=7)
+    client = await aiohttp_client(create_app(settings, Unconfirmed()))
+    auth = {"Authorization": "Bearer t"}
+    body = {"channel": "a", "data": "m"}
+    assert (await client.post("/publish", json=body, headers=auth)).status == 503
+    assert (await client.post("/publish", json=body)).status == 401
+    assert (await client.post("/publish", data=b"{", headers=auth)).status == 400
+    assert (await client.post("/publish", json={"channel": "a"}, headers=auth)).status == 400
+    m = await scrape(client)
+    errors = {k: v for k, v in m.items() if k.startswith("broadcaster_publish_errors_total")}
+    assert {k: v for k, v in errors.items() if v} == {
+        "broadcaster_publish_errors_total{reason=not_replicated}": 1,
+        "broadcaster_publish_errors_total{reason=unauthorized}": 1,
+        "broadcaster_publish_errors_total{reason=bad_request}": 2,
+    }
+    assert m["broadcaster_publish_total"] == 0
+    assert m["broadcaster_max_connections"] == 7

@@ -74,6 +74,11 @@ def create_app(
     )
     metrics.gauge("broadcaster_connections", "Open SSE connections.", lambda: hub.stream_count)
     metrics.gauge(
+        "broadcaster_max_connections",
+        "Open SSE connections this node takes (BROADCASTER_MAX_CONNECTIONS).",
+        lambda: settings.max_connections,
+    )
+    metrics.gauge(
         "broadcaster_channels", "Channels with local subscribers.", lambda: hub.channel_count
     )
     metrics.gauge(
