@@ -11,12 +11,6 @@ command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 command -v prometheus >/dev/null || missing+=(prometheus)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v cc >/dev/null || missing+=(gcc libc6-dev)  # the load generator's C client
-# deploy/kubernetes is rendered with kustomize v5: kubectl 1.27 or later (its `kubectl
-# kustomize`), or the kustomize program. Debian's kubernetes-client (1.20) is too old, so
-# it is not installed here: get kubectl from the Kubernetes project's packages.
-if ! command -v kubectl >/dev/null && ! command -v kustomize >/dev/null; then
-  echo "scripts/test.sh: tests/unit/test_kubernetes.py needs kubectl (1.27+) or kustomize (v5) on PATH" >&2
-fi
 if ((${#missing[@]})); then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo=sudo

