@@ -125,8 +125,10 @@ def test_every_alert_has_a_duration_severity_and_one_line_annotations() -> None:
 
 def test_every_alert_is_documented() -> None:
     operations = (ROOT / "docs" / "operations.md").read_text()
+    readme = (ROOT / "README.md").read_text()
     for alert in alerts():
         assert f"`{alert['alert']}`" in operations, f"docs/operations.md#alerts: {alert['alert']}"
+        assert f"`{alert['alert']}`" in readme, f"README.md's alert list: {alert['alert']}"
 
 
 async def exposed(start_client: StartClient, monkeypatch: pytest.MonkeyPatch) -> set[str]:
