@@ -81,7 +81,7 @@ async def measure(args: argparse.Namespace, url: str) -> dict[str, Any]:
     admin = aioredis.Redis.from_url(url)
     empty = await snapshot(admin)
     channels = [f"room:{n}" for n in range(args.channels)]
-    nodes = []
+    nodes: list[tuple[MemoryBroker, Hub, PresenceTracker, list[Stream]]] = []
     for n in range(args.nodes):
         broker = MemoryBroker()
         hub = Hub(broker, heartbeat_interval=3600)
