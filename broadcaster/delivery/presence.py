@@ -6,15 +6,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
+from typing import TypeVar
 
 from broadcaster.brokers.protocol import BrokerUnavailable, PresenceStore
 from broadcaster.delivery.hub import Hub
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 INTERVAL = 1.0
 """Seconds between two writes of the channels whose local count changed."""
+READ_TIMEOUT = 2.0
+"""Seconds a read (`GET /presence`) waits for the store before it is unavailable."""
+STOP_TIMEOUT = 1.0
+"""Seconds a stopping node gives the store to remove its counts (else they expire)."""
 REWRITE_EVERY = 6 * 3600.0
 """Seconds between two writes of every local count (the store's keys expire after a day
 without a write; a count that never changes must outlive that)."""
@@ -43,6 +49,7 @@ class PresenceTracker:
         self._hub = hub
         self._store = store
         self._interval = interval
+        self._bound = bound
         self._refresh_every = bound / 3
         self._rewrite_every = rewrite_every
         self._written: set[str] = set()  # channels whose count in the store is not 0
@@ -74,7 +81,7 @@ class PresenceTracker:
         if self._store is None:
             return
         try:
-            await self._store.remove(sorted(self._written | self._pending))
+            await within(STOP_TIMEOUT, self._store.remove(sorted(self._written | self._pending)))
         except BrokerUnavailable as exc:
             log.warning("presence: could not remove this node's counts, they expire: %s", exc)
         await self._store.close()
@@ -84,7 +91,7 @@ class PresenceTracker:
         Raises BrokerUnavailable when the store cannot be read."""
         if self._store is None:
             return {channel: self._hub.local_count(channel) for channel in channels}
-        return await self._store.read(channels)
+        return await within(READ_TIMEOUT, self._store.read(channels))
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -104,7 +111,7 @@ class PresenceTracker:
     async def _refresh(self) -> bool:
         assert self._store is not None
         try:
-            lapsed = not await self._store.refresh()
+            lapsed = not await within(self._bound, self._store.refresh())
         except BrokerUnavailable as exc:
             self._alive = False
             self._warn(exc)
@@ -126,7 +133,7 @@ class PresenceTracker:
             return
         batch = {c: self._hub.local_count(c) for c in channels}
         try:
-            await self._store.write(batch)
+            await within(self._bound, self._store.write(batch))
         except BrokerUnavailable as exc:
             self._pending = channels  # (written with their counts then)
             self._warn(exc)
@@ -145,3 +152,12 @@ class PresenceTracker:
         if not self._outage:
             self._outage = True
             log.warning("presence: cannot reach the store, counts wait: %s", exc)
+
+
+async def within(seconds: float, call: Awaitable[T]) -> T:
+    """`call`'s answer, or BrokerUnavailable after `seconds` (a store that hangs)."""
+    try:
+        async with asyncio.timeout(seconds):
+            return await call
+    except TimeoutError:
+        raise BrokerUnavailable(f"presence: no answer within {seconds} s") from None

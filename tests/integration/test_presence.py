@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 from typing import Any
 
 import aiohttp
@@ -15,7 +16,7 @@ from broadcaster.brokers.redis.client import connect, connect_publisher
 from broadcaster.brokers.redis.keys import KeySpace
 from broadcaster.brokers.redis.presence import RedisPresence
 from tests.support.client import subscribe
-from tests.support.nodes import StartApp
+from tests.support.nodes import StartApp, StartNode
 from tests.support.processes import RedisServer
 from tests.support.redis_cluster import RedisClusterGroup
 from tests.support.wait import eventually
@@ -125,3 +126,30 @@ async def test_counts_on_a_redis_cluster_live_in_their_channels_slots(
         assert await stores[0].read(channels) == dict.fromkeys(channels, 4)
     finally:
         await client.aclose()
+
+
+async def test_a_node_killed_with_sigkill_vanishes_within_the_bound(
+    redis_server: RedisServer, start_node: StartNode, session: aiohttp.ClientSession
+) -> None:
+    survivor, doomed = start_node(redis_server.url), start_node(redis_server.url)
+    held = [await session.get(f"{doomed.url}/events", params={"channel": "a"}) for _ in range(2)]
+    try:
+        await counts_become(session, survivor.url, {"a": 2})
+        doomed.signal(signal.SIGKILL)
+        killed = asyncio.get_running_loop().time()
+        await counts_become(session, survivor.url, {"a": 0})
+        # The bound is 5 s after its last liveness refresh, which came before its death.
+        assert asyncio.get_running_loop().time() - killed < 5.5
+    finally:
+        for response in held:
+            response.close()
+
+
+async def test_without_redis_presence_is_refused_with_503(
+    redis_server: RedisServer, start_app: StartApp, session: aiohttp.ClientSession
+) -> None:
+    base = await start_app(redis_url=redis_server.url)
+    redis_server.kill()
+    status, body = await presence(session, base, "a")
+    assert status == 503
+    assert body["text"].startswith("broker unavailable") and body["text"].count("\n") == 1
