@@ -10,6 +10,7 @@ import signal
 from typing import Any
 
 import aiohttp
+import pytest
 import redis.asyncio as aioredis
 
 from broadcaster.brokers.redis.client import connect, connect_publisher
@@ -128,6 +129,7 @@ async def test_counts_on_a_redis_cluster_live_in_their_channels_slots(
         await client.aclose()
 
 
+@pytest.mark.slow  # (about 6 s: the bound itself)
 async def test_a_node_killed_with_sigkill_vanishes_within_the_bound(
     redis_server: RedisServer, start_node: StartNode, session: aiohttp.ClientSession
 ) -> None:
@@ -153,3 +155,29 @@ async def test_without_redis_presence_is_refused_with_503(
     status, body = await presence(session, base, "a")
     assert status == 503
     assert body["text"].startswith("broker unavailable") and body["text"].count("\n") == 1
+
+
+async def test_the_workers_of_a_node_count_together(
+    redis_server: RedisServer, start_node: StartNode, session: aiohttp.ClientSession
+) -> None:
+    node = start_node(redis_server.url, workers="2")
+    held = [await session.get(f"{node.url}/events", params={"channel": "w"}) for _ in range(6)]
+    try:
+        # Whichever worker answers, it counts the streams of both.
+        for _ in range(4):
+            await counts_become(session, node.url, {"w": 6})
+        client = connect(redis_server.url)
+        try:
+            fields = await client.hgetall("sse:presence:w")
+        finally:
+            await client.aclose()
+        # A field per worker that holds some (node id "node-<port>/<worker>", pid, random).
+        assert sum(int(count) for count in fields.values()) == 6
+        assert {
+            (f.decode() if isinstance(f, bytes) else f).split(":")[0].rpartition("/")[0]
+            for f in fields
+        } == {f"node-{node.port}"}
+    finally:
+        for response in held:
+            response.close()
+    await counts_become(session, node.url, {"w": 0})
