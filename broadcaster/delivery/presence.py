@@ -52,7 +52,7 @@ class PresenceTracker:
         self._bound = bound
         self._refresh_every = bound / 3
         self._rewrite_every = rewrite_every
-        self._written: set[str] = set()  # channels whose count in the store is not 0
+        self._written: set[str] = set()  # channels whose count in the store may not be 0
         self._pending: set[str] = set()  # channels of a batch the store refused
         self._task: asyncio.Task[None] | None = None
         self._rewrites = 0  # how many of the next flushes write every count
@@ -65,7 +65,7 @@ class PresenceTracker:
         return self._store is not None
 
     async def start(self) -> None:
-        """Start telling the store (if any): one refresh first, then the loop."""
+        """Start telling the store (if any): a task that refreshes, then writes."""
         if self._store is None:
             return
         self._hub.track_changes()
@@ -132,6 +132,8 @@ class PresenceTracker:
         if not channels:
             return
         batch = {c: self._hub.local_count(c) for c in channels}
+        # Noted before the write: a stop that cancels it still removes what it may set.
+        self._written |= {channel for channel, count in batch.items() if count}
         try:
             await within(self._bound, self._store.write(batch))
         except BrokerUnavailable as exc:
@@ -142,11 +144,7 @@ class PresenceTracker:
         if self._outage:
             self._outage = False
             log.info("presence: the store answers again")
-        for channel, count in batch.items():
-            if count:
-                self._written.add(channel)
-            else:
-                self._written.discard(channel)
+        self._written -= {channel for channel, count in batch.items() if not count}
 
     def _warn(self, exc: BrokerUnavailable) -> None:
         if not self._outage:
