@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from broadcaster.core.history import Start
@@ -96,4 +96,34 @@ class Broker(Protocol):
 
         When it returns, every live message up to the replay's head has been delivered.
         """
+        ...
+
+
+class PresenceStore(Protocol):
+    """Where the nodes sharing a broker keep their subscriber counts per channel, each
+    process its own (a swappable part: Redis; the embedded broker needs none).
+
+    Every method raises BrokerUnavailable when the store cannot be reached.
+    """
+
+    async def refresh(self) -> bool:
+        """Say this process is alive for the store's bound from now. False when it was
+        not alive a moment ago (its first call, or it lapsed and readers may have dropped
+        its counts): the caller then writes every count again."""
+        ...
+
+    async def write(self, counts: Mapping[str, int]) -> None:
+        """Set this process's count of each channel, in one batch (0 removes it)."""
+        ...
+
+    async def read(self, channels: Sequence[str]) -> dict[str, int]:
+        """Each channel's subscribers, summed over the processes alive now."""
+        ...
+
+    async def remove(self, channels: Sequence[str]) -> None:
+        """This process stops: drop its counts of `channels` and its liveness."""
+        ...
+
+    async def close(self) -> None:
+        """Release the store's connections."""
         ...

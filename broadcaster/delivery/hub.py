@@ -59,6 +59,9 @@ class Hub:
         # Reads a cancelled joiner handed on (see `_learn`).
         self._learning: set[asyncio.Task[None]] = set()
         self._stopping = False
+        # Channels whose local count changed since `changed()` last took them, once a
+        # presence tracker asked for them (`track_changes`).
+        self._changed: set[str] | None = None
 
     @property
     def stream_count(self) -> int:
@@ -69,6 +72,28 @@ class Hub:
     def channel_count(self) -> int:
         """Channels with at least one local stream."""
         return len(self._channels)
+
+    def local_count(self, channel: str) -> int:
+        """Streams on this node that joined `channel` and have not left."""
+        fanout = self._channels.get(channel)
+        return 0 if fanout is None else len(fanout)
+
+    def channels(self) -> list[str]:
+        """Channels with at least one local stream."""
+        return list(self._channels)
+
+    def track_changes(self) -> None:
+        """From now on, note each channel whose local count changes (see `changed`)."""
+        if self._changed is None:
+            self._changed = set()
+
+    def changed(self) -> set[str]:
+        """The channels whose local count changed since the last call, taken."""
+        changed = self._changed
+        if changed is None:
+            return set()
+        self._changed = set()
+        return changed
 
     def start(self) -> None:
         """Start the heartbeat timer (one for all streams)."""
@@ -135,6 +160,8 @@ class Hub:
                 fanout.individual.add(stream)
             else:
                 fanout.composed.add(stream)
+            if self._changed is not None:
+                self._changed.add(channel)
         # This joiner learns about the channels it subscribed (no task of their own: a
         # reconnect storm's first joiner is done in the same turn on the embedded broker,
         # and the others wait on nothing), then waits for those others subscribed.
@@ -225,6 +252,8 @@ class Hub:
             fanout.individual.discard(stream)
             fanout.sharing.discard(stream)
             fanout.composed.discard(stream)
+            if self._changed is not None:
+                self._changed.add(channel)
             if not fanout:
                 del self._channels[channel]
                 del self._ready[channel]

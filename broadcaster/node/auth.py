@@ -23,11 +23,13 @@ class AuthError(Refused):
 @dataclass(frozen=True, slots=True)
 class Grant:
     """What a verified token allows: channel patterns with `*` wildcards, until `expires`
-    (its `exp`, in seconds since the epoch)."""
+    (its `exp`, in seconds since the epoch). Counting a channel's subscribers (`GET
+    /presence`) takes `subscribe` or `presence`."""
 
     subscribe: tuple[str, ...]
     publish: tuple[str, ...]
     expires: float
+    presence: tuple[str, ...] = ()
 
 
 class Authenticator:
@@ -112,7 +114,12 @@ class Authenticator:
         expires = claims["exp"]  # required, and checked by PyJWT
         if not isinstance(expires, int | float):
             raise AuthError(401, "invalid token: exp must be a number")
-        return Grant(_patterns(claims, "subscribe"), _patterns(claims, "publish"), expires)
+        return Grant(
+            _patterns(claims, "subscribe"),
+            _patterns(claims, "publish"),
+            expires,
+            _patterns(claims, "presence"),
+        )
 
     def _verify(self, token: str) -> dict[str, object]:
         error: jwt.InvalidTokenError | None = None

@@ -10,6 +10,7 @@ from aiohttp import web
 from broadcaster.brokers.protocol import Broker
 from broadcaster.core.metrics import Metrics
 from broadcaster.delivery.hub import Hub
+from broadcaster.delivery.presence import PresenceTracker
 from broadcaster.node.auth import Authenticator
 from broadcaster.node.limits import ConnectionLimiter, IPNetwork
 from broadcaster.node.settings import NodeSettings
@@ -31,6 +32,7 @@ class NodeState:
 SETTINGS = web.AppKey("settings", NodeSettings)
 BROKER = web.AppKey("broker", Broker)
 HUB = web.AppKey("hub", Hub)
+PRESENCE = web.AppKey("presence", PresenceTracker)
 STATE = web.AppKey("state", NodeState)
 METRICS = web.AppKey("metrics", Metrics)
 EXPOSITION: web.AppKey[Exposition] = web.AppKey("exposition")

@@ -31,6 +31,7 @@ CALLERS = ("anonymous", "publish token", "jwt allowing demo:*", "jwt allowing no
 # (method, path, body or None): the requests each row of the table makes.
 REQUESTS: dict[str, tuple[str, str, dict[str, str] | None]] = {
     "GET /events": ("GET", "/events?channel=demo:x", None),
+    "GET /presence": ("GET", "/presence?channel=demo:x", None),
     "POST /publish": ("POST", "/publish", {"channel": "demo:x", "data": "x"}),
     "POST /demo/ask": ("POST", "/demo/ask", {"channel": "demo:x", "prompt": "x"}),
 }
@@ -39,6 +40,9 @@ EXPECTED: dict[tuple[str, str], tuple[int, int, int, int]] = {
     ("GET /events", "none"): (200, 200, 200, 200),
     ("GET /events", "publish token"): (200, 200, 200, 200),
     ("GET /events", "jwt"): (401, 401, 200, 403),
+    ("GET /presence", "none"): (200, 200, 200, 200),
+    ("GET /presence", "publish token"): (200, 200, 200, 200),
+    ("GET /presence", "jwt"): (401, 401, 200, 403),
     ("POST /publish", "none"): (403, 403, 403, 403),
     ("POST /publish", "publish token"): (401, 200, 401, 401),
     ("POST /publish", "jwt"): (401, 401, 200, 403),
@@ -90,7 +94,7 @@ async def test_preflights_answer_configured_origins_only(
     aiohttp_client: MakeClient, mode: str
 ) -> None:
     client = await aiohttp_client(create_app(Settings(cors_origins=(ORIGIN,), **MODES[mode])))
-    for path in ("/events", "/publish"):
+    for path in ("/events", "/publish", "/presence"):
         for origin, status in ((ORIGIN, 204), ("https://evil.example", 403)):
             headers = {"Origin": origin, "Access-Control-Request-Method": "GET"}
             async with client.options(path, headers=headers) as answer:

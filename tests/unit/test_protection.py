@@ -144,6 +144,39 @@ async def test_subscribing_needs_a_token_that_covers_every_channel(
         pass
 
 
+async def test_presence_needs_subscribe_or_presence_on_every_channel(
+    start_client: StartClient,
+) -> None:
+    client, base = await node(start_client, jwt_secret=SECRET, max_channels_per_connection=2)
+    cases = [
+        ("", "?channel=news", 401, "missing token"),
+        (token(expires=-10, presence=["*"]), "?channel=news", 401, "token expired"),
+        (token(presence="news"), "?channel=news&channel=admin", 403, "presence on channel 'admin'"),
+        (token(publish=["*"]), "?channel=news", 403, "presence on channel 'news'"),
+        (token(presence=5), "?channel=news", 401, "claim 'presence' must be a list"),
+        (token(presence=["*"]), "", 400, "missing channel"),
+        (token(presence=["*"]), "?channel=a&channel=b&channel=c", 400, "too many channels"),
+        (token(presence=["*"]), "?channel=a%20b", 400, "channel"),
+        (token(subscribe=["room:*"]), "?channel=room:1", 200, '"room:1": 0'),
+        (token(subscribe=["room:*"], presence=["lobby"]), "?channel=room:1&channel=lobby", 200, ""),
+    ]
+    for signed, query, status, reason in cases:
+        headers = {"Authorization": f"Bearer {signed}"} if signed else {}
+        answer = await client.get("/presence" + query, headers=headers)
+        text = await answer.text()
+        assert (answer.status, reason in text) == (status, True), (reason, text)
+        if status != 200:
+            assert text.count("\n") == 1  # one line
+    async with subscribe(
+        client.session, base, ["room:1"], {"Authorization": f"Bearer {token(subscribe=['*'])}"}
+    ):
+        answer = await client.get(
+            "/presence?channel=room:1",
+            headers={"Authorization": f"Bearer {token(presence=['room:*'])}"},
+        )
+        assert await answer.json() == {"channels": {"room:1": 1}, "scope": "node"}
+
+
 async def test_publishing_needs_a_publish_claim(start_client: StartClient) -> None:
     client, base = await node(start_client, jwt_secret=SECRET)
     reader = {"Authorization": f"Bearer {token(subscribe=['*'])}"}

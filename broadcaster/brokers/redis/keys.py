@@ -40,6 +40,19 @@ class KeySpace:
         """The stream that holds `channel`'s history."""
         return f"{self.of(channel)}history:{channel}"
 
+    def presence(self, channel: str) -> str:
+        """The hash of `channel`'s subscriber counts: a field per node process. On a Redis
+        Cluster it lies in the channel's group's slot, like the channel's other keys."""
+        return f"{self.of(channel)}presence:{channel}"
+
+    def alive(self, process: str) -> str:
+        """The key that says a node process is alive (it expires unless refreshed). On a
+        Redis Cluster every process's lies under one tag, `{presence}`, so a read of many
+        is one MGET on one shard."""
+        if self.clustered:
+            return f"{self.prefix}{{presence}}:alive:{process}"
+        return f"{self.prefix}alive:{process}"
+
     def touched(self, channel: str, idempotency_key: str | None) -> list[str]:
         """Every key a publish on `channel` touches, in the order `sse_publish` takes them
         declared after the channel."""

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 from collections.abc import AsyncIterator, Callable, Sequence
 
 from aiohttp import web
+from redis.asyncio import RedisCluster
 
 from broadcaster.brokers.memory import MemoryBroker
-from broadcaster.brokers.protocol import Broker
+from broadcaster.brokers.protocol import Broker, PresenceStore
 from broadcaster.brokers.redis import RedisBroker
-from broadcaster.brokers.redis.client import detect_cluster, is_cluster
+from broadcaster.brokers.redis.client import connect_publisher, detect_cluster, is_cluster
 from broadcaster.brokers.redis.cluster_broker import ClusterBroker
+from broadcaster.brokers.redis.keys import KeySpace
 from broadcaster.brokers.redis.link_metrics import link_families
+from broadcaster.brokers.redis.presence import RedisPresence
 from broadcaster.core.metrics import Counts, Metrics
 from broadcaster.delivery.hub import Hub
-from broadcaster.node import probes, publish
+from broadcaster.delivery.presence import PresenceTracker
+from broadcaster.node import presence, probes, publish
 from broadcaster.node.auth import Authenticator
 from broadcaster.node.bodies import UPLOADS, Uploads
 from broadcaster.node.cors import add_cors_headers, preflight
@@ -28,6 +34,7 @@ from broadcaster.node.state import (
     HUB,
     LIMITER,
     METRICS,
+    PRESENCE,
     SETTINGS,
     STATE,
     TRUSTED_PROXIES,
@@ -44,6 +51,19 @@ def make_broker(settings: NodeSettings, counts: Counts | None = None) -> Broker:
     url = detect_cluster(settings.redis_url)
     broker = ClusterBroker if is_cluster(url) else RedisBroker
     return broker.from_url(url, counts=counts, config=config, max_replay_bytes=max_replay_bytes)
+
+
+def make_presence(settings: NodeSettings) -> PresenceStore | None:
+    """Where this process tells its subscriber counts: nowhere on the embedded broker (its
+    counts are the node's), else Redis, under a name new at each start (node id, pid, a
+    random part): a restarted process never takes over a dead one's counts."""
+    if settings.redis_url is None:
+        return None
+    client = connect_publisher(settings.redis_url)
+    clustered = isinstance(client, RedisCluster)
+    keys = KeySpace(settings.library_config().prefix, clustered=clustered)
+    process = f"{settings.node_id}:{os.getpid()}:{secrets.token_hex(3)}"
+    return RedisPresence(client, keys, process)
 
 
 Part = Callable[[web.Application], None]
@@ -81,6 +101,7 @@ def create_app(
     metrics.gauge(
         "broadcaster_channels", "Channels with local subscribers.", lambda: hub.channel_count
     )
+    app[PRESENCE] = PresenceTracker(hub, make_presence(settings))
     metrics.gauge(
         "broadcaster_redis_connected",
         "Whether the broker is connected.",
@@ -103,9 +124,10 @@ def create_app(
     app.add_routes(endpoint.routes)
     app.add_routes(probes.routes)
     app.add_routes(publish.routes)
+    app.add_routes(presence.routes)
     for part in parts:
         part(app)
-    for path in ("/events", "/publish"):
+    for path in ("/events", "/publish", "/presence"):
         app.router.add_route("OPTIONS", path, preflight)
     app.on_response_prepare.append(add_cors_headers)
     app.cleanup_ctx.append(_lifecycle)
@@ -123,6 +145,8 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     hub, broker = app[HUB], app[BROKER]
     await broker.start(hub.deliver)
     hub.start()
+    await app[PRESENCE].start()
     yield
+    await app[PRESENCE].stop()
     await hub.stop()
     await broker.close()
