@@ -72,7 +72,9 @@ class RedisHistory:
         ends = {}
         for channel, reply in zip(channels, replies, strict=True):
             if reply and reply[0][1].get(b"c"):
-                ends[channel] = _decoded(reply[0]).id
+                closing = EventId.parse(reply[0][0].decode())
+                if closing is not None:
+                    ends[channel] = closing
         return ends
 
     async def snapshot(self, channels: Sequence[str], start: Start) -> Snapshot:

@@ -147,7 +147,7 @@ local function refused(channel, data, event, key, flags)
 end
 
 local function flagged(flags, name)
-  return string.find(" " .. flags .. " ", " " .. name .. " ", 1, true) ~= nil
+  return flags ~= "" and string.find(" " .. flags .. " ", " " .. name .. " ", 1, true) ~= nil
 end
 
 -- One call's hold on a sequence: its clock, its next seq, each channel's newest id.
@@ -239,8 +239,8 @@ local function publish_one(seq, channel, data, event, key, flags)
   end
   -- From here on, a message not published forgets its key again: a retry is then
   -- refused too (or published), never answered with an id that names nothing.
-  local close = flags ~= "" and flagged(flags, "close")
-  if closed and not (flags ~= "" and flagged(flags, "reopen")) then
+  local close = flagged(flags, "close")
+  if closed and not flagged(flags, "reopen") then
     if remembered then
       redis.call("DEL", remembered)
     end
