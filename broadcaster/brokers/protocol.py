@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from broadcaster.core.history import Start
+from broadcaster.core.identity import Attendee, AttendeePage
 from broadcaster.core.ids import EventId
 from broadcaster.core.message import Message
 from broadcaster.core.publication import Publication
@@ -100,8 +101,9 @@ class Broker(Protocol):
 
 
 class PresenceStore(Protocol):
-    """Where the nodes sharing a broker keep their subscriber counts per channel, each
-    process its own (a swappable part: Redis; the embedded broker needs none).
+    """Where the nodes sharing a broker keep their subscriber counts and identified
+    subscribers per channel, each process its own (a swappable part: Redis; the embedded
+    broker needs none), and announce identified subscribers' first and last connections.
 
     Every method raises BrokerUnavailable when the store cannot be reached.
     """
@@ -109,19 +111,33 @@ class PresenceStore(Protocol):
     async def refresh(self) -> bool:
         """Say this process is alive for the store's bound from now. False when it was
         not alive a moment ago (its first call, or it lapsed and readers may have dropped
-        its counts): the caller then writes every count again."""
+        its counts): the caller then writes everything again."""
         ...
 
-    async def write(self, counts: Mapping[str, int]) -> None:
-        """Set this process's count of each channel, in one batch (0 removes it)."""
+    async def write(
+        self,
+        counts: Mapping[str, int],
+        seats: Mapping[tuple[str, str], Attendee | None] | None = None,
+    ) -> None:
+        """Set this process's count of each channel (0 removes it) and its seat of each
+        (channel, sub) (None removes it), in one batch; a sub's first seat on any process
+        and its last are announced (`join`, `leave`) on the channels that ask for it."""
         ...
 
     async def read(self, channels: Sequence[str]) -> dict[str, int]:
         """Each channel's subscribers, summed over the processes alive now."""
         ...
 
+    async def attendees(self, channel: str, after: str | None, limit: int) -> AttendeePage:
+        """A page of `channel`'s identified subscribers on live processes, by `sub`."""
+        ...
+
+    async def sweep(self) -> int:
+        """Remove what dead processes left (announcing the leaves); how many were swept."""
+        ...
+
     async def remove(self, channels: Sequence[str]) -> None:
-        """This process stops: drop its counts of `channels` and its liveness."""
+        """This process stops: drop its counts of `channels`, its seats and liveness."""
         ...
 
     async def close(self) -> None:

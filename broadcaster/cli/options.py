@@ -51,6 +51,7 @@ _FLAG_TYPES: dict[str, type] = {
     "demo_asks_per_minute": int,
     "max_connection_age": float,
     "token_expiry": str,
+    "presence_events": str,
     "header_timeout": float,
     "body_timeout": float,
     "shutdown_timeout": float,

@@ -16,10 +16,13 @@ from broadcaster.core.sse import check_field, encode_event
 # can never pass for an envelope, whatever it looks like.
 ENVELOPE_MARK = b"\x00bc1"
 CLOSING_MARK = ENVELOPE_MARK + b"c"  # the envelope of a message that closes its channel
+# A live-only message (presence's `join` and `leave`): no id and no prev, never stored.
+LIVE_MARK = ENVELOPE_MARK + b"l"
 DURABLE = "#"  # between the prefix and the channel name, for the durable channel
 _FIELDS = 6
 _MARK = ENVELOPE_MARK.decode()
 _CLOSING = CLOSING_MARK.decode()
+_LIVE = LIVE_MARK.decode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,13 +82,17 @@ def unpack(payload: bytes, repairs: Counter[MalformedReason] | None = None) -> M
     in `repairs["utf8"]`). Raises ValueError for anything but a well-formed envelope."""
     text = _text(payload, repairs)  # one decode for every field: this is the hot path
     parts = text.split("\n", _FIELDS - 1)
-    if parts[0] != _MARK and parts[0] != _CLOSING:
+    if parts[0] != _MARK and parts[0] != _CLOSING and parts[0] != _LIVE:
         raise ValueError("not an envelope")
     if len(parts) != _FIELDS:
         raise ValueError("bad envelope: too few fields")
     _, id_, prev, event, ms, data = parts
     if not ms.isdigit():
         raise ValueError("bad envelope: publish time is not a number")
+    if parts[0] == _LIVE:
+        if id_ or prev:
+            raise ValueError("bad envelope: a live-only message has no id")
+        return Message(data, event or None, published_ms=int(ms))
     if not id_:
         raise ValueError("bad envelope: no id")
     return Message(data, event or None, id_, prev or None, int(ms), parts[0] == _CLOSING)

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from broadcaster.brokers.protocol import Broker, BrokerUnavailable
+from broadcaster.core.identity import Identity
 from broadcaster.core.ids import EventId
 from broadcaster.core.message import Message
 from broadcaster.core.metrics import Metrics
@@ -18,6 +19,7 @@ from broadcaster.core.positions import Positions
 from broadcaster.core.sse import encode_retry, jittered_retry
 from broadcaster.delivery.composite import Composite
 from broadcaster.delivery.outbox import Fanout, Outbox
+from broadcaster.delivery.roster import Roster
 from broadcaster.delivery.stream import DisconnectReason, Stream
 
 log = logging.getLogger(__name__)
@@ -62,6 +64,8 @@ class Hub:
         # Channels whose local count changed since `changed()` last took them, once a
         # presence tracker asked for them (`track_changes`).
         self._changed: set[str] | None = None
+        self.roster = Roster()
+        """The identified subscribers of each channel here (presence)."""
 
     @property
     def stream_count(self) -> int:
@@ -117,10 +121,12 @@ class Hub:
         max_pending_bytes: int,
         release: Callable[[], None],
         token_expires: float = math.inf,
+        identity: Identity | None = None,
     ) -> Stream:
         """A new stream of `channels` on `transport`, ending at the node's max age or at
-        `token_expires` (seconds since the epoch). Once its connection is gone, it leaves
-        the hub and calls `release` (its connection slot)."""
+        `token_expires` (seconds since the epoch), of a subscriber who is `identity` (None:
+        anonymous). Once its connection is gone, it leaves the hub and calls `release`
+        (its connection slot)."""
         loop = self.outbox.loop
 
         def ended(stream: Stream) -> None:
@@ -137,12 +143,15 @@ class Hub:
             token_expires_at=loop.time() + (token_expires - time.time()),
             on_end=ended,
             composite=Composite.of(channels, groups),
+            identity=identity,
         )
 
     async def join(self, stream: Stream) -> None:
         """Attach `stream` to its channels; returns once the broker delivers them all."""
         self._streams.add(stream)
         self._empty.clear()
+        if stream.identity is not None:
+            self.roster.arrive(stream.channels, stream.identity)
         waits = []
         learning = []
         for channel in stream.channels:
@@ -242,6 +251,8 @@ class Hub:
 
     def leave(self, stream: Stream) -> None:
         """Detach `stream`; a channel's last local subscriber unsubscribes it."""
+        if stream.identity is not None and stream in self._streams:
+            self.roster.depart(stream.channels, stream.identity)
         self._streams.discard(stream)
         if not self._streams:
             self._empty.set()

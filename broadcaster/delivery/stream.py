@@ -7,6 +7,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Literal
 
+from broadcaster.core.identity import Identity
 from broadcaster.core.ids import EventId
 from broadcaster.core.message import Message
 from broadcaster.core.positions import Positions
@@ -58,6 +59,7 @@ class Stream(asyncio.Protocol):
         "composite",
         "expires_at",
         "expiry",
+        "identity",
         "last_write",
         "reason",
     )
@@ -73,9 +75,12 @@ class Stream(asyncio.Protocol):
         token_expires_at: float = math.inf,
         on_end: Callable[[Stream], None] = _nothing,
         composite: Composite | None = None,
+        identity: Identity | None = None,
     ) -> None:
         loop = outbox.loop
         self.channels = tuple(channels)
+        self.identity = identity
+        """Who the subscriber is (its token's `sub`), for presence; None when anonymous."""
         self.composite = composite
         """The stream's ids, when its channels span several groups (else None)."""
         self.expires_at = min(expires_at, token_expires_at)

@@ -11,6 +11,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+from broadcaster.core.identity import Identity
 from broadcaster.node.replies import Refused
 
 COOKIE = "broadcaster_token"
@@ -24,12 +25,14 @@ class AuthError(Refused):
 class Grant:
     """What a verified token allows: channel patterns with `*` wildcards, until `expires`
     (its `exp`, in seconds since the epoch). Counting a channel's subscribers (`GET
-    /presence`) takes `subscribe` or `presence`."""
+    /presence`) takes `subscribe` or `presence`. A token with a `sub` names its
+    subscriber (`identity`), whom presence lists and announces."""
 
     subscribe: tuple[str, ...]
     publish: tuple[str, ...]
     expires: float
     presence: tuple[str, ...] = ()
+    identity: Identity | None = None
 
 
 class Authenticator:
@@ -114,11 +117,16 @@ class Authenticator:
         expires = claims["exp"]  # required, and checked by PyJWT
         if not isinstance(expires, int | float):
             raise AuthError(401, "invalid token: exp must be a number")
+        try:
+            identity = Identity.from_claims(claims)
+        except ValueError as exc:
+            raise AuthError(401, f"invalid token: {exc}") from None
         return Grant(
             _patterns(claims, "subscribe"),
             _patterns(claims, "publish"),
             expires,
             _patterns(claims, "presence"),
+            identity,
         )
 
     def _verify(self, token: str) -> dict[str, object]:

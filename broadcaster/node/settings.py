@@ -231,6 +231,15 @@ class NodeSettings(BaseSettings):
             "more get `429`."
         ),
     )
+    presence_events: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description=(
+            "Comma-separated channel patterns (`*` wildcards, as in tokens) whose subscribers get"
+            " a live-only `join` / `leave` event when an identified subscriber (a JWT with `sub`)"
+            " opens its first connection to the channel, on any node, or closes its last. Set "
+            "the same on every node."
+        ),
+    )
     shutdown_timeout: float = Field(
         default=10.0, gt=0, le=3600, description="Seconds a graceful stop may take."
     )
@@ -264,7 +273,7 @@ class NodeSettings(BaseSettings):
             replica_timeout=self.publish_replica_timeout,
         )
 
-    @field_validator("trusted_proxies", "cors_origins", mode="before")
+    @field_validator("trusted_proxies", "cors_origins", "presence_events", mode="before")
     @classmethod
     def _comma_list(cls, value: object) -> object:
         if isinstance(value, str):

@@ -1,6 +1,6 @@
-"""The presence tracker: one batch per flush of only the channels whose count changed,
-every count written again after a lapse, and what the store holds always the truth once
-flushed."""
+"""The presence tracker: one batch per flush of only the channels (and identified
+subscribers) whose count changed, everything written again after a lapse, and what the
+store holds always the truth once flushed."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from broadcaster.brokers.memory import MemoryBroker
 from broadcaster.brokers.protocol import BrokerUnavailable
+from broadcaster.core.identity import Attendee, AttendeePage, Identity
 from broadcaster.delivery.hub import Hub
 from broadcaster.delivery.presence import PresenceTracker
 from broadcaster.delivery.stream import Stream
@@ -27,6 +28,7 @@ class FakeStore:
     def __init__(self) -> None:
         self.batches: list[dict[str, int]] = []
         self.held: dict[str, int] = {}
+        self.seats: dict[tuple[str, str], int] = {}
         self.down = False
         self.lapsed = True
         self.removed: list[str] = []
@@ -39,7 +41,11 @@ class FakeStore:
         alive, self.lapsed = not self.lapsed, False
         return alive
 
-    async def write(self, counts: Mapping[str, int]) -> None:
+    async def write(
+        self,
+        counts: Mapping[str, int],
+        seats: Mapping[tuple[str, str], Attendee | None] | None = None,
+    ) -> None:
         if self.down:
             raise BrokerUnavailable("down")
         self.batches.append(dict(counts))
@@ -48,6 +54,17 @@ class FakeStore:
                 self.held[channel] = count
             else:
                 self.held.pop(channel, None)
+        for key, seat in (seats or {}).items():
+            if seat is None:
+                self.seats.pop(key, None)
+            else:
+                self.seats[key] = seat.connections
+
+    async def attendees(self, channel: str, after: str | None, limit: int) -> AttendeePage:
+        raise NotImplementedError  # (not read here)
+
+    async def sweep(self) -> int:
+        return 0
 
     async def read(self, channels: Sequence[str]) -> dict[str, int]:
         return {channel: self.held.get(channel, 0) for channel in channels}
@@ -58,20 +75,34 @@ class FakeStore:
     async def close(self) -> None: ...
 
 
-def opened(hub: Hub, channels: list[str]) -> Stream:
-    return hub.open(FakeTransport(), channels, max_pending_bytes=1 << 20, release=lambda: None)
+def opened(hub: Hub, channels: list[str], sub: str | None = None) -> Stream:
+    identity = None if sub is None else Identity(sub)
+    return hub.open(
+        FakeTransport(),
+        channels,
+        max_pending_bytes=1 << 20,
+        release=lambda: None,
+        identity=identity,
+    )
 
 
 def truth(hub: Hub) -> dict[str, int]:
     return {c: hub.local_count(c) for c in CHANNELS if hub.local_count(c)}
 
 
-# A step: join a stream of these channels, or the n-th open stream leaves; then maybe a
-# flush, maybe with the store down.
+def seated(hub: Hub) -> dict[tuple[str, str], int]:
+    return {(c, a.sub): a.connections for c in CHANNELS for a in hub.roster.attendees(c)}
+
+
+# A step: join a stream of these channels (anonymous, or of a sub), or the n-th open
+# stream leaves; then maybe a flush, maybe with the store down.
 STEPS = st.lists(
     st.tuples(
         st.one_of(
-            st.lists(st.sampled_from(CHANNELS), min_size=1, max_size=3, unique=True),
+            st.tuples(
+                st.lists(st.sampled_from(CHANNELS), min_size=1, max_size=3, unique=True),
+                st.sampled_from([None, "ana", "bo"]),
+            ),
             st.integers(0, 20),
         ),
         st.booleans(),
@@ -84,7 +115,7 @@ STEPS = st.lists(
 @settings(max_examples=150, deadline=None)
 @given(STEPS)
 def test_flushes_write_only_changed_channels_and_converge_on_the_truth(
-    steps: list[tuple[list[str] | int, bool, bool]],
+    steps: list[tuple[tuple[list[str], str | None] | int, bool, bool]],
 ) -> None:
     async def run() -> None:
         broker = MemoryBroker()
@@ -93,14 +124,16 @@ def test_flushes_write_only_changed_channels_and_converge_on_the_truth(
         store = FakeStore()
         tracker = PresenceTracker(hub, store)
         hub.track_changes()
+        hub.roster.track_changes()
         open_: list[Stream] = []
         touched: set[str] = set()
         for action, flush, down in steps:
-            if isinstance(action, list):
-                stream = opened(hub, action)
+            if isinstance(action, tuple):
+                channels, sub = action
+                stream = opened(hub, channels, sub)
                 await hub.join(stream)
                 open_.append(stream)
-                touched |= set(action)
+                touched |= set(channels)
             elif open_:
                 stream = open_.pop(action % len(open_))
                 hub.leave(stream)
@@ -115,9 +148,11 @@ def test_flushes_write_only_changed_channels_and_converge_on_the_truth(
                         assert set(store.batches[-1]) <= touched  # only what changed
                         touched = set()
                     assert store.held == truth(hub)
+                    assert store.seats == seated(hub)
         store.down = False
         await tracker.flush()
         assert store.held == truth(hub)
+        assert store.seats == seated(hub)
         assert await tracker.counts(list(CHANNELS)) == {c: hub.local_count(c) for c in CHANNELS}
         await broker.close()
 

@@ -45,6 +45,25 @@ class KeySpace:
         Cluster it lies in the channel's group's slot, like the channel's other keys."""
         return f"{self.of(channel)}presence:{channel}"
 
+    def who(self, channel: str) -> str:
+        """The sorted set of `channel`'s identified subscribers (`presence.lua`), in the
+        channel's group's slot on a Redis Cluster."""
+        return f"{self.of(channel)}who:{channel}"
+
+    def processes(self) -> str:
+        """The set of node processes that tell presence (swept once dead), under the
+        `{presence}` tag on a Redis Cluster, beside their liveness keys."""
+        if self.clustered:
+            return f"{self.prefix}{{presence}}:processes"
+        return f"{self.prefix}processes"
+
+    def owned(self, process: str) -> str:
+        """The set of channels a process has subscribers on (what a sweep of it cleans).
+        On a Redis Cluster it is tagged by the process, so processes spread over shards."""
+        if self.clustered:
+            return f"{self.prefix}{{{process}}}:owned"
+        return f"{self.prefix}owned:{process}"
+
     def alive(self, process: str) -> str:
         """The key that says a node process is alive (it expires unless refreshed). On a
         Redis Cluster every process's lies under one tag, `{presence}`, so a read of many

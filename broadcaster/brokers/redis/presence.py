@@ -1,55 +1,73 @@
-"""Subscriber counts per channel in Redis, each node process its own field, summed over
-the processes alive now (`PresenceStore`)."""
+"""Presence in Redis: each node process's subscriber counts and identified subscribers
+per channel, its liveness, and the sweep of dead processes (`PresenceStore`)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import secrets
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from importlib import resources
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from broadcaster.brokers.protocol import BrokerUnavailable
 from broadcaster.brokers.redis.keys import KeySpace
+from broadcaster.brokers.redis.seats import Seats
+from broadcaster.core.identity import Attendee, AttendeePage
+
+T = TypeVar("T")
 
 ALIVE_MS = 5_000
 """How long a process counts as alive after its last refresh: the bound within which a
 dead node's subscribers vanish from every count."""
 EXPIRE_S = 86_400
-"""A channel's count hash expires this long after its last write (a forgotten channel
-goes); a process writes its nonzero counts again well within it."""
+"""A channel's keys expire this long after their last write (a forgotten channel goes);
+a process writes its nonzero counts again well within it."""
 BATCH = 1_000
 """Channels per pipeline when a process writes many counts at once."""
+_SOURCE = resources.files(__package__).joinpath("presence.lua").read_text("utf-8")
 
 
 class RedisPresence:
     """Counts in `<prefix>presence:<channel>` (a hash: field = process id, value = its
-    count), liveness in `<prefix>alive:<process>` (a key that expires `alive_ms` after the
-    last refresh). On a Redis Cluster the hashes lie in their channel's group slot and the
-    liveness keys under the `{presence}` tag (`KeySpace`).
+    count), identified subscribers in `<prefix>who:<channel>` (`presence.lua`), liveness
+    in `<prefix>alive:<process>` (a key that expires `alive_ms` after the last refresh),
+    the processes that ever told in `<prefix>processes`, and each one's channels in
+    `<prefix>owned:<process>`. On a Redis Cluster a channel's keys lie in its group's slot
+    (`KeySpace`).
 
     A write touches only the channels given (one pipeline round trip per `BATCH`); a read
-    is two round trips (HGETALL of each channel, one MGET of the liveness of every process
-    named), and removes the fields of processes no longer alive.
+    of counts is two round trips (HGETALL of each channel, one MGET of the liveness of
+    every process named) and removes the fields of processes no longer alive. A process
+    that lapsed (Redis out of reach past the bound) takes a new name: what it wrote under
+    the old one is a dead process's, swept, never mixed with what it writes next.
     """
 
     def __init__(
         self,
         client: aioredis.Redis | aioredis.RedisCluster,
         keys: KeySpace,
-        process: str,
+        name: str,
         *,
+        announces: Callable[[str], bool] | None = None,
         alive_ms: int = ALIVE_MS,
         expire_s: int = EXPIRE_S,
     ) -> None:
         self._client = client
         self._keys = keys
-        self._process = process
+        self._name = name
+        self._process = f"{name}:{secrets.token_hex(3)}"
+        self._announces = announces
         self._alive_ms = alive_ms
         self._expire_s = expire_s
+        self._registered = False  # it has told the store it is alive once
+        self._owned: set[str] = set()  # channels in its `owned` set
+        self._seats = Seats(keys, self._process, announces, expire_s)
 
     @property
     def process(self) -> str:
-        """This process's field in every count hash."""
+        """This process's field in every count hash (new after a lapse)."""
         return self._process
 
     @property
@@ -57,71 +75,152 @@ class RedisPresence:
         """Seconds after its last refresh within which a dead process's counts vanish."""
         return self._alive_ms / 1000
 
-    async def refresh(self) -> bool:
-        """SET the liveness key with its expiry, GET the old value: none means lapsed."""
-        try:
-            old = await self._client.set(
-                self._keys.alive(self._process), "1", px=self._alive_ms, get=True
-            )
-        except (RedisError, OSError) as exc:
-            raise BrokerUnavailable(f"presence: {exc}") from exc
-        return old is not None
+    async def load(self) -> None:
+        """Load `presence.lua` (again: a node of a newer release replaces it)."""
+        await self._call(self._client.function_load(_SOURCE, replace=True))
 
-    async def write(self, counts: Mapping[str, int]) -> None:
-        """HSET (and EXPIRE) each nonzero count, HDEL each zero, in pipelines of BATCH."""
+    async def refresh(self) -> bool:
+        """SET the liveness key with its expiry, GET the old value: none means new or
+        lapsed (then under a new name). New or lapsed, it loads `presence.lua` too (a
+        Redis that lost this key may have lost the library: a restart without
+        persistence)."""
+        old = await self._call(
+            self._client.set(self._keys.alive(self._process), "1", px=self._alive_ms, get=True)
+        )
+        if old is not None:
+            return True
+        if self._registered:
+            self._renew()
+            await self._call(
+                self._client.set(self._keys.alive(self._process), "1", px=self._alive_ms)
+            )
+        await self._call(self._client.sadd(self._keys.processes(), self._process))
+        await self.load()
+        self._registered = True
+        return False
+
+    def _renew(self) -> None:
+        self._process = f"{self._name}:{secrets.token_hex(3)}"
+        self._owned = set()
+        self._seats = Seats(self._keys, self._process, self._announces, self._expire_s)
+
+    async def write(
+        self,
+        counts: Mapping[str, int],
+        seats: Mapping[tuple[str, str], Attendee | None] | None = None,
+    ) -> None:
+        """Set this process's count of each channel (0 removes it), and its seat of each
+        (channel, sub) (None removes it), in pipelines of BATCH channels."""
+        owned = self._keys.owned(self._process)
+        seats = seats or {}
+        calls = self._seats.calls(seats)
         items = list(counts.items())
-        try:
-            for start in range(0, len(items), BATCH):
-                pipe = self._client.pipeline(transaction=False)
-                for channel, count in items[start : start + BATCH]:
-                    key = self._keys.presence(channel)
-                    if count > 0:
-                        pipe.hset(key, self._process, count)
-                        pipe.expire(key, self._expire_s)
-                    else:
-                        pipe.hdel(key, self._process)
-                await pipe.execute()
-        except (RedisError, OSError) as exc:
-            raise BrokerUnavailable(f"presence: {exc}") from exc
+        for start in range(0, max(len(items), len(calls)), BATCH):
+            pipe = self._client.pipeline(transaction=False)
+            joined, left = [], []
+            for channel, count in items[start : start + BATCH]:
+                key = self._keys.presence(channel)
+                if count > 0:
+                    pipe.hset(key, self._process, count)
+                    pipe.expire(key, self._expire_s)
+                    if channel not in self._owned:
+                        joined.append(channel)
+                else:
+                    pipe.hdel(key, self._process)
+                    if channel in self._owned:
+                        left.append(channel)
+            if joined:
+                pipe.sadd(owned, *joined)
+                pipe.expire(owned, self._expire_s)
+            if left:
+                pipe.srem(owned, *left)
+            for call in calls[start : start + BATCH]:
+                pipe.fcall(*call)
+            await self._run(pipe)
+            self._owned.update(joined)
+            self._owned.difference_update(left)
+        self._seats.written(seats)
 
     async def read(self, channels: Sequence[str]) -> dict[str, int]:
         """Sum each channel's fields of live processes; drop the fields of dead ones."""
-        try:
+        pipe = self._client.pipeline(transaction=False)
+        for channel in channels:
+            pipe.hgetall(self._keys.presence(channel))
+        hashes: list[dict[bytes, bytes]] = await self._run(pipe)
+        alive = await self._alive({field for fields in hashes for field in fields})
+        counts: dict[str, int] = {}
+        dead: dict[str, list[bytes]] = {}
+        for channel, fields in zip(channels, hashes, strict=True):
+            counts[channel] = sum(int(v) for p, v in fields.items() if p in alive)
+            gone = [p for p in fields if p not in alive]
+            if gone:
+                dead[channel] = gone
+        if dead:
+            # A process that lapsed but lives writes its counts again under a new name.
             pipe = self._client.pipeline(transaction=False)
-            for channel in channels:
-                pipe.hgetall(self._keys.presence(channel))
-            hashes: list[dict[bytes, bytes]] = await pipe.execute()
-            named = sorted({field for fields in hashes for field in fields})
-            if not named:
-                return dict.fromkeys(channels, 0)
-            flags = await self._client.mget([self._keys.alive(p.decode()) for p in named])
-            alive = {p for p, flag in zip(named, flags, strict=True) if flag is not None}
-            counts: dict[str, int] = {}
-            dead: dict[str, list[bytes]] = {}
-            for channel, fields in zip(channels, hashes, strict=True):
-                counts[channel] = sum(int(v) for p, v in fields.items() if p in alive)
-                gone = [p for p in fields if p not in alive]
-                if gone:
-                    dead[channel] = gone
-            if dead:
-                # A process that lapsed but lives writes all its counts again on its
-                # next refresh (`refresh` answers False), so removing is always safe.
-                pipe = self._client.pipeline(transaction=False)
-                for channel, gone in dead.items():
-                    pipe.hdel(self._keys.presence(channel), *gone)
-                await pipe.execute()
-        except (RedisError, OSError) as exc:
-            raise BrokerUnavailable(f"presence: {exc}") from exc
+            for channel, gone in dead.items():
+                pipe.hdel(self._keys.presence(channel), *gone)
+            await self._run(pipe)
         return counts
 
+    async def attendees(self, channel: str, after: str | None, limit: int) -> AttendeePage:
+        """A page of `channel`'s identified subscribers on live processes, by `sub`."""
+        return await self._call(self._seats.page(self._client, channel, after, limit, self._alive))
+
+    async def sweep(self) -> int:
+        """Clean up after every process that died (its liveness expired): its counts and
+        seats go, with a `leave` for each subscriber it was the last seat of. One node
+        takes each dead process (SREM answers 1 to one caller). The processes swept."""
+        members: set[bytes] = await self._call(self._client.smembers(self._keys.processes()))  # type: ignore[arg-type]
+        named = sorted(members)
+        if not named:
+            return 0
+        alive = await self._alive(set(named))
+        swept = 0
+        for process in (p.decode() for p in named if p not in alive):
+            if not await self._call(self._client.srem(self._keys.processes(), process)):
+                continue  # another node took it
+            owned = self._keys.owned(process)
+            listed: set[bytes] = await self._call(self._client.smembers(owned))  # type: ignore[arg-type]
+            channels = [channel.decode() for channel in listed]
+            for start in range(0, len(channels), BATCH):
+                pipe = self._client.pipeline(transaction=False)
+                for channel in channels[start : start + BATCH]:
+                    pipe.hdel(self._keys.presence(channel), process)
+                    pipe.fcall(*self._seats.gone(channel, process))
+                await self._run(pipe)
+            await self._call(self._client.delete(owned))
+            swept += 1
+        return swept
+
     async def remove(self, channels: Sequence[str]) -> None:
-        """HDEL this process's field of `channels`, then DEL its liveness key."""
-        await self.write(dict.fromkeys(channels, 0))
-        try:
-            await self._client.delete(self._keys.alive(self._process))
-        except (RedisError, OSError) as exc:
-            raise BrokerUnavailable(f"presence: {exc}") from exc
+        """This process stops: drop its counts of `channels`, its seats (announcing the
+        leaves), its liveness and its name."""
+        await self.write(dict.fromkeys(channels, 0), self._seats.all_gone())
+        pipe = self._client.pipeline(transaction=False)
+        pipe.delete(self._keys.alive(self._process), self._keys.owned(self._process))
+        pipe.srem(self._keys.processes(), self._process)
+        await self._run(pipe)
 
     async def close(self) -> None:
         """Close the client's connections."""
         await self._client.aclose()
+
+    async def _alive(self, processes: set[bytes]) -> set[bytes]:
+        """Which of `processes` are alive now (one MGET)."""
+        named = sorted(processes)
+        if not named:
+            return set()
+        flags = await self._call(self._client.mget([self._keys.alive(p.decode()) for p in named]))
+        return {p for p, flag in zip(named, flags, strict=True) if flag is not None}
+
+    async def _run(self, pipe: Any) -> list[Any]:
+        result: list[Any] = await self._call(pipe.execute())
+        return result
+
+    @staticmethod
+    async def _call(call: Awaitable[T]) -> T:
+        try:
+            return await call
+        except (RedisError, OSError) as exc:
+            raise BrokerUnavailable(f"presence: {exc}") from exc

@@ -48,6 +48,7 @@ async def events(request: web.Request) -> web.StreamResponse:
         return refuse(rejected, "draining", 503, "node is shutting down", **{"Retry-After": "1"})
     auth = request.app[AUTH]
     token_expires = math.inf
+    identity = None
     if auth.enabled:
         try:
             grant = auth.grant(request)
@@ -57,6 +58,7 @@ async def events(request: web.Request) -> web.StreamResponse:
             return refuse(rejected, reason, exc.status, exc.reason)
         if settings.token_expiry == "end":
             token_expires = grant.expires
+        identity = grant.identity
     if not request.app[BROKER].connected:
         # Without its broker a node can confirm no subscription, and the headers mean one
         # is confirmed: refuse as /readyz does, politely (load balancers move on).
@@ -71,7 +73,12 @@ async def events(request: web.Request) -> web.StreamResponse:
     request.app[METRICS].counts.connections_opened += 1
     response = EventStreamResponse()
     await response.serve(
-        request, channels, start, release=partial(limiter.release, ip), token_expires=token_expires
+        request,
+        channels,
+        start,
+        release=partial(limiter.release, ip),
+        token_expires=token_expires,
+        identity=identity,
     )
     return response
 

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from broadcaster.brokers.protocol import BrokerUnavailable
 from broadcaster.core.history import Start
+from broadcaster.core.identity import Identity
 from broadcaster.core.metrics import Counts
 from broadcaster.core.replay import Replay
 from broadcaster.core.sse import encode_event, encode_retry
@@ -48,11 +49,14 @@ class EventStreamResponse(OneWriteResponse):
         request: web.Request,
         channels: Sequence[str],
         start: Start | None,
+        *,
         release: Callable[[], None],
         token_expires: float = math.inf,
+        identity: Identity | None = None,
     ) -> None:
-        """Start streaming `channels` to the client; `release` is called once it ends, and
-        the stream ends at `token_expires` (seconds since the epoch), as at its max age.
+        """Start streaming `channels` to the client (who is `identity`, None when
+        anonymous); `release` is called once it ends, and the stream ends at
+        `token_expires` (seconds since the epoch), as at its max age.
 
         Returns when the stream is live (it goes on without this handler), or has ended.
         """
@@ -68,6 +72,7 @@ class EventStreamResponse(OneWriteResponse):
             max_pending_bytes=app[SETTINGS].max_pending_bytes,
             release=release,
             token_expires=token_expires,
+            identity=identity,
         )
         try:
             # Subscribed before the history read and the headers: nothing falls in between.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import AsyncIterator, Callable, Sequence
 
 from aiohttp import web
@@ -21,7 +20,7 @@ from broadcaster.core.metrics import Counts, Metrics
 from broadcaster.delivery.hub import Hub
 from broadcaster.delivery.presence import PresenceTracker
 from broadcaster.node import presence, probes, publish
-from broadcaster.node.auth import Authenticator
+from broadcaster.node.auth import Authenticator, matches
 from broadcaster.node.bodies import UPLOADS, Uploads
 from broadcaster.node.cors import add_cors_headers, preflight
 from broadcaster.node.events import endpoint
@@ -55,15 +54,23 @@ def make_broker(settings: NodeSettings, counts: Counts | None = None) -> Broker:
 
 def make_presence(settings: NodeSettings) -> PresenceStore | None:
     """Where this process tells its subscriber counts: nowhere on the embedded broker (its
-    counts are the node's), else Redis, under a name new at each start (node id, pid, a
-    random part): a restarted process never takes over a dead one's counts."""
+    counts are the node's), else Redis, under a name new at each start (node id, pid, and
+    a random part the store adds): a restarted process never takes over a dead one's."""
     if settings.redis_url is None:
         return None
     client = connect_publisher(settings.redis_url)
     clustered = isinstance(client, RedisCluster)
     keys = KeySpace(settings.library_config().prefix, clustered=clustered)
-    process = f"{settings.node_id}:{os.getpid()}:{secrets.token_hex(3)}"
-    return RedisPresence(client, keys, process)
+    name = f"{settings.node_id}:{os.getpid()}"
+    return RedisPresence(client, keys, name, announces=announcing(settings.presence_events))
+
+
+def announcing(patterns: tuple[str, ...]) -> Callable[[str], bool] | None:
+    """Whether a channel's joins and leaves are announced (`PRESENCE_EVENTS`); None when
+    no channel's are."""
+    if not patterns:
+        return None
+    return lambda channel: any(matches(pattern, channel) for pattern in patterns)
 
 
 Part = Callable[[web.Application], None]
@@ -101,7 +108,9 @@ def create_app(
     metrics.gauge(
         "broadcaster_channels", "Channels with local subscribers.", lambda: hub.channel_count
     )
-    app[PRESENCE] = PresenceTracker(hub, make_presence(settings))
+    app[PRESENCE] = PresenceTracker(
+        hub, make_presence(settings), announces=announcing(settings.presence_events)
+    )
     metrics.gauge(
         "broadcaster_redis_connected",
         "Whether the broker is connected.",
