@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Sequence
 
 from broadcaster import __version__
-from broadcaster.cli import cluster, node, publish, subscribe
+from broadcaster.cli import cluster, node, presence, publish, subscribe
 from broadcaster.cli.options import load_settings
 
 __all__ = ["load_settings", "main"]
@@ -22,6 +22,7 @@ def parser() -> argparse.ArgumentParser:
     node.add_serve(commands)
     publish.add(commands)
     subscribe.add(commands)
+    presence.add(commands)
     cluster.add(commands)
     node.add_demo(commands)
     return root

@@ -1,5 +1,5 @@
-"""The client side, from Python: publishing (through Redis or through a node) and
-subscribing.
+"""The client side, from Python: publishing (through Redis or through a node),
+subscribing, and a node's presence (`HttpPublisher.presence`).
 
 One naming convention: the async class or function has the plain name, and its
 synchronous twin adds `Sync` (classes) or `_sync` (functions): `RedisPublisher` and
@@ -15,6 +15,7 @@ from broadcaster.client.errors import PublishError
 from broadcaster.client.events import Event
 from broadcaster.client.http_publishers import HttpPublisher, SyncHttpPublisher
 from broadcaster.client.items import Item
+from broadcaster.client.presence import Presence, PresenceClient
 from broadcaster.client.redis_publishers import RedisPublisher, SyncRedisPublisher
 from broadcaster.client.subscriber import subscribe, subscribe_sync
 from broadcaster.client.subscription import SubscribeError
@@ -25,6 +26,8 @@ __all__ = [
     "Event",
     "HttpPublisher",
     "Item",
+    "Presence",
+    "PresenceClient",
     "PublishError",
     "Publisher",
     "RedisPublisher",

@@ -8,7 +8,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
-from typing import Self
+from typing import Self, TypeVar
 
 from broadcaster.client.coalesce import MAX_BYTES, Chunk, Clock, Coalescer
 from broadcaster.client.items import Item, StreamShape, publications
@@ -17,6 +17,7 @@ from broadcaster.core.publication import Data, Publication
 
 Send = Callable[[Sequence[Publication]], Awaitable[list[str]]]
 """Publishes a batch in order (retrying as the publisher does); the ids."""
+T = TypeVar("T")
 
 
 class Publisher(ABC):
@@ -109,9 +110,14 @@ class Publisher(ABC):
 
     async def _deliver(self, batch: Sequence[Publication]) -> list[str]:
         batch = self._retries.keyed(batch)
+        return await self._retrying(lambda: self._send(batch))
+
+    async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
+        """`call()`, again after each of the publisher's retryable failures while its
+        retries last (a send keyed for it, or a read)."""
         for attempt in itertools.count():
             try:
-                return await self._send(batch)
+                return await call()
             except self.retryable as failure:
                 delay = self._retries.delay(attempt, failure)
             await asyncio.sleep(delay)

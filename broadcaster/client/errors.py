@@ -1,10 +1,11 @@
-"""Why a publish did not happen."""
+"""Why a publish (or a read of presence) did not happen."""
 
 from __future__ import annotations
 
 
 class PublishError(Exception):
-    """A node refused a publish; `status` is its HTTP status, the message says why."""
+    """A node refused a publish or a read of presence; `status` is its HTTP status, the
+    message says why."""
 
     def __init__(self, status: int, reason: str) -> None:
         super().__init__(f"{status}: {reason}")
@@ -13,7 +14,8 @@ class PublishError(Exception):
 
 
 class Unavailable(PublishError):
-    """The node could not publish right now (502, 503, 504): worth retrying."""
+    """The node could not publish (or read presence) right now (502, 503, 504): worth
+    retrying."""
 
 
 def one_line(error: BaseException) -> str:

@@ -1,4 +1,5 @@
-"""Publishing through a node's `POST /publish` (works with the embedded broker too).
+"""Publishing through a node's `POST /publish` (works with the embedded broker too), and
+reading its `GET /presence`.
 
 A batch is one request with a JSON array (several, one after the other, past 1,000
 messages or about 256 KiB); the node answers each with the array of ids.
@@ -16,6 +17,7 @@ import orjson
 from broadcaster.brokers.protocol import ChannelClosed
 from broadcaster.client.asynchronous import Publisher
 from broadcaster.client.errors import PublishError, Unavailable
+from broadcaster.client.presence import Presence, parse_presence, presence_query
 from broadcaster.client.synchronous import SyncPublisher
 from broadcaster.core.publication import Publication
 
@@ -33,6 +35,7 @@ class HttpPublisher(Publisher):
     ) -> None:
         super().__init__(retries=retries)
         self._url = base_url.rstrip("/") + "/publish"
+        self._presence_url = base_url.rstrip("/") + "/presence"
         self._headers = _headers(token)
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
@@ -42,16 +45,44 @@ class HttpPublisher(Publisher):
         if self._session is not None:
             await self._session.close()
 
-    async def _send(self, batch: Sequence[Publication]) -> list[str]:
+    async def presence(
+        self,
+        channels: str | Sequence[str],
+        *,
+        clients: bool = False,
+        limit: int | None = None,
+        after: str | None = None,
+    ) -> Presence:
+        """The node's `GET /presence` for `channels`: subscribers per channel, and with
+        `clients` (one channel) a page of its identified subscribers, at most `limit`, from
+        after the cursor `after` (a previous page's `next`). Sends the publisher's token,
+        which needs the channels' `subscribe` or `presence` rights when the node checks
+        JWTs. Raises PublishError for a refusal (400, 401, 403), Unavailable (502, 503,
+        504) and connection errors once the retries are spent, ValueError for bad input."""
+        query = presence_query(channels, clients=clients, limit=limit, after=after)
+        return await self._retrying(lambda: self._read_presence(query))
+
+    def _open(self) -> aiohttp.ClientSession:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
+        return self._session
+
+    async def _send(self, batch: Sequence[Publication]) -> list[str]:
+        session = self._open()
         ids: list[str] = []
         for body in _bodies(batch):
-            async with self._session.post(self._url, data=body, headers=self._headers) as response:
+            async with session.post(self._url, data=body, headers=self._headers) as response:
                 if response.status >= 300:
                     _refused(response.status, await response.text())
                 ids += _ids(await response.read())
         return ids
+
+    async def _read_presence(self, query: tuple[tuple[str, str], ...]) -> Presence:
+        session = self._open()
+        async with session.get(self._presence_url, params=query, headers=self._headers) as answer:
+            if answer.status >= 300:
+                raise _refusal(answer.status, await answer.text())
+            return parse_presence(await answer.read())
 
 
 class SyncHttpPublisher(SyncPublisher):
@@ -64,11 +95,30 @@ class SyncHttpPublisher(SyncPublisher):
     ) -> None:
         super().__init__(retries=retries)
         self._url = base_url.rstrip("/") + "/publish"
+        self._presence_url = base_url.rstrip("/") + "/presence"
         self._client = httpx.Client(headers=_headers(token), timeout=timeout)
 
     def close(self) -> None:
         """Close the HTTP connections."""
         self._client.close()
+
+    def presence(
+        self,
+        channels: str | Sequence[str],
+        *,
+        clients: bool = False,
+        limit: int | None = None,
+        after: str | None = None,
+    ) -> Presence:
+        """The node's `GET /presence`, as `HttpPublisher.presence` reads it."""
+        query = presence_query(channels, clients=clients, limit=limit, after=after)
+        return self._retrying(lambda: self._read_presence(query))
+
+    def _read_presence(self, query: tuple[tuple[str, str], ...]) -> Presence:
+        answer = self._client.get(self._presence_url, params=query)
+        if answer.status_code >= 300:
+            raise _refusal(answer.status_code, answer.text)
+        return parse_presence(answer.content)
 
     def _send(self, batch: Sequence[Publication]) -> list[str]:
         ids: list[str] = []
@@ -126,10 +176,18 @@ def _item(publication: Publication) -> dict[str, Any]:
 
 
 def _refused(status: int, text: str) -> None:
-    reason = text.strip().splitlines()[0] if text.strip() else "no reason given"
     if status == CONFLICT:
-        raise ChannelClosed(reason)
-    raise (Unavailable if status in UNAVAILABLE else PublishError)(status, reason)
+        raise ChannelClosed(_reason(text))
+    raise _refusal(status, text)
+
+
+def _refusal(status: int, text: str) -> PublishError:
+    """The error for a node's refusal: Unavailable (worth retrying) or PublishError."""
+    return (Unavailable if status in UNAVAILABLE else PublishError)(status, _reason(text))
+
+
+def _reason(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else "no reason given"
 
 
 def _ids(body: bytes) -> list[str]:

@@ -12,7 +12,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
-from typing import Self
+from typing import Self, TypeVar
 
 from broadcaster.client.coalesce import MAX_BYTES, Chunk, Clock, Coalescer
 from broadcaster.client.items import Item, StreamShape, publications
@@ -21,6 +21,7 @@ from broadcaster.core.publication import Data, Publication
 
 SendSync = Callable[[Sequence[Publication]], list[str]]
 """Publishes a batch in order (retrying as the publisher does); the ids."""
+T = TypeVar("T")
 
 
 class SyncPublisher(ABC):
@@ -113,9 +114,14 @@ class SyncPublisher(ABC):
 
     def _deliver(self, batch: Sequence[Publication]) -> list[str]:
         batch = self._retries.keyed(batch)
+        return self._retrying(lambda: self._send(batch))
+
+    def _retrying(self, call: Callable[[], T]) -> T:
+        """`call()`, again after each of the publisher's retryable failures while its
+        retries last (a send keyed for it, or a read)."""
         for attempt in itertools.count():
             try:
-                return self._send(batch)
+                return call()
             except self.retryable as failure:
                 delay = self._retries.delay(attempt, failure)
             time.sleep(delay)
