@@ -84,3 +84,27 @@ def test_misuses_exit_2_before_any_request() -> None:
         done = run_broadcaster("presence", *args)
         assert (done.returncode, done.stdout) == (2, ""), args
         assert f"broadcaster presence: error: {reason}" in done.stderr
+
+
+async def test_clients_prints_a_page_of_the_endpoints_answer(
+    start_node: StartNode, session: aiohttp.ClientSession
+) -> None:
+    node = start_node(jwt_secret=SECRET)
+    counting = token(presence=["room"])
+    async with contextlib.AsyncExitStack() as stack:
+        for sub in ("ana", "ana", "bob"):
+            headers = {"Authorization": f"Bearer {token(subscribe=['room'], sub=sub)}"}
+            await stack.enter_async_context(subscribe(session, node.url, ["room"], headers))
+        query = {"channel": "room", "clients": "1", "limit": "1"}
+        headers = {"Authorization": f"Bearer {counting}"}
+        async with session.get(f"{node.url}/presence", params=query, headers=headers) as answer:
+            assert answer.status == 200
+            expected = await answer.json()
+        args = ("room", "--clients", "--limit", "1", "--url", node.url)
+        code, out, err = await presence_cli(*args, token=counting)
+        assert (code, err) == (0, "")
+        assert json.loads(out) == expected
+        assert [c["sub"] for c in expected["clients"]] == ["ana"]
+        code, out, err = await presence_cli(*args, "--after", expected["next"], token=counting)
+        assert (code, err) == (0, "")
+        assert [c["sub"] for c in json.loads(out)["clients"]] == ["bob"]

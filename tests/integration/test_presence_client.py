@@ -14,7 +14,13 @@ import aiohttp
 import httpx
 import pytest
 
-from broadcaster import HttpPublisher, Presence, PublishError, SyncHttpPublisher
+from broadcaster import (
+    HttpPublisher,
+    Presence,
+    PresenceClient,
+    PublishError,
+    SyncHttpPublisher,
+)
 from broadcaster.client.errors import Unavailable
 from broadcaster.cluster.processes import free_port
 from tests.support.client import subscribe
@@ -148,3 +154,29 @@ async def test_bad_arguments_are_refused_before_anything_is_sent(reader: Any) ->
     ):
         with pytest.raises(ValueError):
             await node.presence(*args, **kwargs)
+
+
+async def test_clients_pages_the_identified_subscribers(
+    start_app: StartApp, session: aiohttp.ClientSession, reader: Any
+) -> None:
+    base = await start_app(jwt_secret=SECRET)
+    counting = token(presence=["room"])
+    node = reader(base, counting)
+    ana = token(subscribe=["room"], sub="ana", info={"name": "Ana"})
+    bob = token(subscribe=["room"], sub="bob")
+    async with contextlib.AsyncExitStack() as stack:
+        for held in (ana, ana, bob):
+            headers = {"Authorization": f"Bearer {held}"}
+            await stack.enter_async_context(subscribe(session, base, ["room"], headers))
+        first = await node.presence("room", clients=True, limit=1)
+        assert first.counts == {"room": 3}
+        assert first.clients == (PresenceClient("ana", {"name": "Ana"}, 2),)
+        assert first.next is not None
+        rest = await node.presence("room", clients=True, limit=10, after=first.next)
+        assert (rest.clients, rest.next) == ((PresenceClient("bob", None, 1),), None)
+        # What the endpoint answers, given back as it was.
+        query = {"channel": "room", "clients": "1", "limit": "1"}
+        headers = {"Authorization": f"Bearer {counting}"}
+        async with session.get(f"{base}/presence", params=query, headers=headers) as answer:
+            assert answer.status == 200
+            assert first.as_json() == await answer.json()
