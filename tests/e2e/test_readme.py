@@ -237,6 +237,11 @@ def test_a_cluster_on_redis(shell: Shell) -> None:
     ]
     # "PUBSUB NUMSUB sse:news in redis-cli shows one subscription per node"
     assert shell.run("redis-cli PUBSUB NUMSUB sse:news").split() == ["sse:news", "1"]
+    # "How many clients follow a channel": the CLI answers what the README shows.
+    presence = re.search(r"`(\.venv/bin/broadcaster presence [^`]+)`", text)
+    shown = re.search(r'answers\s+`(\{"channels"[^`]+)`', text)
+    assert presence and shown, "the README's presence example"
+    wait(lambda: shell.run(presence[1]).strip() == shown[1], "the presence count")
 
     # The chat page asks on a node (with the nodes' publish token, as /?token= does);
     # the producer the README starts answers through Redis.

@@ -17,6 +17,7 @@ from broadcaster.core.identity import MAX_INFO
 from tests.support.client import Subscriber, subscribe
 from tests.support.nodes import StartApp, StartNode
 from tests.support.processes import RedisServer
+from tests.support.redis_cluster import RedisClusterGroup
 from tests.support.sse import Event
 from tests.support.tokens import SECRET, token
 from tests.support.wait import eventually
@@ -205,3 +206,31 @@ async def test_a_killed_nodes_subscribers_leave(
             await clients_become(session, survivor.url, "room", {})
         finally:
             held.close()
+
+
+async def test_on_a_redis_cluster_a_sub_joins_and_leaves_once_across_nodes(
+    clean_redis_cluster: RedisClusterGroup, start_app: StartApp, session: aiohttp.ClientSession
+) -> None:
+    settings = {"redis_url": clean_redis_cluster.url, "jwt_secret": SECRET}
+    one = await start_app(**settings, presence_events="{r}*", node_id="one")
+    two = await start_app(**settings, presence_events="{r}*", node_id="two")
+    channel = "{r}room"  # (its keys and events in the `{r}` slot, with SPUBLISH)
+    headers = {"Authorization": f"Bearer {token(subscribe=['{r}*'], presence=['*'])}"}
+
+    def ana() -> dict[str, str]:
+        return {"Authorization": f"Bearer {token(subscribe=['{r}*'], sub='ana')}"}
+
+    async with subscribe(session, two, [channel], headers) as watcher:
+        async with contextlib.AsyncExitStack() as stack:
+            await stack.enter_async_context(subscribe(session, one, [channel], ana()))
+            await stack.enter_async_context(subscribe(session, two, [channel], ana()))
+            query = {"channel": channel, "clients": "1"}
+
+            async def both() -> bool:
+                async with session.get(f"{one}/presence", params=query, headers=headers) as got:
+                    body = await got.json()
+                return body["clients"] == [{"sub": "ana", "info": None, "connections": 2}]
+
+            await eventually(both, 15, "ana listed with her two connections")
+        said_ana = {"sub": "ana", "info": None}
+        await said_becomes(watcher, [("join", said_ana), ("leave", said_ana)])

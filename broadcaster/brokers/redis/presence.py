@@ -111,34 +111,35 @@ class RedisPresence:
     ) -> None:
         """Set this process's count of each channel (0 removes it), and its seat of each
         (channel, sub) (None removes it), in pipelines of BATCH channels."""
-        owned = self._keys.owned(self._process)
         seats = seats or {}
         calls = self._seats.calls(seats)
+        # The channels this process has subscribers on (a sweep of it cleans those).
+        seated = {channel for (channel, _), seat in seats.items() if seat is not None}
+        joined = {c for c, n in counts.items() if n > 0} | seated
+        left = {c for c, n in counts.items() if n <= 0} - seated
+        joined, left = joined - self._owned, left & self._owned
+        owned = self._keys.owned(self._process)
         items = list(counts.items())
-        for start in range(0, max(len(items), len(calls)), BATCH):
+        for start in range(0, max(len(items), len(calls), 1), BATCH):
             pipe = self._client.pipeline(transaction=False)
-            joined, left = [], []
+            if start == 0 and joined:
+                pipe.sadd(owned, *sorted(joined))
+                pipe.expire(owned, self._expire_s)
+            if start == 0 and left:
+                pipe.srem(owned, *sorted(left))
             for channel, count in items[start : start + BATCH]:
                 key = self._keys.presence(channel)
                 if count > 0:
                     pipe.hset(key, self._process, count)
                     pipe.expire(key, self._expire_s)
-                    if channel not in self._owned:
-                        joined.append(channel)
                 else:
                     pipe.hdel(key, self._process)
-                    if channel in self._owned:
-                        left.append(channel)
-            if joined:
-                pipe.sadd(owned, *joined)
-                pipe.expire(owned, self._expire_s)
-            if left:
-                pipe.srem(owned, *left)
             for call in calls[start : start + BATCH]:
                 pipe.fcall(*call)
             await self._run(pipe)
-            self._owned.update(joined)
-            self._owned.difference_update(left)
+            if start == 0:
+                self._owned |= joined
+                self._owned -= left
         self._seats.written(seats)
 
     async def read(self, channels: Sequence[str]) -> dict[str, int]:
