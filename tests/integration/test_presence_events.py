@@ -228,8 +228,8 @@ async def test_on_a_redis_cluster_a_sub_joins_and_leaves_once_across_nodes(
 
             async def both() -> bool:
                 async with session.get(f"{one}/presence", params=query, headers=headers) as got:
-                    body = await got.json()
-                return body["clients"] == [{"sub": "ana", "info": None, "connections": 2}]
+                    body: dict[str, Any] = await got.json()
+                return bool(body["clients"] == [{"sub": "ana", "info": None, "connections": 2}])
 
             await eventually(both, 15, "ana listed with her two connections")
         said_ana = {"sub": "ana", "info": None}
