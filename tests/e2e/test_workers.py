@@ -1,5 +1,6 @@
 """`broadcaster serve --workers N`: N nodes on one port, each publish reaching all of them,
-one scrape showing every worker, SIGTERM draining them all, a fallen worker replaced."""
+one scrape showing every worker, presence counting every worker's subscribers, SIGTERM
+draining them all, a fallen worker replaced."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import aiohttp
 
 from tests.support.processes import Node, RedisServer, run_broadcaster
 from tests.support.publish import publish
-from tests.support.wait import wait_until
+from tests.support.wait import eventually, wait_until
 
 SHUTDOWN_TIMEOUT = 5
 TOKEN = "workers-token"
@@ -110,6 +111,37 @@ async def test_workers_share_the_port_and_every_publish_reaches_all_of_them(
         stream.writer.close()
     log = node.log.read_text()
     assert "node=w/0" in log and "node=w/1" in log and "all workers stopped" in log
+
+
+async def test_presence_counts_every_worker_and_every_node(
+    start_node: Callable[..., Node], redis_server: RedisServer, session: aiohttp.ClientSession
+) -> None:
+    node = await workers_node(start_node, redis_server, 2)
+    other = start_node(redis_server.url, node_id="other")
+    streams = await open_on_every_worker(node.port, 2, "room")
+    held = await session.get(f"{other.url}/events", params={"channel": "room"})
+
+    async def counted(expected: int) -> None:
+        async def probe() -> bool:
+            for base in (node.url, other.url):  # (either worker answers the first)
+                async with session.get(f"{base}/presence", params={"channel": "room"}) as got:
+                    if (await got.json())["channels"] != {"room": expected}:
+                        return False
+            return True
+
+        await eventually(probe, 15, f"{expected} subscribers counted on every node")
+
+    try:
+        await counted(len(streams) + 1)
+        leaving = [s for s in streams if s.worker == "w/0"]
+        for stream in leaving:
+            stream.writer.close()
+        await counted(len(streams) - len(leaving) + 1)
+    finally:
+        held.close()
+        for stream in streams:
+            stream.writer.close()
+    await counted(0)
 
 
 async def test_a_fallen_worker_is_replaced_and_the_other_keeps_streaming(

@@ -9,10 +9,12 @@
 -- begins with "<sub>\0" (no `sub` holds a NUL).
 --
 -- FCALL sse_presence 1 <who key> <pubsub channel> <publish command> <announce 0|1>
---       <expire s> (<sub> <old member> <new member> <event data>)*
---   Puts each new member in place of the old (empty: none). With announce 1, a
---   subscriber that had no member before and has one after gets a live-only `join`
---   event, the reverse a `leave`, published with <event data> on <pubsub channel>.
+--       <expire s> <process> (<sub> <new member> <event data>)*
+--   Puts each new member (empty: none) in place of whatever member <process> had for
+--   the sub (found by prefix, so a reply the caller never got cannot leave a stale one).
+--   With announce 1, a subscriber that had no member before and has one after gets a
+--   live-only `join` event, the reverse a `leave`, published with <event data> on
+--   <pubsub channel>.
 --
 -- FCALL sse_presence_gone 1 <who key> <pubsub channel> <publish command> <announce 0|1>
 --       <process>
@@ -36,12 +38,12 @@ local function sse_presence(keys, args)
   local key = keys[1]
   local announcing = args[3] == "1"
   local added = false
-  for i = 5, #args, 4 do
-    local sub, old, new, data = args[i], args[i + 1], args[i + 2], args[i + 3]
+  local process = args[5]
+  for i = 6, #args, 3 do
+    local sub, new, data = args[i], args[i + 1], args[i + 2]
     local before = announcing and present(key, sub)
-    if old ~= "" then
-      redis.call("ZREM", key, old)
-    end
+    local mine = sub .. "\0" .. process .. "\0"
+    redis.call("ZREMRANGEBYLEX", key, "[" .. mine, "(" .. sub .. "\0" .. process .. "\1")
     if new ~= "" then
       redis.call("ZADD", key, 0, new)
       added = true

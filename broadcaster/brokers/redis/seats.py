@@ -21,8 +21,9 @@ Alive = Callable[[set[bytes]], Awaitable[set[bytes]]]
 
 
 class Seats:
-    """What this process last wrote to each channel's `who` set: a member per (channel,
-    sub), "<sub>\\0<process>\\0<connections>\\0<info>", and the `FCALL`s that move it."""
+    """This process's seats in each channel's `who` set: a member per (channel, sub),
+    "<sub>\\0<process>\\0<connections>\\0<info>", the `FCALL`s that move them, and the
+    data of each one's `leave`."""
 
     def __init__(
         self,
@@ -36,38 +37,36 @@ class Seats:
         self._announces = announces
         self._expire_s = expire_s
         self._publish = "SPUBLISH" if keys.clustered else "PUBLISH"
-        # (channel, sub) -> (its member, the data of its `leave`)
-        self._written: dict[tuple[str, str], tuple[str, str]] = {}
+        # (channel, sub) -> the data of its `leave`, for each seat written
+        self._data: dict[tuple[str, str], str] = {}
 
     def calls(self, seats: Mapping[tuple[str, str], Attendee | None]) -> list[tuple[Any, ...]]:
         """The `FCALL sse_presence` of each channel whose seats change (one per channel)."""
         changes: dict[str, list[str]] = {}
         for (channel, sub), attendee in seats.items():
-            old, data = self._written.get((channel, sub), ("", ""))
-            new = ""
-            if attendee is not None:
+            if attendee is None:
+                new = ""
+                data = self._data.get((channel, sub)) or Identity(sub).announcement()
+            else:
                 new = SEP.join((sub, self._process, str(attendee.connections), attendee.info))
                 data = Identity(sub, attendee.info).announcement()
-            if old or new:
-                changes.setdefault(channel, []).extend((sub, old, new, data))
+            changes.setdefault(channel, []).extend((sub, new, data))
         return [
-            (PRESENCE, 1, *self._head(channel), self._expire_s, *quads)
-            for channel, quads in changes.items()
+            (PRESENCE, 1, *self._head(channel), self._expire_s, self._process, *triples)
+            for channel, triples in changes.items()
         ]
 
     def written(self, seats: Mapping[tuple[str, str], Attendee | None]) -> None:
         """`seats` are in the store now."""
         for (channel, sub), attendee in seats.items():
             if attendee is None:
-                self._written.pop((channel, sub), None)
+                self._data.pop((channel, sub), None)
             else:
-                member = SEP.join((sub, self._process, str(attendee.connections), attendee.info))
-                data = Identity(sub, attendee.info).announcement()
-                self._written[(channel, sub)] = (member, data)
+                self._data[(channel, sub)] = Identity(sub, attendee.info).announcement()
 
     def all_gone(self) -> dict[tuple[str, str], Attendee | None]:
         """Every seat this process holds, to be removed."""
-        return dict.fromkeys(self._written)
+        return dict.fromkeys(self._data)
 
     def gone(self, channel: str, process: str) -> tuple[Any, ...]:
         """The `FCALL sse_presence_gone` that removes a dead process's seats of `channel`."""
