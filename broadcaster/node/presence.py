@@ -3,6 +3,7 @@ not."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -61,7 +62,7 @@ async def presence(request: web.Request) -> web.Response:
     return web.json_response(body)
 
 
-def _listing(query: Any, channels: list[str]) -> tuple[str | None, int] | None:
+def _listing(query: Mapping[str, str], channels: list[str]) -> tuple[str | None, int] | None:
     """`(after, limit)` when the request lists clients, else None; ValueError if bad."""
     clients = query.get("clients", "0")
     if clients not in ("0", "1"):
