@@ -32,6 +32,7 @@ CALLERS = ("anonymous", "publish token", "jwt allowing demo:*", "jwt allowing no
 REQUESTS: dict[str, tuple[str, str, dict[str, str] | None]] = {
     "GET /events": ("GET", "/events?channel=demo:x", None),
     "GET /presence": ("GET", "/presence?channel=demo:x", None),
+    "GET /presence?clients=1": ("GET", "/presence?channel=demo:x&clients=1", None),
     "POST /publish": ("POST", "/publish", {"channel": "demo:x", "data": "x"}),
     "POST /demo/ask": ("POST", "/demo/ask", {"channel": "demo:x", "prompt": "x"}),
 }
@@ -43,6 +44,9 @@ EXPECTED: dict[tuple[str, str], tuple[int, int, int, int]] = {
     ("GET /presence", "none"): (200, 200, 200, 200),
     ("GET /presence", "publish token"): (200, 200, 200, 200),
     ("GET /presence", "jwt"): (401, 401, 200, 403),
+    ("GET /presence?clients=1", "none"): (200, 200, 200, 200),
+    ("GET /presence?clients=1", "publish token"): (200, 200, 200, 200),
+    ("GET /presence?clients=1", "jwt"): (401, 401, 200, 403),
     ("POST /publish", "none"): (403, 403, 403, 403),
     ("POST /publish", "publish token"): (401, 200, 401, 401),
     ("POST /publish", "jwt"): (401, 401, 200, 403),
