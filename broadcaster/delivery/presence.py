@@ -66,6 +66,7 @@ class PresenceTracker:
         self._alive = False  # the last refresh succeeded
         self._outage = False  # one warning per outage
         self._local = LocalAnnouncer(hub, announces) if store is None and announces else None
+        self._stopping = False
 
     @property
     def shared(self) -> bool:
@@ -85,6 +86,7 @@ class PresenceTracker:
     async def stop(self) -> None:
         """Stop the loop, then remove this process's counts, seats and liveness from the
         store (best effort: unreachable, they expire within the bound)."""
+        self._stopping = True  # (a cancellation lost inside a Redis call still ends it)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -114,7 +116,7 @@ class PresenceTracker:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         refreshed = rewritten = -float("inf")
-        while True:
+        while not self._stopping:
             now = loop.time()
             due = not self._alive or now - refreshed >= self._refresh_every
             if due and await self._refresh():

@@ -76,4 +76,5 @@ async def test_demo_off_writes_nothing_to_redis(
     await eventually(reported, 10, "the demo node to report, and only it")
     # (Besides each node's presence liveness, which is the node's, demo or not.)
     keys = redis_server.cli("--scan").split()
-    assert [key for key in keys if not key.startswith("sse:alive:")] == ["sse:nodes"]
+    presence = ("sse:alive:", "sse:owned:", "sse:processes")  # the node's own presence keys
+    assert [key for key in keys if not key.startswith(presence)] == ["sse:nodes"]

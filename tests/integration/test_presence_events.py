@@ -22,7 +22,10 @@ from tests.support.sse import Event
 from tests.support.tokens import SECRET, token
 from tests.support.wait import eventually
 
-WATCHING = {"Authorization": f"Bearer {token(subscribe=['room', 'quiet'], presence=['*'])}"}
+
+def watching() -> dict[str, str]:
+    """The headers of an anonymous subscriber (a token without `sub`) who may also ask."""
+    return {"Authorization": f"Bearer {token(subscribe=['room', 'quiet'], presence=['*'])}"}
 
 
 def of(sub: str, **info: Any) -> dict[str, str]:
@@ -40,7 +43,7 @@ def said(events: list[Event]) -> list[tuple[str, Any]]:
 
 async def listed(session: aiohttp.ClientSession, base: str, channel: str) -> dict[str, Any]:
     query = {"channel": channel, "clients": "1"}
-    async with session.get(f"{base}/presence", params=query, headers=WATCHING) as answer:
+    async with session.get(f"{base}/presence", params=query, headers=watching()) as answer:
         assert answer.status == 200, await answer.text()
         body: dict[str, Any] = await answer.json()
         return body
@@ -73,7 +76,7 @@ async def test_first_in_last_out_and_never_anonymous(
 ) -> None:
     base = await start_broker_app(jwt_secret=SECRET, presence_events="ro*")
     async with contextlib.AsyncExitStack() as stack:
-        watcher = await stack.enter_async_context(subscribe(session, base, ["room"], WATCHING))
+        watcher = await stack.enter_async_context(subscribe(session, base, ["room"], watching()))
         first = contextlib.AsyncExitStack()
         await first.enter_async_context(subscribe(session, base, ["room"], of("ana", n="Ana")))
         ana = {"sub": "ana", "info": {"n": "Ana"}}
@@ -84,7 +87,7 @@ async def test_first_in_last_out_and_never_anonymous(
         await first.aclose()
         await clients_become(session, base, "room", {"ana": 1})
         # An anonymous subscriber (a token without `sub`) comes and goes unannounced.
-        async with subscribe(session, base, ["room"], WATCHING):
+        async with subscribe(session, base, ["room"], watching()):
             pass
         # Bob's join comes after every change above was announced (or not): nothing for
         # Ana's second connection, her first one's leave, or the anonymous one.
@@ -104,14 +107,14 @@ async def test_clients_are_listed_by_sub_a_page_at_a_time(
     async with contextlib.AsyncExitStack() as stack:
         for sub in ("cy", "ana", "bo", "ana"):
             await stack.enter_async_context(subscribe(session, base, ["room"], of(sub, x=1)))
-        await stack.enter_async_context(subscribe(session, base, ["room"], WATCHING))
+        await stack.enter_async_context(subscribe(session, base, ["room"], watching()))
         await clients_become(session, base, "room", {"ana": 2, "bo": 1, "cy": 1})
         pages, after = [], None
         while True:
             query = {"channel": "room", "clients": "1", "limit": "2"} | (
                 {"after": after} if after else {}
             )
-            async with session.get(f"{base}/presence", params=query, headers=WATCHING) as got:
+            async with session.get(f"{base}/presence", params=query, headers=watching()) as got:
                 body = await got.json()
             pages.append([(c["sub"], c["connections"], c["info"]) for c in body["clients"]])
             assert body["channels"] == {"room": 5}  # every subscriber, anonymous too
@@ -167,7 +170,7 @@ async def test_a_sub_on_two_nodes_joins_once_and_leaves_once(
     one = await start_app(**settings, node_id="one")
     two = await start_app(**settings, node_id="two")
     async with contextlib.AsyncExitStack() as stack:
-        watcher = await stack.enter_async_context(subscribe(session, two, ["room"], WATCHING))
+        watcher = await stack.enter_async_context(subscribe(session, two, ["room"], watching()))
         on_one = contextlib.AsyncExitStack()
         await on_one.enter_async_context(subscribe(session, one, ["room"], of("ana")))
         ana = {"sub": "ana", "info": None}
@@ -194,7 +197,7 @@ async def test_a_killed_nodes_subscribers_leave(
     settings = {"jwt_secret": SECRET, "presence_events": "room"}
     survivor = start_node(redis_server.url, **settings)
     doomed = start_node(redis_server.url, **settings)
-    async with subscribe(session, survivor.url, ["room"], WATCHING) as watcher:
+    async with subscribe(session, survivor.url, ["room"], watching()) as watcher:
         held = await session.get(
             f"{doomed.url}/events", params={"channel": "room"}, headers=of("ana")
         )
