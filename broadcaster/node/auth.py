@@ -26,13 +26,15 @@ class Grant:
     """What a verified token allows: channel patterns with `*` wildcards, until `expires`
     (its `exp`, in seconds since the epoch). Counting a channel's subscribers (`GET
     /presence`) takes `subscribe` or `presence`. A token with a `sub` names its
-    subscriber (`identity`), whom presence lists and announces."""
+    subscriber (`identity`), whom presence lists and announces; a `sub` or `info` that
+    presence cannot hold is `unfit` (why), which refuses subscribing, not publishing."""
 
     subscribe: tuple[str, ...]
     publish: tuple[str, ...]
     expires: float
     presence: tuple[str, ...] = ()
     identity: Identity | None = None
+    unfit: str | None = None
 
 
 class Authenticator:
@@ -117,16 +119,18 @@ class Authenticator:
         expires = claims["exp"]  # required, and checked by PyJWT
         if not isinstance(expires, int | float):
             raise AuthError(401, "invalid token: exp must be a number")
+        identity, unfit = None, None
         try:
             identity = Identity.from_claims(claims)
         except ValueError as exc:
-            raise AuthError(401, f"invalid token: {exc}") from None
+            unfit = f"invalid token: {exc}"
         return Grant(
             _patterns(claims, "subscribe"),
             _patterns(claims, "publish"),
             expires,
             _patterns(claims, "presence"),
             identity,
+            unfit,
         )
 
     def _verify(self, token: str) -> dict[str, object]:

@@ -157,10 +157,14 @@ async def test_a_sub_or_info_presence_cannot_hold_is_refused(
     start_app: StartApp, session: aiohttp.ClientSession, claims: dict[str, Any], reason: str
 ) -> None:
     base = await start_app(jwt_secret=SECRET)
-    headers = {"Authorization": f"Bearer {token(subscribe=['room'], **claims)}"}
+    headers = {"Authorization": f"Bearer {token(subscribe=['room'], publish=['room'], **claims)}"}
     async with session.get(f"{base}/events", params={"channel": "room"}, headers=headers) as got:
         text = await got.text()
     assert (got.status, text.startswith(reason)) == (401, True), text
+    # Presence's bounds are for subscribers: the same token still publishes.
+    body = {"channel": "room", "data": "x"}
+    async with session.post(f"{base}/publish", json=body, headers=headers) as got:
+        assert got.status == (401 if claims["sub"] == 7 else 200), await got.text()
 
 
 async def test_a_sub_on_two_nodes_joins_once_and_leaves_once(

@@ -53,6 +53,8 @@ async def events(request: web.Request) -> web.StreamResponse:
         try:
             grant = auth.grant(request)
             require(grant.subscribe, channels, "subscribe")
+            if grant.unfit is not None:  # (a `sub` or `info` presence cannot hold)
+                raise AuthError(401, grant.unfit)
         except AuthError as exc:
             reason: RejectReason = "unauthorized" if exc.status == 401 else "forbidden"
             return refuse(rejected, reason, exc.status, exc.reason)
