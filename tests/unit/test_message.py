@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from broadcaster.core.message import ENVELOPE_MARK, Message, plain, unpack
+from broadcaster.core.message import ENVELOPE_MARK, LIVE_MARK, Message, plain, unpack
 
 
 def envelope(id_: str, prev: str, event: str, ms: str, data: str) -> bytes:
@@ -34,9 +34,17 @@ def test_envelope_carries_id_prev_event_and_time() -> None:
     assert unpack(envelope("5-2", "", "", "5", "")) == Message("", None, "5-2", None, 5)
 
 
+def test_a_live_only_envelope_has_no_id() -> None:
+    # What presence.lua publishes for `join` and `leave`: delivered, never sequenced.
+    live = LIVE_MARK + b'\n\n\njoin\n7\n{"sub":"ana","info":null}'
+    assert unpack(live) == Message('{"sub":"ana","info":null}', "join", published_ms=7)
+
+
 @pytest.mark.parametrize(
     "payload",
     [
+        LIVE_MARK + b"\n5-2\n\njoin\n7\nan id it may not carry",
+        LIVE_MARK + b"\n\n4-1\njoin\n7\na prev it may not carry",
         ENVELOPE_MARK + b"\n1-1\n\n",
         envelope("1-1", "", "", "soon", "x"),
         ENVELOPE_MARK + b"x",
