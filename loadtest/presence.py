@@ -1,11 +1,14 @@
 """What presence costs Redis: many channels, several node processes, churn.
 
 `python -m loadtest.presence [--channels 10000] [--nodes 4] [--churn 1000] [--seconds 10]
-[--reads 200] [--out loadtest/results/presence.json]`
+[--reads 200] [--identified 0.0] [--subs 1000] [--announce]
+[--out loadtest/results/presence.json]`
 
 Starts a redis-server (no persistence) and, in this process, `--nodes` hubs (on embedded
 brokers: only their counts matter), each with its `PresenceTracker` writing to that Redis
-through `RedisPresence`, as each node process of a cluster does. Every node joins one
+through `RedisPresence`, as each node process of a cluster does. A share of the streams
+(`--identified`) carry a JWT `sub` (one of `--subs`): their seats are written too, with
+`join`/`leave` events decided on every channel with `--announce`. Every node joins one
 stream to each of `--channels` channels (the load), then for `--seconds` seconds makes
 `--churn` changes a second (a stream joins or leaves a random channel), then stays quiet
 for `--seconds` seconds (liveness only). Per phase it reports Redis's commands per second
@@ -33,6 +36,7 @@ from broadcaster.brokers.memory import MemoryBroker
 from broadcaster.brokers.redis.keys import KeySpace
 from broadcaster.brokers.redis.presence import RedisPresence
 from broadcaster.cluster.processes import free_port, redis_argv, spawn, stop, wait_for_redis
+from broadcaster.core.identity import Identity
 from broadcaster.delivery.hub import Hub
 from broadcaster.delivery.presence import PresenceTracker
 from broadcaster.delivery.stream import Stream
@@ -77,24 +81,43 @@ def rates(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def identity_of(rng: random.Random, args: argparse.Namespace) -> Identity | None:
+    """A stream's identity: one of `--subs`, for an `--identified` share of them."""
+    if args.identified and rng.random() < args.identified:
+        return Identity(f"user-{rng.randrange(args.subs)}", '{"name":"a user"}')
+    return None
+
+
+def joined(
+    hub: Hub, streams: list[Stream], channel: str, identity: Identity | None
+) -> asyncio.Future[None]:
+    """A stream of `channel` (who is `identity`) joins `hub`."""
+    stream = hub.open(
+        NullTransport(), [channel], max_pending_bytes=1, release=lambda: None, identity=identity
+    )
+    streams.append(stream)
+    return asyncio.ensure_future(hub.join(stream))
+
+
 async def measure(args: argparse.Namespace, url: str) -> dict[str, Any]:
     admin = aioredis.Redis.from_url(url)
     empty = await snapshot(admin)
     channels = [f"room:{n}" for n in range(args.channels)]
+    rng = random.Random(1)
     nodes: list[tuple[MemoryBroker, Hub, PresenceTracker, list[Stream]]] = []
     for n in range(args.nodes):
         broker = MemoryBroker()
         hub = Hub(broker, heartbeat_interval=3600)
         await broker.start(hub.deliver)
-        store = RedisPresence(aioredis.Redis.from_url(url), KeySpace("sse:"), f"node-{n}:1:abc")
+        client = aioredis.Redis.from_url(url)
+        announces = (lambda channel: True) if args.announce else None
+        store = RedisPresence(client, KeySpace("sse:"), f"node-{n}:1", announces=announces)
         tracker = PresenceTracker(hub, store)
         await tracker.start()
         nodes.append((broker, hub, tracker, []))
 
     def join(hub: Hub, streams: list[Stream], channel: str) -> asyncio.Future[None]:
-        stream = hub.open(NullTransport(), [channel], max_pending_bytes=1, release=lambda: None)
-        streams.append(stream)
-        return asyncio.ensure_future(hub.join(stream))
+        return joined(hub, streams, channel, identity_of(rng, args))
 
     loaded_at = await snapshot(admin)
     for _, hub, _, streams in nodes:
@@ -105,7 +128,6 @@ async def measure(args: argparse.Namespace, url: str) -> dict[str, Any]:
         await asyncio.sleep(0.1)
     await asyncio.sleep(2 * args.interval)  # (every node's first batch is in)
     churn_at = await snapshot(admin)
-    rng = random.Random(1)
     per_tick = max(1, round(args.churn / 10))
     end = time.monotonic() + args.seconds
     while time.monotonic() < end:
@@ -140,6 +162,8 @@ async def measure(args: argparse.Namespace, url: str) -> dict[str, Any]:
         "channels": args.channels,
         "nodes": args.nodes,
         "churn_per_node_per_s": args.churn,
+        "identified": args.identified,
+        "announce": args.announce,
         "load": rates(loaded_at, churn_at),
         "churn": rates(churn_at, quiet_at),
         "quiet": rates(quiet_at, done),
@@ -160,6 +184,13 @@ def main() -> None:
     parser.add_argument("--churn", type=int, default=1000, help="changes per node per second")
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--reads", type=int, default=200)
+    parser.add_argument(
+        "--identified", type=float, default=0.0, help="share of streams with a JWT sub"
+    )
+    parser.add_argument("--subs", type=int, default=1000, help="distinct subs among them")
+    parser.add_argument(
+        "--announce", action="store_true", help="join/leave events on every channel"
+    )
     parser.add_argument("--out", type=Path, default=Path("loadtest/results/presence.json"))
     args = parser.parse_args()
     args.interval = 1.0

@@ -102,7 +102,16 @@ async def test_resume_on_another_node_within_a_group_and_across_shards(
                 for n in range(6)
             ]
             events = await first.wait_for(6)
-            assert [e.data for e in events] == [f"m{n}" for n in range(6)]
+            live = [e.data for e in events]
+            if channels is tagged:
+                assert live == [f"m{n}" for n in range(6)]  # one group: one order
+            else:
+                # Live, each group comes in its order; different groups (shards, links)
+                # in the order the node reads them, which a loaded node may swap.
+                assert sorted(live) == [f"m{n}" for n in range(6)]
+                for first_of in range(len(channels)):
+                    mine = [f"m{n}" for n in range(first_of, 6, len(channels))]
+                    assert [d for d in live if d in mine] == mine
             held = first.parser.last_event_id
         if channels is tagged:
             assert [e.id for e in events] == sent, "one group: today's ids"
