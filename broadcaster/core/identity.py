@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import orjson
@@ -25,7 +26,7 @@ class Identity:
     info: str = "null"
 
     @classmethod
-    def from_claims(cls, claims: dict[str, object]) -> Identity | None:
+    def from_claims(cls, claims: Mapping[str, object]) -> Identity | None:
         """The identity a token's claims carry (None without `sub`); raises ValueError
         saying what is wrong with a `sub` or an `info` the presence store cannot hold."""
         sub = claims.get("sub")

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import jwt
@@ -25,16 +26,22 @@ class AuthError(Refused):
 class Grant:
     """What a verified token allows: channel patterns with `*` wildcards, until `expires`
     (its `exp`, in seconds since the epoch). Counting a channel's subscribers (`GET
-    /presence`) takes `subscribe` or `presence`. A token with a `sub` names its
-    subscriber (`identity`), whom presence lists and announces; a `sub` or `info` that
-    presence cannot hold is `unfit` (why), which refuses subscribing, not publishing."""
+    /presence`) takes `subscribe` or `presence`. `claims` are the token's, for what
+    only some endpoints read (a subscriber's `sub` and `info`: `identity`)."""
 
     subscribe: tuple[str, ...]
     publish: tuple[str, ...]
     expires: float
     presence: tuple[str, ...] = ()
-    identity: Identity | None = None
-    unfit: str | None = None
+    claims: Mapping[str, object] = field(default_factory=dict)
+
+    def identity(self) -> Identity | None:
+        """Who the subscriber is (None without `sub`); raises AuthError (401) for a `sub`
+        or `info` presence cannot hold."""
+        try:
+            return Identity.from_claims(self.claims)
+        except ValueError as exc:
+            raise AuthError(401, f"invalid token: {exc}") from None
 
 
 class Authenticator:
@@ -119,18 +126,12 @@ class Authenticator:
         expires = claims["exp"]  # required, and checked by PyJWT
         if not isinstance(expires, int | float):
             raise AuthError(401, "invalid token: exp must be a number")
-        identity, unfit = None, None
-        try:
-            identity = Identity.from_claims(claims)
-        except ValueError as exc:
-            unfit = f"invalid token: {exc}"
         return Grant(
             _patterns(claims, "subscribe"),
             _patterns(claims, "publish"),
             expires,
             _patterns(claims, "presence"),
-            identity,
-            unfit,
+            claims,
         )
 
     def _verify(self, token: str) -> dict[str, object]:

@@ -53,14 +53,12 @@ async def events(request: web.Request) -> web.StreamResponse:
         try:
             grant = auth.grant(request)
             require(grant.subscribe, channels, "subscribe")
-            if grant.unfit is not None:  # (a `sub` or `info` presence cannot hold)
-                raise AuthError(401, grant.unfit)
+            identity = grant.identity()
         except AuthError as exc:
             reason: RejectReason = "unauthorized" if exc.status == 401 else "forbidden"
             return refuse(rejected, reason, exc.status, exc.reason)
         if settings.token_expiry == "end":
             token_expires = grant.expires
-        identity = grant.identity
     if not request.app[BROKER].connected:
         # Without its broker a node can confirm no subscription, and the headers mean one
         # is confirmed: refuse as /readyz does, politely (load balancers move on).

@@ -52,7 +52,9 @@ def make_broker(settings: NodeSettings, counts: Counts | None = None) -> Broker:
     return broker.from_url(url, counts=counts, config=config, max_replay_bytes=max_replay_bytes)
 
 
-def make_presence(settings: NodeSettings) -> PresenceStore | None:
+def make_presence(
+    settings: NodeSettings, announces: Callable[[str], bool] | None
+) -> PresenceStore | None:
     """Where this process tells its subscriber counts: nowhere on the embedded broker (its
     counts are the node's), else Redis, under a name new at each start (node id, pid, and
     a random part the store adds): a restarted process never takes over a dead one's."""
@@ -62,7 +64,7 @@ def make_presence(settings: NodeSettings) -> PresenceStore | None:
     clustered = isinstance(client, RedisCluster)
     keys = KeySpace(settings.library_config().prefix, clustered=clustered)
     name = f"{settings.node_id}:{os.getpid()}"
-    return RedisPresence(client, keys, name, announces=announcing(settings.presence_events))
+    return RedisPresence(client, keys, name, announces=announces)
 
 
 def announcing(patterns: tuple[str, ...]) -> Callable[[str], bool] | None:
@@ -108,9 +110,8 @@ def create_app(
     metrics.gauge(
         "broadcaster_channels", "Channels with local subscribers.", lambda: hub.channel_count
     )
-    app[PRESENCE] = PresenceTracker(
-        hub, make_presence(settings), announces=announcing(settings.presence_events)
-    )
+    announces = announcing(settings.presence_events)
+    app[PRESENCE] = PresenceTracker(hub, make_presence(settings, announces), announces=announces)
     metrics.gauge(
         "broadcaster_redis_connected",
         "Whether the broker is connected.",
