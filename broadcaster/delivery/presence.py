@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
@@ -193,8 +192,9 @@ class PresenceTracker:
 class LocalAnnouncer:
     """Without a store (the embedded broker, one node): every `interval`, a `join` for
     each identified subscriber that came to a channel `announces`, a `leave` for each that
-    went, delivered live by the hub (no id, never stored). A sub that came and went within
-    one interval is not announced (coalesced)."""
+    went, delivered live by the hub (no id, never stored; no publish time: delivered as
+    made, they have no latency to measure). A sub that came and went within one interval
+    is not announced (coalesced)."""
 
     def __init__(self, hub: Hub, announces: Callable[[str], bool]) -> None:
         self._hub = hub
@@ -217,10 +217,10 @@ class LocalAnnouncer:
             was = self._announced.get((channel, sub))
             if seat is not None and was is None:
                 data = self._announced[(channel, sub)] = Identity(sub, seat.info).announcement()
-                self._hub.deliver(channel, Message(data, "join", published_ms=now_ms()))
+                self._hub.deliver(channel, Message(data, "join"))
             elif seat is None and was is not None:
                 del self._announced[(channel, sub)]
-                self._hub.deliver(channel, Message(was, "leave", published_ms=now_ms()))
+                self._hub.deliver(channel, Message(was, "leave"))
 
 
 def page_of(attendees: Sequence[Attendee], after: str | None, limit: int) -> AttendeePage:
@@ -228,11 +228,6 @@ def page_of(attendees: Sequence[Attendee], after: str | None, limit: int) -> Att
     rest = [a for a in attendees if after is None or a.sub > after]
     page = tuple(rest[:limit])
     return AttendeePage(page, page[-1].sub if len(rest) > limit else None)
-
-
-def now_ms() -> int:
-    """The time now, in milliseconds since the epoch (as publish times are)."""
-    return int(time.time() * 1000)
 
 
 async def within(seconds: float, call: Awaitable[T]) -> T:
